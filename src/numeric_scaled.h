@@ -1,0 +1,22 @@
+/*
+ * numeric_scaled.h — PostgreSQL numeric <-> exact 128-bit scaled integers.
+ */
+#ifndef CONVBILL_NUMERIC_SCALED_H
+#define CONVBILL_NUMERIC_SCALED_H
+
+#include "postgres.h"
+#include "utils/numeric.h"
+
+#include "decimal.h"
+
+/*
+ * num x 10^scale as an integer; raises 22023 for NaN/Infinity or more than
+ * `scale` decimal places and 22003 when out of range.  `what` names the argument
+ * in messages ("quantity", "used_before").
+ */
+extern cb_int128 numeric_to_scaled(Numeric num, int scale, const char *what);
+
+/* v / 10^scale as a numeric with display scale `scale`. */
+extern Numeric scaled_to_numeric(cb_int128 v, int scale);
+
+#endif

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# convbill's one runner for `make test`, `make demo`, `make bench` and `make fuzz`.
+#
+# On a fresh Debian 12 machine, as root, it installs what is missing from Debian's
+# packages, builds and installs the extension, starts a private throwaway cluster
+# (initdb in a temporary directory, Unix socket only, pg_cron preloaded, run as the
+# `postgres` system user because PostgreSQL refuses to run as root), does its job and
+# stops the cluster even on failure.
+set -euo pipefail
+
+mode=${1:?usage: test/run.sh test|demo|bench|fuzz}
+cd "$(dirname "$0")/.."
+top=$PWD
+
+PGVER=15
+PGBIN=/usr/lib/postgresql/$PGVER/bin
+PACKAGES=(postgresql-$PGVER postgresql-server-dev-$PGVER postgresql-$PGVER-pgtap
+          postgresql-$PGVER-cron libtap-parser-sourcehandler-pgtap-perl
+          make gcc clang libclang-rt-14-dev)
+FUZZ_SECONDS_TEST=${FUZZ_SECONDS_TEST:-20}
+FUZZ_SECONDS_LONG=${FUZZ_SECONDS_LONG:-600}
+
+log() { printf '\n== %s\n' "$*"; }
+
+ensure_packages() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing Debian packages: ${missing[*]} (run as root, or install them first)" >&2
+        exit 1
+    fi
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+        apt-get update >/dev/null
+        apt-get install -y --no-install-recommends "${missing[@]}"
+    }
+}
+
+build_install() {
+    log "building and installing convbill"
+    make -s PG_CONFIG=$PGBIN/pg_config PG_CFLAGS="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare" >/dev/null
+    make -s PG_CONFIG=$PGBIN/pg_config install >/dev/null
+}
+
+# Run a command as the postgres system user when we are root.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+CLUSTER=""
+stop_cluster() {
+    if [ -n "$CLUSTER" ] && [ -f "$CLUSTER/data/postmaster.pid" ]; then
+        as_pg $PGBIN/pg_ctl -D "$CLUSTER/data" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    [ -n "$CLUSTER" ] && rm -rf "$CLUSTER"
+    return 0
+}
+
+start_cluster() {
+    CLUSTER=$(mktemp -d /tmp/convbill-cluster.XXXXXX)
+    trap stop_cluster EXIT
+    chmod 755 "$CLUSTER"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$CLUSTER"
+    log "starting a private cluster in $CLUSTER"
+    as_pg $PGBIN/initdb -D "$CLUSTER/data" -U postgres -A trust --no-sync >/dev/null
+    cat >> "$CLUSTER/data/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$CLUSTER'
+port = 5432
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'postgres'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 60
+shared_buffers = '512MB'
+work_mem = '64MB'
+maintenance_work_mem = '256MB'
+max_wal_size = '4GB'
+lc_messages = 'C'
+EOF
+    as_pg $PGBIN/pg_ctl -D "$CLUSTER/data" -l "$CLUSTER/server.log" -w start >/dev/null
+    export PGHOST=$CLUSTER PGPORT=5432 PGUSER=postgres
+}
+
+run_regress() {
+    log "pg_regress suite"
+    rm -rf results regression.diffs regression.out
+    if ! make -s PG_CONFIG=$PGBIN/pg_config installcheck; then
+        [ -f regression.diffs ] && cat regression.diffs
+        return 1
+    fi
+}
+
+run_pgtap() {
+    log "pgTAP suite"
+    psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE convbill_test' >/dev/null
+    psql -X -q -v ON_ERROR_STOP=1 -d convbill_test \
+        -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION convbill' >/dev/null
+    pg_prove --failures -d convbill_test test/pgtap/*.sql
+}
+
+fuzz_run() {
+    local seconds=$1
+    log "fuzzing the tariff parser and evaluator for ${seconds}s"
+    make -s test/fuzz/tariff_fuzz
+    local work
+    work=$(mktemp -d /tmp/convbill-fuzz.XXXXXX)
+    cp test/fuzz/corpus/* "$work"/
+    # -max_len keeps inputs in the realm of real tariffs; crashes land in test/fuzz/.
+    test/fuzz/tariff_fuzz -max_total_time="$seconds" -max_len=4096 -timeout=5 \
+        -print_final_stats=1 -artifact_prefix=test/fuzz/crash- \
+        -dict=test/fuzz/tariff.dict "$work" 2>&1 | tail -n 12
+    local rc=${PIPESTATUS[0]}
+    rm -rf "$work"
+    return "$rc"
+}
+
+ensure_packages
+case "$mode" in
+    test)
+        build_install
+        start_cluster
+        fail=0
+        run_regress || fail=1
+        run_pgtap || fail=1
+        fuzz_run "$FUZZ_SECONDS_TEST" || fail=1
+        if [ $fail -ne 0 ]; then log "FAILED"; exit 1; fi
+        log "all tests passed"
+        ;;
+    demo)
+        build_install
+        start_cluster
+        psql -X -q -d postgres -c 'CREATE DATABASE convbill_demo' >/dev/null
+        psql -X -v ON_ERROR_STOP=1 -d convbill_demo -f demo/demo.sql
+        ;;
+    bench)
+        build_install
+        start_cluster
+        psql -X -q -d postgres -c 'CREATE DATABASE convbill_bench' >/dev/null
+        for b in test/bench/*.sql; do
+            log "benchmark $b"
+            psql -X -v ON_ERROR_STOP=1 -d convbill_bench -f "$b"
+        done
+        ;;
+    fuzz)
+        fuzz_run "$FUZZ_SECONDS_LONG"
+        ;;
+    *)
+        echo "unknown mode $mode" >&2
+        exit 2
+        ;;
+esac
