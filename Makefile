@@ -10,7 +10,8 @@ MODULE_big  = convbill
 # One C file per concern (see README "Layout").
 PURE_SRCS   = src/decimal.c src/json_lite.c src/currency.c src/tariff_parse.c \
               src/tariff_format.c src/tariff_eval.c
-GLUE_SRCS   = src/convbill.c src/numeric_scaled.c src/tariff_type.c
+GLUE_SRCS   = src/convbill.c src/numeric_scaled.c src/tariff_type.c src/catalog.c \
+              src/destination.c
 OBJS        = $(PURE_SRCS:.c=.o) $(GLUE_SRCS:.c=.o)
 
 # The versioned install script is built from the per-domain sources in sql/ext/.
@@ -20,7 +21,8 @@ DATA        = $(wildcard sql/$(EXTENSION)--*--*.sql)
 
 # pg_regress: sql/NAME.sql against expected/NAME.out, one file per concern.
 REGRESS      = tariff_io tariff_errors tariff_models tariff_increments_rounding \
-               tariff_time_bands tariff_cycle
+               tariff_time_bands tariff_cycle \
+               catalog_destination
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 EXTRA_CLEAN = test/fuzz/tariff_fuzz results regression.diffs regression.out

@@ -136,7 +136,7 @@ case "$mode" in
         build_install
         start_cluster
         psql -X -q -d postgres -c 'CREATE DATABASE convbill_demo' >/dev/null
-        psql -X -v ON_ERROR_STOP=1 -d convbill_demo -f demo/demo.sql
+        psql -X -q -v ON_ERROR_STOP=1 -d convbill_demo -f demo/demo.sql
         ;;
     bench)
         build_install

@@ -1,0 +1,43 @@
+-- Destination matching: zone_of() is the longest-prefix match over the digits
+-- of a number, and every session sees catalogue changes.
+SET search_path = convbill, public;
+
+INSERT INTO destination VALUES
+    ('49', 'DE'), ('4915', 'DE-mobile'), ('491511', 'DE-mobile-premium'),
+    ('1', 'NANP'), ('1876', 'JM'), ('882', 'IRSF-satellite');
+
+-- the longest prefix wins; non-digits are ignored; no match is NULL
+SELECT n, zone_of(n) AS zone
+FROM unnest(ARRAY['+49 151 1234567', '+49 (1511) 234567', '0049 30 1234', '4930',
+                  '+1 212 555 0100', '+1 876 555 0100', '+882 16 1234', '999', '', 'abc']) AS n;
+
+-- changes are seen at once inside the transaction, and undone by ROLLBACK
+BEGIN;
+DELETE FROM destination WHERE prefix = '491511';
+SELECT zone_of('+49 1511 234567') AS after_delete;
+UPDATE destination SET zone = 'DE-fixed' WHERE prefix = '49';
+SELECT zone_of('+49 30 1234') AS after_update;
+ROLLBACK;
+SELECT zone_of('+49 1511 234567') AS after_rollback, zone_of('+49 30 1234') AS fixed_after_rollback;
+
+TRUNCATE destination;
+SELECT zone_of('+49 151 1234567') AS after_truncate;
+
+-- prefixes are digits only, 1 to 15 of them
+INSERT INTO destination VALUES ('+49', 'DE');
+INSERT INTO destination VALUES ('1234567890123456', 'too-long');
+INSERT INTO destination VALUES ('', 'empty');
+
+-- 100,000 prefixes: every one of them is found by a number extending it
+INSERT INTO destination
+SELECT (1000000 + g)::text, 'Z' || (g % 97) FROM generate_series(1, 100000) g;
+SELECT count(*) AS matched
+FROM generate_series(1, 100000) g
+WHERE zone_of('+' || (1000000 + g)::text || '123') = 'Z' || (g % 97);
+
+-- ISO 4217 minor units and time zone names, used by the catalog's constraints
+SELECT currency_exponent('EUR') AS eur, currency_exponent('JPY') AS jpy,
+       currency_exponent('KWD') AS kwd, currency_exponent('EURO') AS euro,
+       currency_exponent('eur') AS lower_case;
+SELECT is_time_zone('Pacific/Kiritimati') AS kiritimati, is_time_zone('UTC') AS utc,
+       is_time_zone('Mars/Olympus_Mons') AS mars, is_time_zone('') AS empty;
