@@ -2,7 +2,7 @@
 -- accepts, what it refuses (with an SQLSTATE and a message naming the culprit).
 SET search_path = convbill, public;
 SET TimeZone = 'UTC';
-\set VERBOSITY default
+\set VERBOSITY terse
 \set SHOW_CONTEXT never
 
 INSERT INTO service VALUES ('voice', 'second', 'mobile voice'), ('data', 'byte', 'mobile data');
