@@ -30,19 +30,32 @@ dec_pow10(int n)
 	return table[n];
 }
 
-/* Parse a decimal literal into an integer scaled by 10^scale, exactly. */
+/*
+ * Parse a decimal literal into an integer scaled by 10^scale, exactly.
+ *
+ * The literal is read as a digit string D (leading zeros skipped, trailing zeros
+ * folded into the exponent) and a power of ten E, value = D x 10^E.  Because D
+ * then ends in a non-zero digit, the value is representable at this scale iff
+ * E + scale >= 0; it fits iff D x 10^(E + scale) fits in 128 bits.  So the
+ * answer never depends on how the number was written ("1e3", "1000.000",
+ * "0.1e4" are the same) and no digit is lost.
+ */
 DecParseResult
 dec_parse(const char *s, size_t len, int scale, cb_int128 *out)
 {
 	size_t		i = 0;
 	bool		neg = false;
-	bool		any_digit = false;
-	cb_int128	mant = 0;		/* all significant digits read so far */
-	int			frac_digits = 0;	/* digits after the point in mant */
+	size_t		int_start,
+				int_end,
+				frac_start = 0,
+				frac_end = 0;
 	long		exp10 = 0;
-	bool		overflow = false;
-	int			dropped_nonzero = 0;	/* digits that did not fit in mant */
-	long		dropped_int = 0;	/* integer digits that did not fit */
+	long		sig_exp;		/* power of ten of the last significant digit */
+	cb_int128	v = 0;
+	int			ndigits = 0;
+	size_t		first = 0,
+				last = 0;		/* positions of first/last non-zero digit */
+	bool		any_nonzero = false;
 
 	if (len == 0)
 		return DEC_SYNTAX;
@@ -51,42 +64,26 @@ dec_parse(const char *s, size_t len, int scale, cb_int128 *out)
 		neg = (s[i] == '-');
 		i++;
 	}
-	/* integer part */
+	int_start = i;
 	while (i < len && s[i] >= '0' && s[i] <= '9')
-	{
-		any_digit = true;
-		if (!overflow && (mant > (cb_int128) 0x7fffffffffffffffLL * 0x7fffffffLL))
-			overflow = true;
-		if (!overflow)
-			mant = mant * 10 + (s[i] - '0');
-		else
-			dropped_int++;
 		i++;
-	}
+	int_end = i;
 	if (i < len && s[i] == '.')
 	{
 		i++;
-		if (i >= len || s[i] < '0' || s[i] > '9')
-			return DEC_SYNTAX;
+		frac_start = i;
 		while (i < len && s[i] >= '0' && s[i] <= '9')
-		{
-			any_digit = true;
-			if (!overflow && mant <= (cb_int128) 0x7fffffffffffffffLL * 0x7fffffffLL && frac_digits < 60)
-			{
-				mant = mant * 10 + (s[i] - '0');
-				frac_digits++;
-			}
-			else if (s[i] != '0')
-				dropped_nonzero++;
 			i++;
-		}
+		frac_end = i;
+		if (frac_end == frac_start)
+			return DEC_SYNTAX;
 	}
-	if (!any_digit)
+	if (int_end == int_start && frac_end == frac_start)
 		return DEC_SYNTAX;
 	if (i < len && (s[i] == 'e' || s[i] == 'E'))
 	{
 		bool		eneg = false;
-		bool		edigit = false;
+		size_t		estart;
 
 		i++;
 		if (i < len && (s[i] == '-' || s[i] == '+'))
@@ -94,53 +91,63 @@ dec_parse(const char *s, size_t len, int scale, cb_int128 *out)
 			eneg = (s[i] == '-');
 			i++;
 		}
+		estart = i;
 		while (i < len && s[i] >= '0' && s[i] <= '9')
 		{
-			edigit = true;
-			if (exp10 < 100000)
+			if (exp10 < 1000000)
 				exp10 = exp10 * 10 + (s[i] - '0');
 			i++;
 		}
-		if (!edigit)
+		if (i == estart)
 			return DEC_SYNTAX;
 		if (eneg)
 			exp10 = -exp10;
 	}
 	if (i != len)
 		return DEC_SYNTAX;
-	if (dropped_int > 0)
-		return DEC_OVERFLOW;
-	if (dropped_nonzero > 0)
-		return DEC_TOO_PRECISE;
 
-	/* value = mant * 10^(exp10 - frac_digits); we want value * 10^scale */
+	/* find the first and last non-zero digits, in the integer then the fraction part */
+	for (size_t k = int_start; k < int_end; k++)
+		if (s[k] != '0')
+		{
+			if (!any_nonzero)
+				first = k;
+			last = k;
+			any_nonzero = true;
+		}
+	for (size_t k = frac_start; k < frac_end; k++)
+		if (s[k] != '0')
+		{
+			if (!any_nonzero)
+				first = k;
+			last = k;
+			any_nonzero = true;
+		}
+	if (!any_nonzero)
 	{
-		long		shift = exp10 - frac_digits + scale;
-		cb_int128	v = mant;
-
-		if (mant == 0)
-		{
-			*out = 0;
-			return DEC_OK;
-		}
-		if (shift > 0)
-		{
-			if (shift > 38 || !dec_mul(v, dec_pow10((int) shift), &v))
-				return DEC_OVERFLOW;
-		}
-		else if (shift < 0)
-		{
-			cb_int128	p;
-
-			if (-shift > 38)
-				return DEC_TOO_PRECISE;
-			p = dec_pow10((int) -shift);
-			if (v % p != 0)
-				return DEC_TOO_PRECISE;
-			v /= p;
-		}
-		*out = neg ? -v : v;
+		*out = 0;
+		return DEC_OK;
 	}
+	/* power of ten of the last significant digit, before the exponent */
+	if (last < int_end)
+		sig_exp = (long) (int_end - 1 - last);
+	else
+		sig_exp = -(long) (last - frac_start + 1);
+	sig_exp += exp10;
+
+	/* D: the digits from first to last (skipping the point) */
+	for (size_t k = first; k <= last; k++)
+	{
+		if (s[k] == '.')
+			continue;
+		if (++ndigits > 39 || !dec_mul(v, 10, &v) || !dec_add(v, s[k] - '0', &v))
+			return DEC_OVERFLOW;
+	}
+	if (sig_exp + scale < 0)
+		return DEC_TOO_PRECISE;
+	if (sig_exp + scale > 38 || !dec_mul(v, dec_pow10((int) (sig_exp + scale)), &v))
+		return DEC_OVERFLOW;
+	*out = neg ? -v : v;
 	return DEC_OK;
 }
 

@@ -10,6 +10,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "common/hashfn.h"
 #include "libpq/pqformat.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
@@ -145,6 +146,16 @@ Datum
 tariff_ne(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(!tariff_equal(fcinfo));
+}
+
+PG_FUNCTION_INFO_V1(tariff_hash);
+/* Hash of the canonical bytes, for hash joins, GROUP BY and DISTINCT. */
+Datum
+tariff_hash(PG_FUNCTION_ARGS)
+{
+	Tariff	   *t = (Tariff *) PG_DETOAST_DATUM(PG_GETARG_DATUM(0));
+
+	PG_RETURN_DATUM(hash_any((unsigned char *) VARDATA(t), VARSIZE(t) - VARHDRSZ));
 }
 
 /* Per call site cache (fn_extra). */

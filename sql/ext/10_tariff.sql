@@ -31,11 +31,14 @@ CREATE FUNCTION @extschema@.tariff_eq(@extschema@.tariff, @extschema@.tariff) RE
 CREATE FUNCTION @extschema@.tariff_ne(@extschema@.tariff, @extschema@.tariff) RETURNS boolean
     AS 'MODULE_PATHNAME', 'tariff_ne' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
 
+CREATE FUNCTION @extschema@.tariff_hash(@extschema@.tariff) RETURNS integer
+    AS 'MODULE_PATHNAME', 'tariff_hash' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
 CREATE OPERATOR @extschema@.= (
     LEFTARG = @extschema@.tariff, RIGHTARG = @extschema@.tariff,
     PROCEDURE = @extschema@.tariff_eq,
     COMMUTATOR = OPERATOR(@extschema@.=), NEGATOR = OPERATOR(@extschema@.<>),
-    RESTRICT = eqsel, JOIN = eqjoinsel
+    RESTRICT = eqsel, JOIN = eqjoinsel, HASHES
 );
 CREATE OPERATOR @extschema@.<> (
     LEFTARG = @extschema@.tariff, RIGHTARG = @extschema@.tariff,
@@ -43,6 +46,13 @@ CREATE OPERATOR @extschema@.<> (
     COMMUTATOR = OPERATOR(@extschema@.<>), NEGATOR = OPERATOR(@extschema@.=),
     RESTRICT = neqsel, JOIN = neqjoinsel
 );
+
+-- Equal tariffs are equal bytes, so a hash opclass makes GROUP BY, DISTINCT
+-- and hash joins on tariffs work.
+CREATE OPERATOR CLASS @extschema@.tariff_hash_ops
+    DEFAULT FOR TYPE @extschema@.tariff USING hash AS
+        OPERATOR 1 @extschema@.= ,
+        FUNCTION 1 @extschema@.tariff_hash(@extschema@.tariff);
 
 -- Evaluation.  The zone-aware form is IMMUTABLE like PostgreSQL's own
 -- timezone(text, timestamptz): the time zone database is treated as fixed.
