@@ -134,6 +134,9 @@ dec_parse(const char *s, size_t len, int scale, cb_int128 *out)
 	else
 		sig_exp = -(long) (last - frac_start + 1);
 	sig_exp += exp10;
+	/* a digit below 10^-scale: not representable however long D is */
+	if (sig_exp + scale < 0)
+		return DEC_TOO_PRECISE;
 
 	/* D: the digits from first to last (skipping the point) */
 	for (size_t k = first; k <= last; k++)
@@ -143,8 +146,6 @@ dec_parse(const char *s, size_t len, int scale, cb_int128 *out)
 		if (++ndigits > 39 || !dec_mul(v, 10, &v) || !dec_add(v, s[k] - '0', &v))
 			return DEC_OVERFLOW;
 	}
-	if (sig_exp + scale < 0)
-		return DEC_TOO_PRECISE;
 	if (sig_exp + scale > 38 || !dec_mul(v, dec_pow10((int) (sig_exp + scale)), &v))
 		return DEC_OVERFLOW;
 	*out = neg ? -v : v;

@@ -38,12 +38,44 @@ static bool
 bad(ParseCtx *c, TariffErrorKind kind, const char *fmt,...)
 {
 	va_list		ap;
+	int			n;
 
 	c->err->kind = kind;
 	va_start(ap, fmt);
-	vsnprintf(c->err->msg, sizeof(c->err->msg), fmt, ap);
+	n = vsnprintf(c->err->msg, sizeof(c->err->msg), fmt, ap);
 	va_end(ap);
+	if (n >= (int) sizeof(c->err->msg))
+	{
+		/* truncated: drop a UTF-8 character cut in two at the end */
+		unsigned char *m = (unsigned char *) c->err->msg;
+		size_t		len = strlen(c->err->msg),
+					j = len;
+
+		while (j > 0 && (m[j - 1] & 0xC0) == 0x80)
+			j--;
+		if (j > 0 && m[j - 1] >= 0xC0 &&
+			len - (j - 1) < (size_t) (m[j - 1] >= 0xF0 ? 4 : m[j - 1] >= 0xE0 ? 3 : 2))
+			m[j - 1] = '\0';
+	}
 	return false;
+}
+
+/*
+ * At most max bytes of a quoted input value for a message, not ending inside a
+ * UTF-8 character (the message must stay valid in the database encoding).
+ */
+static int
+clip(const char *s, size_t len, size_t max)
+{
+	size_t		n = len;
+
+	if (n > max)
+	{
+		n = max;
+		while (n > 0 && ((unsigned char) s[n] & 0xC0) == 0x80)
+			n--;
+	}
+	return (int) n;
 }
 
 /* path + "." + key, or path + "[i]" */
@@ -83,7 +115,7 @@ get_decimal(ParseCtx *c, const JsonValue *v, const char *path, int scale, cb_int
 			break;
 		case DEC_SYNTAX:
 			return bad(c, TARIFF_ERR_SYNTAX, "tariff field \"%s\": \"%.*s\" is not a number",
-					   path, (int) (v->len > 40 ? 40 : v->len), v->str);
+					   path, clip(v->str, v->len, 40), v->str);
 		case DEC_TOO_PRECISE:
 			return bad(c, TARIFF_ERR_INVALID, "tariff field \"%s\" has more than %d decimal places",
 					   path, scale == QTY_DECIMALS ? QTY_DECIMALS : scale);
@@ -250,7 +282,7 @@ parse_pricing(ParseCtx *c, const JsonValue *obj, const char *path, TariffPricing
 		if (!found)
 			return bad(c, TARIFF_ERR_INVALID,
 					   "tariff field \"%s\": unknown model \"%.*s\" (expected flat, graduated, volume, package or percentage)",
-					   join(c, path, "model"), (int) (v->len > 40 ? 40 : v->len), v->str);
+					   join(c, path, "model"), clip(v->str, v->len, 40), v->str);
 	}
 
 	/* exactly the field its model uses */
@@ -370,7 +402,7 @@ parse_time(ParseCtx *c, const JsonValue *v, const char *path, int *sec)
 	if (!((v->len == 5 && D(0) && D(1) && v->str[2] == ':' && D(3) && D(4)) ||
 		  (v->len == 8 && D(0) && D(1) && v->str[2] == ':' && D(3) && D(4) && v->str[5] == ':' && D(6) && D(7))))
 		return bad(c, TARIFF_ERR_SYNTAX, "tariff field \"%s\": \"%.*s\" is not a time \"HH:MM\" or \"HH:MM:SS\"",
-				   path, (int) (v->len > 20 ? 20 : v->len), v->str);
+				   path, clip(v->str, v->len, 20), v->str);
 	h = N(0) * 10 + N(1);
 	m = N(3) * 10 + N(4);
 	if (v->len == 8)
