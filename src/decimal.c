@@ -30,6 +30,20 @@ dec_pow10(int n)
 	return table[n];
 }
 
+/* Extend [*first, *last] to the non-zero digits of s[from, to). */
+static void
+find_nonzero(const char *s, size_t from, size_t to, size_t *first, size_t *last, bool *any)
+{
+	for (size_t k = from; k < to; k++)
+		if (s[k] != '0')
+		{
+			if (!*any)
+				*first = k;
+			*last = k;
+			*any = true;
+		}
+}
+
 /*
  * Parse a decimal literal into an integer scaled by 10^scale, exactly.
  *
@@ -107,22 +121,8 @@ dec_parse(const char *s, size_t len, int scale, cb_int128 *out)
 		return DEC_SYNTAX;
 
 	/* find the first and last non-zero digits, in the integer then the fraction part */
-	for (size_t k = int_start; k < int_end; k++)
-		if (s[k] != '0')
-		{
-			if (!any_nonzero)
-				first = k;
-			last = k;
-			any_nonzero = true;
-		}
-	for (size_t k = frac_start; k < frac_end; k++)
-		if (s[k] != '0')
-		{
-			if (!any_nonzero)
-				first = k;
-			last = k;
-			any_nonzero = true;
-		}
+	find_nonzero(s, int_start, int_end, &first, &last, &any_nonzero);
+	find_nonzero(s, frac_start, frac_end, &first, &last, &any_nonzero);
 	if (!any_nonzero)
 	{
 		*out = 0;
