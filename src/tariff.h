@@ -163,6 +163,14 @@ typedef struct TariffWhen
 extern bool tariff_rate(const Tariff *t, cb_int128 q, TariffWhen when,
 						cb_int128 used_before, cb_int128 *charge, TariffError *err);
 
+/*
+ * The same for a quantity that is already billed (increments applied), such as
+ * the part of an event that allowances did not cover: increments are not
+ * applied twice.
+ */
+extern bool tariff_rate_billed(const Tariff *t, cb_int128 bq, TariffWhen when,
+							   cb_int128 used_before, cb_int128 *charge, TariffError *err);
+
 /* The pricing (top level or a band's) that prices an event at `when`. */
 extern const TariffPricing *tariff_pricing_at(const Tariff *t, TariffWhen when);
 

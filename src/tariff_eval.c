@@ -203,12 +203,27 @@ bool
 tariff_rate(const Tariff *t, cb_int128 q, TariffWhen when, cb_int128 used_before,
 			cb_int128 *charge, TariffError *err)
 {
-	cb_int128	bq,
-				cost,
-				x;
+	cb_int128	bq;
 
 	if (!tariff_billed_quantity(t, q, &bq, err))
 		return false;
+	return tariff_rate_billed(t, bq, when, used_before, charge, err);
+}
+
+/* Rate an already billed quantity (increments applied); see tariff.h. */
+bool
+tariff_rate_billed(const Tariff *t, cb_int128 bq, TariffWhen when, cb_int128 used_before,
+				   cb_int128 *charge, TariffError *err)
+{
+	cb_int128	cost,
+				x;
+
+	if (bq < 0)
+	{
+		err->kind = TARIFF_ERR_INVALID;
+		snprintf(err->msg, sizeof(err->msg), "billed quantity must not be negative");
+		return false;
+	}
 	if (bq == 0)
 	{
 		*charge = 0;

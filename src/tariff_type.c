@@ -254,15 +254,20 @@ local_when(FunctionCallInfo fcinfo, TimestampTz ts, text *tzname)
 	return when;
 }
 
-/* Evaluate and return the charge as numeric with the tariff's decimals. */
+/*
+ * Evaluate and return the charge as numeric with the tariff's decimals;
+ * `billed` says the quantity already has its increments applied.
+ */
 static Datum
-rate_common(const Tariff *t, Numeric qty, TariffWhen when, cb_int128 used_before)
+rate_common(const Tariff *t, Numeric qty, TariffWhen when, cb_int128 used_before, bool billed)
 {
 	TariffError err;
 	cb_int128	charge;
-	cb_int128	q = numeric_to_scaled(qty, QTY_DECIMALS, "quantity");
+	cb_int128	q = numeric_to_scaled(qty, QTY_DECIMALS, billed ? "billed quantity" : "quantity");
+	bool		ok = billed ? tariff_rate_billed(t, q, when, used_before, &charge, &err)
+		: tariff_rate(t, q, when, used_before, &charge, &err);
 
-	if (!tariff_rate(t, q, when, used_before, &charge, &err))
+	if (!ok)
 		tariff_raise(&err);
 	return NumericGetDatum(scaled_to_numeric(charge, t->round_decimals));
 }
@@ -274,13 +279,12 @@ tariff_rate_simple(PG_FUNCTION_ARGS)
 {
 	const Tariff *t = tariff_arg(fcinfo, 0);
 
-	return rate_common(t, PG_GETARG_NUMERIC(1), TARIFF_NO_TIME, 0);
+	return rate_common(t, PG_GETARG_NUMERIC(1), TARIFF_NO_TIME, 0, false);
 }
 
-PG_FUNCTION_INFO_V1(tariff_rate_at);
-/* rate(tariff, quantity, at, tz, used_before): time bands and cycle scope. */
-Datum
-tariff_rate_at(PG_FUNCTION_ARGS)
+/* rate(...) and rate_billed(...) with time bands and cycle scope. */
+static Datum
+rate_at_common(FunctionCallInfo fcinfo, bool billed)
 {
 	const Tariff *t = tariff_arg(fcinfo, 0);
 	TariffWhen	when = TARIFF_NO_TIME;
@@ -292,7 +296,23 @@ tariff_rate_at(PG_FUNCTION_ARGS)
 				 errmsg("used_before must not be negative")));
 	/* the zone is validated even when the tariff has no bands */
 	when = local_when(fcinfo, PG_GETARG_TIMESTAMPTZ(2), PG_GETARG_TEXT_PP(3));
-	return rate_common(t, PG_GETARG_NUMERIC(1), when, used);
+	return rate_common(t, PG_GETARG_NUMERIC(1), when, used, billed);
+}
+
+PG_FUNCTION_INFO_V1(tariff_rate_at);
+/* rate(tariff, quantity, at, tz, used_before): time bands and cycle scope. */
+Datum
+tariff_rate_at(PG_FUNCTION_ARGS)
+{
+	return rate_at_common(fcinfo, false);
+}
+
+PG_FUNCTION_INFO_V1(tariff_rate_billed_at);
+/* rate_billed(tariff, billed_quantity, at, tz, used_before): no increments applied. */
+Datum
+tariff_rate_billed_at(PG_FUNCTION_ARGS)
+{
+	return rate_at_common(fcinfo, true);
 }
 
 PG_FUNCTION_INFO_V1(tariff_billed_quantity_sql);

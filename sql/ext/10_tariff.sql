@@ -67,6 +67,12 @@ CREATE FUNCTION @extschema@.rate(t @extschema@.tariff, quantity numeric, at time
 COMMENT ON FUNCTION @extschema@.rate(@extschema@.tariff, numeric, timestamptz, text, numeric) IS
     'charge of one event at a time in an IANA zone (time bands); for scope cycle, P(used_before + billed) - P(used_before) plus the setup fee';
 
+CREATE FUNCTION @extschema@.rate_billed(t @extschema@.tariff, billed_quantity numeric, at timestamptz,
+                                        tz text, used_before numeric DEFAULT 0) RETURNS numeric
+    AS 'MODULE_PATHNAME', 'tariff_rate_billed_at' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.rate_billed(@extschema@.tariff, numeric, timestamptz, text, numeric) IS
+    'like rate(), for a quantity whose increments are already applied (the part of an event allowances did not cover)';
+
 CREATE FUNCTION @extschema@.billed_quantity(t @extschema@.tariff, quantity numeric) RETURNS numeric
     AS 'MODULE_PATHNAME', 'tariff_billed_quantity_sql' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.billed_quantity(@extschema@.tariff, numeric) IS

@@ -191,21 +191,22 @@ COMMENT ON TABLE @extschema@.discount IS
 -- in the account's zone.  Months are calendar months; billing_day <= 28 exists
 -- in every month; DST is handled by converting local midnights.
 -------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.billing_period_start(at timestamptz, tz text, billing_day integer)
+RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'billing_period_start' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION @extschema@.billing_period_end(at timestamptz, tz text, billing_day integer)
+RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'billing_period_end' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.billing_period_start(timestamptz, text, integer) IS
+    'start of the billing period containing at: local midnight of billing_day in IANA zone tz';
+COMMENT ON FUNCTION @extschema@.billing_period_end(timestamptz, text, integer) IS
+    'end (exclusive) of the billing period containing at: the same day of the next month, local midnight';
+
 CREATE FUNCTION @extschema@.billing_period(at timestamptz, tz text, billing_day integer)
 RETURNS tstzrange
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-RETURN (
-    WITH l AS (SELECT (at AT TIME ZONE tz) AS local_ts),
-    s AS (
-        SELECT CASE WHEN extract(day FROM local_ts) >= billing_day
-                    THEN date_trunc('month', local_ts) + make_interval(days => billing_day - 1)
-                    ELSE date_trunc('month', local_ts) - interval '1 month' + make_interval(days => billing_day - 1)
-               END AS start_local
-        FROM l)
-    SELECT tstzrange(start_local AT TIME ZONE tz, (start_local + interval '1 month') AT TIME ZONE tz, '[)')
-    FROM s
-);
+RETURN pg_catalog.tstzrange(@extschema@.billing_period_start(at, tz, billing_day),
+                            @extschema@.billing_period_end(at, tz, billing_day), '[)');
 COMMENT ON FUNCTION @extschema@.billing_period(timestamptz, text, integer) IS
     'the billing period containing at: [local midnight of billing_day, the same day next month) in IANA zone tz';
 
