@@ -1,0 +1,135 @@
+-- Usage ingestion and bulk rating: a small multi-service scenario whose every
+-- charge is computed by hand in the comments.
+SET search_path = convbill, public;
+SET TimeZone = 'UTC';
+\set VERBOSITY terse
+
+INSERT INTO service VALUES ('voice', 'second'), ('sms', 'message'), ('data', 'MB'), ('iot', 'message');
+INSERT INTO destination VALUES ('49', 'DE'), ('4915', 'DE-mobile'), ('882', 'IRSF');
+INSERT INTO plan (code, name, currency, recurring_fee, allowances)
+    VALUES ('M10', 'Mobile 10', 'EUR', 10, '{"voice": 120, "sms": 2}'),
+           ('IOT', 'IoT', 'EUR', 0, '{}');
+INSERT INTO plan_rate (plan_code, service, zone, tariff) VALUES
+    -- voice: per second after the first minute (60/1), 0.002/s, peak Mon-Fri 08-18 0.004/s
+    ('M10', 'voice', NULL,
+     '{"price": "0.002", "increment": {"first": 60, "next": 1},
+       "time_bands": [{"name": "peak", "days": ["mon","tue","wed","thu","fri"], "from": "08:00", "to": "18:00",
+                       "tariff": {"price": "0.004"}}]}'),
+    -- the premium zone: 0.025/s in whole minutes (60/60); more specific than "any zone"
+    ('M10', 'voice', 'IRSF', '{"price": "0.025", "increment": {"first": 60, "next": 60}}'),
+    ('M10', 'sms', NULL, '{"price": "0.09"}'),
+    -- data: graduated on the period's running total
+    ('M10', 'data', NULL, '{"model": "graduated", "scope": "cycle",
+                            "tiers": [{"up_to": 1000, "price": "0.01"}, {"up_to": null, "price": "0.005"}]}'),
+    ('IOT', 'iot', NULL, '{"model": "package", "package": {"size": 100, "price": "1"}}');
+
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (1, 'ALICE', 'Alice', 'EUR', 'Europe/Berlin', 1),
+    (2, 'BOB', 'Bob', 'EUR', 'UTC', 15),
+    (3, 'GONE', 'Closed account', 'EUR', 'UTC', 1),
+    (4, 'SWITCHED', 'Changed currency', 'EUR', 'UTC', 1);
+SELECT subscribe(a, 'M10', '2026-01-01') FROM unnest(ARRAY[1, 2, 3, 4]) a;
+UPDATE account SET status = 'closed' WHERE account_id = 3;
+UPDATE account SET currency = 'USD' WHERE account_id = 4;
+
+-- Events arrive in any order (d2 before d1); no partition exists yet, so they
+-- wait in the default partition.
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs) VALUES
+    -- Alice, Berlin (UTC+1 in November), allowance voice 120 s, sms 2
+    (1, 'msc', 'c1', 'voice',  90, '2026-11-02 06:59:59+00', '{"destination": "+49 30 1234"}'),   -- Mon 07:59:59 local, off-peak: bq 90, all covered -> 0
+    (1, 'msc', 'c2', 'voice', 100, '2026-11-02 07:00:00+00', '{"destination": "+49 151 1234"}'),  -- Mon 08:00:00, peak: bq 100, 30 covered, 70 x 0.004 = 0.28
+    (1, 'msc', 'c3', 'voice',  61, '2026-11-02 17:00:00+00', '{"destination": "+49 151 1234"}'),  -- Mon 18:00:00, off-peak: bq 61 x 0.002 = 0.122
+    (1, 'msc', 'c4', 'voice',  61, '2026-11-02 17:10:00+00', '{"destination": "+882 16 1234"}'),  -- IRSF: bq 120 x 0.025 = 3.00
+    (1, 'msc', 'c4', 'voice',  61, '2026-11-02 17:10:00+00', '{"destination": "+882 16 1234"}'),  -- re-sent: duplicate
+    (1, 'smsc', 's1', 'sms', 1, '2026-11-03 10:00+00', '{}'),                                    -- covered
+    (1, 'smsc', 's2', 'sms', 1, '2026-11-03 10:01+00', '{}'),                                    -- covered
+    (1, 'smsc', 's3', 'sms', 1, '2026-11-03 10:02+00', '{}'),                                    -- 0.09
+    (1, 'ggsn', 'd2', 'data', 500, '2026-11-20 12:00+00', '{}'),   -- P(1200) - P(700) = 11.00 - 7.00 = 4.00
+    (1, 'ggsn', 'd1', 'data', 700, '2026-11-05 12:00+00', '{}'),   -- P(700) = 7.00 (rated first: earlier)
+    (1, 'm2m', 'i1', 'iot', 250, '2026-11-06 12:00+00', '{}'),     -- no IoT plan yet: no_tariff
+    -- Bob, UTC, billing day 15: a new period (and allowance) at 2026-11-15 00:00
+    (2, 'msc', 'b1', 'voice',  30, '2026-11-14 23:59:59+00', '{}'), -- bq 60, covered (period Oct 15 - Nov 15)
+    (2, 'msc', 'b2', 'voice', 200, '2026-11-15 00:00:00+00', '{}'), -- Sun: 120 covered, 80 x 0.002 = 0.16
+    -- one of each reject
+    (99, 'msc', 'r1', 'voice', 10, '2026-11-02 10:00+00', '{}'),   -- unknown_account
+    (3, 'msc', 'r2', 'voice', 10, '2026-11-02 10:00+00', '{}'),    -- account_closed
+    (2, 'msc', 'r3', 'voice', -5, '2026-11-16 10:00+00', '{}'),    -- invalid_quantity
+    (2, 'msc', 'r4', 'fax', 1, '2026-11-16 10:00+00', '{}'),       -- unknown_service
+    (2, 'msc', 'r5', 'voice', 10, NULL, '{}'),                     -- invalid_time
+    (4, 'msc', 'r6', 'voice', 10, '2026-11-16 10:00+00', '{}'),    -- currency_mismatch
+    (NULL, NULL, NULL, NULL, NULL, NULL, NULL);                    -- an empty row is kept, and rejected
+
+SELECT count(*) AS in_default_partition FROM usage_event_default;
+SELECT ensure_usage_partitions('2026-10-01', 3) AS partitions_created;
+SELECT count(*) AS left_in_default FROM usage_event_default;
+SELECT count(*) AS in_november FROM usage_event_202611;
+SELECT ensure_usage_partitions('2026-10-01', 3) AS created_again;
+
+SELECT rate_pending() AS processed;
+SELECT rate_pending() AS nothing_left;
+
+SELECT account_id, source, external_id, service, status, reject_reason
+FROM usage_event ORDER BY account_id NULLS LAST, external_id COLLATE "C", status;
+
+SELECT account_id, external_id, service, zone, quantity, billed_quantity AS billed,
+       covered_quantity AS covered, amount, period_start
+FROM charge ORDER BY account_id, occurred_at, external_id COLLATE "C";
+
+-- the counters: allowance used per service, running totals of cycle tariffs
+SELECT account_id, period_start, counter, used FROM usage_counter ORDER BY account_id, period_start, counter COLLATE "C";
+
+-- a re-send after rating is a duplicate too, and charges nothing
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
+VALUES (1, 'msc', 'c2', 'voice', 100, '2026-11-02 07:00:00+00', '{"destination": "+49 151 1234"}');
+SELECT rate_pending() AS processed;
+SELECT status, count(*) FROM usage_event WHERE external_id = 'c2' GROUP BY status ORDER BY status;
+SELECT count(*) AS charges_for_c2 FROM charge WHERE external_id = 'c2';
+
+-- fix the catalog, then rerate the no_tariff rejects: 250 messages = 3 started blocks of 100 = 3.00
+SELECT subscribe(1, 'IOT', '2026-01-01');
+SELECT rerate('no_tariff') AS requeued;
+SELECT external_id, status, reject_reason FROM usage_event WHERE external_id = 'i1';
+SELECT external_id, amount FROM charge WHERE external_id = 'i1';
+-- other rejects keep their reason
+SELECT reject_reason, count(*) FROM usage_event WHERE status = 'rejected' GROUP BY reject_reason ORDER BY reject_reason COLLATE "C";
+
+-- late usage: Alice's November is closed (invoiced); a November event goes to
+-- the next open period (December, from 2026-11-30 23:00 UTC = Dec 1 00:00
+-- Berlin) with December's counters: P(100) = 1.00
+SELECT close_period(1, '2026-11-10');
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (1, 'ggsn', 'late1', 'data', 100, '2026-11-25 12:00+00');
+SELECT rate_pending() AS processed;
+SELECT external_id, amount, period_start, period_end FROM charge WHERE external_id = 'late1';
+
+-- one-time charges: in the account's currency, to the open period, idempotent on reference
+SELECT add_charge(1, 25.00, 'SIM replacement', p_at => '2026-11-20', p_reference => 'sim-1') AS first_call \gset
+SELECT add_charge(1, 25.00, 'SIM replacement', p_at => '2026-11-20', p_reference => 'sim-1') = :first_call AS same_charge;
+SELECT kind, amount, currency, period_start, description FROM charge WHERE reference = 'sim-1';
+SELECT add_charge(1, 5, 'no such kind', 'usage');
+SELECT add_charge(99, 5, 'no such account');
+SELECT add_charge(3, 5, 'closed account');
+
+-- real-time rating: with the setting on, an insert is rated at once
+SET convbill.realtime_rating = on;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (2, 'smsc', 'rt1', 'sms', 1, '2026-11-20 09:00+00'),
+       (2, 'smsc', 'rt2', 'sms', 1, '2026-11-20 09:01+00'),
+       (2, 'smsc', 'rt3', 'sms', 1, '2026-11-20 09:02+00');
+RESET convbill.realtime_rating;
+SELECT u.external_id, u.status, c.covered_quantity AS covered, c.amount
+FROM usage_event u JOIN charge c USING (account_id, charge_id)
+WHERE u.external_id LIKE 'rt%' ORDER BY 1;
+
+-- every rated event has exactly one charge, and no charge lacks its event
+SELECT count(*) FILTER (WHERE c.charge_id IS NULL) AS rated_without_charge,
+       count(*) FILTER (WHERE u.status = 'rated') AS rated
+FROM usage_event u LEFT JOIN charge c ON c.account_id = u.account_id AND c.charge_id = u.charge_id
+WHERE u.status = 'rated';
+SELECT count(*) AS usage_charges_without_event
+FROM charge c WHERE c.kind = 'usage'
+  AND NOT EXISTS (SELECT 1 FROM usage_event u WHERE u.account_id = c.account_id AND u.charge_id = c.charge_id);
+
+-- bad arguments are errors, not silent no-ops
+SELECT rate_pending(0);
+SELECT rate_pending(NULL);
