@@ -104,6 +104,12 @@ run_pgtap() {
     pg_prove --failures -d convbill_test test/pgtap/*.sql
 }
 
+run_concurrency() {
+    log "parallel rating (4 sessions) vs serial rating"
+    test/concurrency/rate_parallel.sh 2>&1 | grep -v NOTICE
+    return "${PIPESTATUS[0]}"
+}
+
 fuzz_run() {
     local seconds=$1
     log "fuzzing the tariff parser and evaluator for ${seconds}s"
@@ -128,6 +134,7 @@ case "$mode" in
         fail=0
         run_regress || fail=1
         run_pgtap || fail=1
+        run_concurrency || fail=1
         fuzz_run "$FUZZ_SECONDS_TEST" || fail=1
         if [ $fail -ne 0 ]; then log "FAILED"; exit 1; fi
         log "all tests passed"
