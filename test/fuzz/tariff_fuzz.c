@@ -1101,6 +1101,117 @@ check_eval(const Tariff *t)
 	}
 }
 
+/* ---- the same tariff written differently ------------------------------------ */
+
+typedef struct Out
+{
+	char	   *buf;
+	size_t		len;
+} Out;
+
+static void
+out_put(Out *o, const char *s, size_t n)
+{
+	memcpy(o->buf + o->len, s, n);
+	o->len += n;
+}
+
+static void
+out_string(Out *o, const char *s, size_t n)
+{
+	out_put(o, "\"", 1);
+	for (size_t i = 0; i < n; i++)
+	{
+		unsigned char ch = (unsigned char) s[i];
+		char		e[8];
+
+		if (ch == '"' || ch == '\\')
+		{
+			e[0] = '\\';
+			e[1] = (char) ch;
+			out_put(o, e, 2);
+		}
+		else if (ch < 0x20 || ch == '/')
+		{
+			snprintf(e, sizeof(e), "\\u%04X", ch);
+			out_put(o, e, 6);
+		}
+		else
+			out_put(o, (const char *) &ch, 1);
+	}
+	out_put(o, "\"", 1);
+}
+
+/* The document again: members in reverse order, other whitespace and escapes. */
+static void
+out_value(Out *o, const JsonValue *v)
+{
+	switch (v->type)
+	{
+		case JSON_NULL:
+			out_put(o, "null", 4);
+			break;
+		case JSON_BOOL:
+			out_put(o, v->boolean ? "true" : "false", v->boolean ? 4 : 5);
+			break;
+		case JSON_NUMBER:
+			out_put(o, v->str, v->len);
+			break;
+		case JSON_STRING:
+			out_string(o, v->str, v->len);
+			break;
+		case JSON_ARRAY:
+			out_put(o, "[ ", 2);
+			for (size_t i = 0; i < v->count; i++)
+			{
+				if (i)
+					out_put(o, " ,\n", 3);
+				out_value(o, &v->items[i]);
+			}
+			out_put(o, "]", 1);
+			break;
+		case JSON_OBJECT:
+			out_put(o, "{\t", 2);
+			for (size_t i = v->count; i-- > 0;)
+			{
+				out_string(o, v->members[i].key, v->members[i].keylen);
+				out_put(o, " : ", 3);
+				out_value(o, &v->members[i].value);
+				if (i)
+					out_put(o, ",\r\n", 3);
+			}
+			out_put(o, " }", 2);
+			break;
+	}
+}
+
+/* An accepted tariff written with its keys in reverse order is the same tariff. */
+static void
+check_rewritten(const uint8_t *data, size_t size, const Tariff *t)
+{
+	Arena		arena = {NULL};
+	char		jerr[200];
+	JsonValue  *root = json_parse(&arena, (const char *) data, size, jerr, sizeof(jerr));
+	Out			o;
+	Tariff	   *t3;
+	TariffError err;
+
+	CHECK(root != NULL, "accepted tariff is not valid JSON: %s", jerr);
+	o.buf = cb_malloc(8 * size + 64);
+	o.len = 0;
+	out_value(&o, root);
+	arena_free_all(&arena);
+	memset(&err, 0, sizeof(err));
+	t3 = tariff_parse(o.buf, o.len, &err);
+	CHECK(t3 != NULL, "the same tariff with its keys reversed is rejected: %s\n  rewritten: %.*s",
+		  err.msg, (int) o.len, o.buf);
+	CHECK(t3->vl_len_ == t->vl_len_ && memcmp(t3, t, (size_t) t->vl_len_) == 0,
+		  "the same tariff with its keys reversed gives other bytes\n  rewritten: %.*s",
+		  (int) o.len, o.buf);
+	cb_free(t3);
+	cb_free(o.buf);
+}
+
 /* ---- entry point ------------------------------------------------------------ */
 
 int
@@ -1139,6 +1250,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(strcmp(s1, s2) == 0, "format is not canonical:\n  first:  %s\n  second: %s", s1, s2);
 	cb_free(s2);
 	cb_free(t2);
+	check_rewritten(data, size, t);
 
 	/* evaluation, with pseudo-random choices that follow the input */
 	{
