@@ -57,6 +57,7 @@ INSERT INTO usage_event (account_id, source, external_id, service, quantity, sta
     (2, 'msc', 'r4', 'fax', 1, '2026-11-16 10:00+00', '{}'),       -- unknown_service
     (2, 'msc', 'r5', 'voice', 10, NULL, '{}'),                     -- invalid_time
     (4, 'msc', 'r6', 'voice', 10, '2026-11-16 10:00+00', '{}'),    -- currency_mismatch
+    (2, 'msc', NULL, 'voice', 10, '2026-11-16 10:00+00', '{}'),    -- missing_event_key (no external_id: cannot be deduplicated)
     (NULL, NULL, NULL, NULL, NULL, NULL, NULL);                    -- an empty row is kept, and rejected
 
 SELECT count(*) AS in_default_partition FROM usage_event_default;

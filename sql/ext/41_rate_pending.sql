@@ -117,6 +117,7 @@ BEGIN
         SELECT ev.*, r.rate_id, r.tariff,
                CASE WHEN NOT ev.acc_found THEN 'unknown_account'
                     WHEN ev.acc_status = 'closed' THEN 'account_closed'
+                    WHEN ev.source IS NULL OR ev.external_id IS NULL THEN 'missing_event_key'
                     WHEN NOT ev.time_ok THEN 'invalid_time'
                     WHEN NOT ev.qty_ok THEN 'invalid_quantity'
                     WHEN NOT ev.svc_found THEN 'unknown_service'
@@ -124,7 +125,8 @@ BEGIN
                     WHEN coalesce(@extschema@.tariff_currency(r.tariff), r.plan_currency) <> ev.acc_currency
                         THEN 'currency_mismatch'
                END AS reject_reason,
-               ev.already_charged OR ev.copy_no > 1 AS duplicate
+               ev.source IS NOT NULL AND ev.external_id IS NOT NULL
+                   AND (ev.already_charged OR ev.copy_no > 1) AS duplicate
         FROM ev LEFT JOIN resolved r USING (idx)
     ),
     periods AS (
