@@ -107,3 +107,440 @@ BEGIN
         END;
     END LOOP;
 END $$;
+
+-------------------------------------------------------------------------------
+-- Part 2: a small operator end to end.  A catalog, a few hundred accounts in
+-- three currencies and time zones, a month of generated usage (fixed seed),
+-- bulk rating, rejects and their repair, idempotent one-time charges and late
+-- usage.  Every figure below is computed by convbill.
+-------------------------------------------------------------------------------
+SET client_min_messages = warning;
+
+\echo
+\echo '################################################################################'
+\echo '#  Part 2: a small operator, November 2026 - catalog, usage, rating, repairs   #'
+\echo '################################################################################'
+
+\echo
+\echo '=== 7. Catalog: five services, destination prefixes and their zones ==='
+INSERT INTO service (code, unit, description) VALUES
+    ('voice', 'second',  'mobile voice calls'),
+    ('sms',   'message', 'text messages'),
+    ('data',  'MB',      'mobile data'),
+    ('iot',   'message', 'IoT device messages (M2M)'),
+    ('api',   'call',    'SaaS platform API calls');
+INSERT INTO destination (prefix, zone) VALUES
+    ('49', 'national'), ('4915', 'mobile'), ('4916', 'mobile'), ('4917', 'mobile'),
+    ('1', 'international'), ('33', 'international'), ('44', 'international'), ('81', 'international'),
+    ('882', 'premium'), ('883', 'premium'), ('239', 'premium');   -- satellite / IRSF-prone ranges
+SELECT code AS service, unit, description FROM service ORDER BY code;
+SELECT zone, string_agg('+' || prefix, ' ' ORDER BY prefix) AS prefixes
+FROM destination GROUP BY zone ORDER BY array_position(ARRAY['national', 'mobile', 'international', 'premium'], zone);
+SELECT number, zone_of(number) AS zone
+FROM unnest(ARRAY['+49 30 901820', '+49 151 5550101', '+1 212 555 0100', '+882 16 5550123', '+999 123']) AS number;
+
+\echo
+\echo '=== 8. Plans (one per currency: a plan''s currency is its subscribers'' currency) and their rates ==='
+INSERT INTO plan (code, name, currency, recurring_fee, allowances) VALUES
+    ('MOBILE-S',  'Mobile S',               'EUR',    9.99, '{"voice": 3600, "sms": 50, "data": 2048}'),
+    ('MOBILE-L',  'Mobile L',               'EUR',   29.99, '{"voice": 18000, "sms": 1000, "data": 20480}'),
+    ('DATA-10',   'Data only 10 GB',        'EUR',   14.99, '{"data": 10240}'),
+    ('IOT-EU',    'IoT fleet, per SIM',     'EUR',    1.00, '{"iot": 1000}'),
+    ('IOT-US',    'IoT fleet, per SIM',     'USD',    1.25, '{"iot": 1000}'),
+    ('API-US',    'SaaS API platform',      'USD',   49.00, '{}'),
+    ('API-JP',    'SaaS API platform',      'JPY', 5000,    '{}'),
+    ('MOBILE-JP', 'Mobile Japan',           'JPY', 2980,    '{"data": 3072}');
+
+-- Voice: 60/1 with a peak band (Mon-Fri 08-18 in the subscriber's zone) for
+-- national and mobile calls, 60/60 abroad, premium numbers with a set-up fee
+-- and a minimum.  Mobile L has one rate for any zone, premium excepted: the
+-- most specific zone wins.  Data, IoT and API are priced on the month's
+-- running total (scope cycle); the units a plan's allowance covers come first.
+INSERT INTO plan_rate (plan_code, service, zone, tariff) VALUES
+ ('MOBILE-S', 'voice', 'national',
+  '{"price": "0.0005", "increment": {"first": 60, "next": 1}, "rounding": {"decimals": 4},
+    "time_bands": [{"name": "peak", "days": ["mon","tue","wed","thu","fri"], "from": "08:00", "to": "18:00", "tariff": {"price": "0.0015"}}],
+    "currency": "EUR", "unit": "second"}'),
+ ('MOBILE-S', 'voice', 'mobile',
+  '{"price": "0.001", "increment": {"first": 60, "next": 1}, "rounding": {"decimals": 4},
+    "time_bands": [{"name": "peak", "days": ["mon","tue","wed","thu","fri"], "from": "08:00", "to": "18:00", "tariff": {"price": "0.002", "setup_fee": "0.05"}}],
+    "currency": "EUR", "unit": "second"}'),
+ ('MOBILE-S', 'voice', 'international',
+  '{"price": "0.005", "increment": {"first": 60, "next": 60}, "rounding": {"decimals": 4}, "currency": "EUR", "unit": "second"}'),
+ ('MOBILE-S', 'voice', 'premium',
+  '{"price": "0.03", "increment": {"first": 60, "next": 60}, "setup_fee": "0.50", "minimum": "1.00", "rounding": {"decimals": 4}, "currency": "EUR", "unit": "second"}'),
+ ('MOBILE-S', 'sms', NULL, '{"price": "0.09", "currency": "EUR", "unit": "message"}'),
+ ('MOBILE-S', 'data', NULL,
+  '{"model": "graduated", "increment": {"first": 1, "next": 1}, "scope": "cycle",
+    "tiers": [{"up_to": 1024, "price": "0.01"}, {"up_to": 10240, "price": "0.005"}, {"up_to": null, "price": "0.002"}],
+    "currency": "EUR", "unit": "MB"}'),
+ ('MOBILE-L', 'voice', NULL,
+  '{"price": "0.0004", "increment": {"first": 60, "next": 1}, "rounding": {"decimals": 4},
+    "time_bands": [{"name": "peak", "days": ["mon","tue","wed","thu","fri"], "from": "08:00", "to": "18:00", "tariff": {"price": "0.001"}}],
+    "currency": "EUR", "unit": "second"}'),
+ ('MOBILE-L', 'voice', 'premium',
+  '{"price": "0.03", "increment": {"first": 60, "next": 60}, "setup_fee": "0.50", "minimum": "1.00", "rounding": {"decimals": 4}, "currency": "EUR", "unit": "second"}'),
+ ('MOBILE-L', 'sms', NULL, '{"price": "0.05", "currency": "EUR", "unit": "message"}'),
+ ('MOBILE-L', 'data', NULL,
+  '{"model": "graduated", "increment": {"first": 1, "next": 1}, "scope": "cycle",
+    "tiers": [{"up_to": 10240, "price": "0.004"}, {"up_to": null, "price": "0.002"}],
+    "currency": "EUR", "unit": "MB"}'),
+ ('DATA-10', 'data', NULL,
+  '{"model": "graduated", "increment": {"first": 1, "next": 1}, "scope": "cycle",
+    "tiers": [{"up_to": 1024, "price": "0.01"}, {"up_to": 10240, "price": "0.005"}, {"up_to": null, "price": "0.002"}],
+    "currency": "EUR", "unit": "MB"}'),
+ ('IOT-EU', 'iot', NULL,
+  '{"model": "package", "package": {"size": 10000, "price": "2.00"}, "scope": "cycle", "currency": "EUR", "unit": "message"}'),
+ ('IOT-US', 'iot', NULL,
+  '{"model": "package", "package": {"size": 10000, "price": "2.50"}, "scope": "cycle", "currency": "USD", "unit": "message"}'),
+ ('API-US', 'api', NULL,
+  '{"model": "volume", "scope": "cycle",
+    "tiers": [{"up_to": 10000, "price": "0.001"}, {"up_to": 50000, "price": "0.0008", "flat": "5"}, {"up_to": null, "price": "0.0006", "flat": "10"}],
+    "currency": "USD", "unit": "call"}'),
+ ('API-JP', 'api', NULL,
+  '{"model": "volume", "scope": "cycle", "rounding": {"decimals": 0},
+    "tiers": [{"up_to": 10000, "price": "0.15"}, {"up_to": 50000, "price": "0.12", "flat": "500"}, {"up_to": null, "price": "0.09", "flat": "1000"}],
+    "currency": "JPY", "unit": "call"}'),
+ ('MOBILE-JP', 'voice', NULL,
+  '{"model": "package", "package": {"size": 30, "price": "22"}, "currency": "JPY", "unit": "second"}'),
+ ('MOBILE-JP', 'voice', 'premium',
+  '{"model": "package", "package": {"size": 30, "price": "150"}, "setup_fee": "100", "currency": "JPY", "unit": "second"}'),
+ ('MOBILE-JP', 'sms', NULL, '{"price": "3.3", "rounding": {"decimals": 1}, "currency": "JPY", "unit": "message"}'),
+ ('MOBILE-JP', 'data', NULL,
+  '{"model": "package", "package": {"size": 1024, "price": "1100"}, "scope": "cycle", "currency": "JPY", "unit": "MB"}');
+-- (Data only 10 GB has no SMS rate yet: section 12 finds out.)
+
+-- A one-line reading of a tariff, from its canonical JSON.
+CREATE FUNCTION pg_temp.tariff_brief(t convbill.tariff) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT concat_ws(' ',
+        CASE j->>'model'
+            WHEN 'flat' THEN (j->>'price') || '/' || (j->>'unit')
+            WHEN 'package' THEN (j#>>'{package,price}') || ' per started ' || (j#>>'{package,size}')
+            ELSE (j->>'model') || ' ' ||
+                 (SELECT string_agg(coalesce('<=' || (x->>'up_to'), 'above') || ' ' || (x->>'price')
+                                    || coalesce(' +' || (x->>'flat'), ''), ', ')
+                  FROM jsonb_array_elements(j->'tiers') x)
+        END,
+        '+' || (j->>'setup_fee') || ' set-up',
+        'min ' || (j->>'minimum'),
+        (SELECT string_agg(b->>'name' || ' ' || (b#>>'{tariff,price}') || coalesce(' +' || (b#>>'{tariff,setup_fee}') || ' set-up', ''), ', ')
+         FROM jsonb_array_elements(j->'time_bands') b),
+        CASE WHEN j ? 'increment' THEN 'incr ' || (j#>>'{increment,first}') || '/' || (j#>>'{increment,next}') END,
+        CASE WHEN j->>'scope' = 'cycle' THEN 'cycle' END)
+    FROM (SELECT t::jsonb AS j) s
+$$;
+
+SELECT p.code AS plan, p.currency AS cur, p.recurring_fee AS fee, p.allowances
+FROM plan p ORDER BY array_position(ARRAY['MOBILE-S', 'MOBILE-L', 'DATA-10', 'IOT-EU', 'IOT-US', 'API-US', 'MOBILE-JP', 'API-JP'], p.code);
+SELECT r.plan_code AS plan, r.service, coalesce(r.zone, '(any)') AS zone, pg_temp.tariff_brief(r.tariff) AS tariff
+FROM plan_rate r JOIN plan p ON p.code = r.plan_code
+ORDER BY array_position(ARRAY['MOBILE-S', 'MOBILE-L', 'DATA-10', 'IOT-EU', 'IOT-US', 'API-US', 'MOBILE-JP', 'API-JP'], r.plan_code), r.service,
+         array_position(ARRAY['national', 'mobile', 'international', 'premium'], r.zone) NULLS FIRST;
+
+\echo
+\echo '=== 9. 300 accounts in three currencies and time zones, subscribed since 1 October (local) ==='
+CREATE TEMP TABLE demo_segment (seg_no int, segment text, plan text, currency text, tz text,
+                                accounts int, ref text, max_sims int);
+INSERT INTO demo_segment VALUES
+    (1, 'mobile', 'MOBILE-S',  'EUR', 'Europe/Berlin',    110, 'MS', 1),
+    (2, 'mobile', 'MOBILE-L',  'EUR', 'Europe/Berlin',     50, 'ML', 1),
+    (3, 'data',   'DATA-10',   'EUR', 'Europe/Berlin',     40, 'DA', 1),
+    (4, 'iot',    'IOT-EU',    'EUR', 'Europe/Berlin',     30, 'IE', 200),
+    (5, 'iot',    'IOT-US',    'USD', 'America/New_York',  20, 'IU', 200),
+    (6, 'saas',   'API-US',    'USD', 'America/New_York',  25, 'AU', 1),
+    (7, 'saas',   'API-JP',    'JPY', 'Asia/Tokyo',        15, 'AJ', 1),
+    (8, 'mobile', 'MOBILE-JP', 'JPY', 'Asia/Tokyo',        10, 'MJ', 1);
+
+INSERT INTO account (external_ref, name, currency, timezone)
+SELECT s.ref || '-' || lpad(i::text, 3, '0'),
+       CASE WHEN s.segment IN ('mobile', 'data')
+            THEN (ARRAY['Anna', 'Ben', 'Clara', 'Deniz', 'Emil', 'Fatma', 'Greta', 'Hiro', 'Ines', 'Jonas'])[1 + i % 10]
+                 || ' ' || (ARRAY['Becker', 'Sato', 'Wagner', 'Yilmaz', 'Novak', 'Schulz', 'Tanaka'])[1 + i % 7]
+            ELSE (ARRAY['Nordlicht', 'Acme', 'Kirin', 'Blue Ridge', 'Hafen', 'Sakura', 'Pioneer'])[1 + i % 7]
+                 || ' ' || (ARRAY['Logistics', 'Metering', 'Cloud', 'Robotics', 'Energy'])[1 + i % 5] || ' ' || i
+       END,
+       s.currency, s.tz
+FROM demo_segment s, generate_series(1, s.accounts) i
+ORDER BY s.seg_no, i;
+
+-- Each account's appetite: usage intensity (exponential, mean 1) and SIMs per IoT fleet.
+SELECT setseed(0.2026) \g /dev/null
+CREATE TEMP TABLE demo_profile AS
+SELECT a.account_id, a.external_ref, a.timezone AS tz, s.segment, s.plan,
+       round((-ln(1 - random()))::numeric, 3) AS u,
+       CASE WHEN s.max_sims > 1 THEN 5 + floor(random() * s.max_sims)::int ELSE 1 END AS sims,
+       random() AS r_sms
+FROM account a JOIN demo_segment s ON a.external_ref LIKE s.ref || '-%'
+ORDER BY a.account_id;
+
+SELECT count(subscribe(p.account_id, p.plan, timestamp '2026-10-01' AT TIME ZONE p.tz, p.sims)) AS subscriptions
+FROM demo_profile p;
+
+SELECT s.plan, a.currency AS cur, a.timezone, count(*) AS accounts, sum(sub.quantity) AS sims,
+       min(a.external_ref) || ' .. ' || max(a.external_ref) AS refs
+FROM account a
+JOIN subscription sub USING (account_id)
+JOIN demo_segment s ON s.plan = sub.plan_code
+GROUP BY s.seg_no, s.plan, a.currency, a.timezone ORDER BY s.seg_no;
+
+\echo
+\echo '=== 10. A month of usage from five platforms, a re-sent file and a few bad rows ==='
+-- Monthly (UTC) partitions for October to December: local November starts on
+-- 31 October in Tokyo and ends on 1 December (UTC) in New York.
+SELECT ensure_usage_partitions('2026-10-01', 3) AS partitions_created;
+
+-- How much each plan's customers use: events = base + per_u * u (u = the
+-- account's intensity), and a mean quantity per event.
+CREATE TEMP TABLE demo_mix (plan text, service text, base int, per_u numeric, mean_qty numeric);
+INSERT INTO demo_mix VALUES
+    ('MOBILE-S',  'voice', 0,  8,  150),  ('MOBILE-S', 'sms', 0, 12, 1), ('MOBILE-S', 'data', 0,  6, 250),
+    ('MOBILE-L',  'voice', 0, 20,  200),  ('MOBILE-L', 'sms', 0, 12, 1), ('MOBILE-L', 'data', 0, 12, 600),
+    ('DATA-10',   'data',  0, 12,  800),  ('DATA-10',  'sms', 0, 0.3, 1),   -- data SIMs that text: no SMS rate
+    ('IOT-EU',    'iot',  15,  0,   60),  ('IOT-US',   'iot', 15, 0, 60),   -- a report every other day, per SIM
+    ('API-US',    'api',   8, 20, 1500),  ('API-JP',   'api', 8, 20, 1500),
+    ('MOBILE-JP', 'voice', 0, 12,  120),  ('MOBILE-JP', 'sms', 0, 8, 1), ('MOBILE-JP', 'data', 0, 12, 300);
+
+SELECT setseed(0.1126) \g /dev/null
+CREATE TEMP TABLE demo_draw AS
+SELECT p.account_id, p.tz, p.plan, p.u, p.sims, m.service, m.mean_qty, g,
+       random() AS r1, random() AS r2, random() AS r3, random() AS r4, random() AS r5, random() AS r6
+FROM demo_profile p
+JOIN demo_mix m ON m.plan = p.plan
+CROSS JOIN LATERAL generate_series(1, m.base + round(m.per_u * p.u)::int) g
+ORDER BY p.account_id, m.service, g;
+
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
+SELECT d.account_id,
+       CASE d.service WHEN 'voice' THEN CASE WHEN d.plan = 'MOBILE-JP' THEN 'msc-tyo1' ELSE 'msc-fra1' END
+                      WHEN 'sms' THEN 'smsc-1' WHEN 'data' THEN 'pgw-1'
+                      WHEN 'iot' THEN 'iot-core' ELSE 'api-gw' END,
+       d.service || '-' || lpad(d.account_id::text, 4, '0') || '-' || lpad(d.g::text, 4, '0'),
+       d.service,
+       CASE d.service
+           WHEN 'voice' THEN CASE WHEN d.r3 < 0.05 THEN 0                      -- unanswered
+                                  ELSE ceil(-ln(1 - d.r1) * d.mean_qty) END
+           WHEN 'sms'   THEN CASE WHEN d.r1 < 0.9 THEN 1 WHEN d.r1 < 0.98 THEN 2 ELSE 3 END
+           WHEN 'data'  THEN round((-ln(1 - d.r1) * d.mean_qty)::numeric, 3)
+           WHEN 'iot'   THEN round(d.sims * d.mean_qty * d.u * (0.7 + 0.6 * d.r1))
+           ELSE              round(d.mean_qty * d.u * (0.5 + d.r1))
+       END,
+       date_trunc('second', (timestamp '2026-11-01'
+           + CASE WHEN d.service = 'iot' THEN (2 * d.g - 2) * interval '1 day' + interval '2 hours' + d.r4 * interval '1 hour'
+                  ELSE floor(d.r2 * 30) * interval '1 day'
+                       + CASE WHEN d.service IN ('voice', 'sms') AND d.r6 < 0.65
+                              THEN interval '8 hours' + d.r4 * interval '10 hours'     -- mostly office hours
+                              ELSE d.r4 * interval '24 hours' END
+             END) AT TIME ZONE d.tz),
+       CASE WHEN d.service IN ('voice', 'sms') THEN jsonb_build_object('destination',
+                CASE WHEN d.r5 >= 0.995 THEN '+882 16 '
+                     WHEN d.plan = 'MOBILE-JP' THEN '+81 90 '
+                     WHEN d.r5 < 0.50 THEN '+49 1' || (ARRAY['51', '52', '60', '62', '70', '76'])[1 + floor(d.r2 * 6)] || ' '
+                     WHEN d.r5 < 0.82 THEN '+49 ' || (ARRAY['30', '40', '89', '221', '69'])[1 + floor(d.r2 * 5)] || ' '
+                     ELSE (ARRAY['+1 212 ', '+44 20 ', '+33 1 ', '+81 3 '])[1 + floor(d.r2 * 4)]
+                END || lpad(floor(d.r6 * 1e7)::text, 7, '0'))
+            WHEN d.service = 'data' THEN '{"apn": "internet"}'
+            WHEN d.service = 'api' THEN jsonb_build_object('endpoint', (ARRAY['/v1/orders', '/v1/search', '/v1/quotes'])[1 + floor(d.r5 * 3)])
+            ELSE jsonb_build_object('sims', d.sims)
+       END
+FROM demo_draw d
+ORDER BY d.account_id, d.service, d.g;
+
+-- MS-007's SIM was cloned: Saturday night, long calls to a premium satellite range (IRSF).
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
+SELECT a.account_id, 'msc-fra1', 'voice-irsf-' || g, 'voice', 1500 + 60 * g,
+       (timestamp '2026-11-21 01:00' + g * interval '17 minutes') AT TIME ZONE a.timezone,
+       jsonb_build_object('destination', '+882 16 55501' || lpad(g::text, 2, '0'))
+FROM account a, generate_series(1, 12) g WHERE a.external_ref = 'MS-007';
+
+-- The switch re-sent its CDR file of 17 Nov 08:00-11:00 UTC.
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
+SELECT account_id, source, external_id, service, quantity, started_at, attrs
+FROM usage_event
+WHERE source = 'msc-fra1' AND started_at >= '2026-11-17 08:00+00' AND started_at < '2026-11-17 11:00+00';
+
+-- Bad rows: a SIM unknown to the CRM, a negative duration, an MMS (no such service).
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs) VALUES
+    (990001, 'msc-fra1', 'voice-990001-1', 'voice',  95, '2026-11-12 10:15+01', '{"destination": "+49 30 1234567"}'),
+    (990001, 'msc-fra1', 'voice-990001-2', 'voice', 310, '2026-11-12 11:02+01', '{"destination": "+49 151 2345678"}'),
+    (990001, 'smsc-1',   'sms-990001-1',   'sms',     1, '2026-11-12 11:05+01', '{"destination": "+49 151 2345678"}'),
+    ((SELECT account_id FROM account WHERE external_ref = 'MS-002'), 'msc-fra1', 'voice-bad-1', 'voice', -42,
+     '2026-11-14 16:20+01', '{"destination": "+49 40 7654321"}'),
+    ((SELECT account_id FROM account WHERE external_ref = 'ML-003'), 'mmsc-1', 'mms-1', 'mms', 1,
+     '2026-11-15 19:00+01', '{"destination": "+49 170 1112223"}'),
+    ((SELECT account_id FROM account WHERE external_ref = 'ML-003'), 'mmsc-1', 'mms-2', 'mms', 1,
+     '2026-11-16 08:30+01', '{"destination": "+49 170 1112223"}');
+
+SELECT tableoid::regclass AS partition, count(*) AS events,
+       min(started_at) AS first_utc, max(started_at) AS last_utc
+FROM usage_event GROUP BY 1 ORDER BY 1;
+SELECT e.source, e.service, coalesce(s.unit, '?') AS unit, count(*) AS events,
+       count(DISTINCT e.account_id) AS accounts, sum(e.quantity) AS quantity
+FROM usage_event e LEFT JOIN service s ON s.code = e.service
+GROUP BY 1, 2, 3 ORDER BY 2, 1;
+
+\echo
+\echo '=== 11. Bulk rating: SELECT rate_pending(2000) until it returns 0 ==='
+CREATE TEMP TABLE demo_batch (call_no int, processed int);
+DO $$
+DECLARE
+    n integer;
+    k integer := 0;
+BEGIN
+    LOOP
+        n := convbill.rate_pending(2000);
+        k := k + 1;
+        INSERT INTO demo_batch VALUES (k, n);
+        EXIT WHEN n = 0;
+    END LOOP;
+END $$;
+SELECT call_no, processed FROM demo_batch ORDER BY call_no;
+
+\echo
+\echo '=== 12. Every event is accounted for: status and reject reason ==='
+SELECT status, coalesce(reject_reason, '') AS reject_reason, count(*) AS events,
+       string_agg(DISTINCT service, ', ') AS services, count(DISTINCT account_id) AS accounts
+FROM usage_event GROUP BY 1, 2 ORDER BY 1 DESC, 2;
+SELECT coalesce(a.external_ref, '(' || e.account_id || ')') AS account, e.source, e.external_id, e.service,
+       e.quantity, e.reject_reason
+FROM usage_event e LEFT JOIN account a USING (account_id)
+WHERE e.status = 'rejected' AND e.reject_reason <> 'no_tariff'
+ORDER BY e.reject_reason, e.external_id;
+SELECT (SELECT count(*) FROM usage_event WHERE status = 'rated') AS rated_events,
+       (SELECT count(*) FROM charge WHERE kind = 'usage') AS usage_charges,
+       (SELECT count(*) FROM usage_event e WHERE status = 'rated'
+           AND NOT EXISTS (SELECT 1 FROM charge c WHERE c.account_id = e.account_id AND c.charge_id = e.charge_id)) AS rated_without_charge;
+
+\echo
+\echo '=== 13. The largest usage bill of each plan, per service (covered = units paid by the allowance) ==='
+WITH per_account AS (
+    SELECT c.account_id, sum(c.amount) AS amount
+    FROM charge c WHERE c.kind = 'usage' GROUP BY 1),
+top AS (
+    SELECT DISTINCT ON (s.plan_code) s.plan_code, pa.account_id
+    FROM per_account pa JOIN subscription s USING (account_id)
+    ORDER BY s.plan_code, pa.amount DESC, pa.account_id)
+SELECT a.external_ref AS account, t.plan_code AS plan, c.service,
+       count(*) AS events, sum(c.billed_quantity) AS billed, sum(c.covered_quantity) AS covered,
+       sum(c.amount) AS amount, c.currency AS cur
+FROM top t
+JOIN account a USING (account_id)
+JOIN charge c ON c.account_id = t.account_id AND c.kind = 'usage'
+GROUP BY a.external_ref, t.plan_code, c.service, c.currency
+ORDER BY array_position(ARRAY['MOBILE-S', 'MOBILE-L', 'DATA-10', 'IOT-EU', 'IOT-US', 'API-US', 'MOBILE-JP', 'API-JP'], t.plan_code),
+         c.service;
+
+\echo
+\echo '=== 14. Voice on the Berlin plans by zone: the premium (IRSF) range is where the money goes ==='
+SELECT c.currency AS cur, coalesce(c.zone, '') AS zone, count(*) AS calls,
+       round(sum(c.billed_quantity) / 60, 1) AS billed_min, round(sum(c.covered_quantity) / 60, 1) AS covered_min,
+       sum(c.amount) AS amount, count(DISTINCT c.account_id) AS accounts
+FROM charge c WHERE c.kind = 'usage' AND c.service = 'voice' AND c.currency = 'EUR'
+GROUP BY c.currency, c.zone
+ORDER BY array_position(ARRAY['national', 'mobile', 'international', 'premium'], c.zone);
+SELECT a.external_ref AS account, count(*) AS premium_calls, round(sum(c.billed_quantity) / 60, 1) AS billed_min,
+       round(sum(c.covered_quantity) / 60, 1) AS covered_min, sum(c.amount) AS amount, c.currency AS cur
+FROM charge c JOIN account a USING (account_id)
+WHERE c.service = 'voice' AND c.zone = 'premium'
+GROUP BY a.external_ref, c.currency ORDER BY sum(c.amount) DESC, a.external_ref LIMIT 4;
+
+\echo
+\echo '=== 15. Usage revenue per currency and service (rounded to cents or yen only on the invoice) ==='
+SELECT coalesce(c.currency, 'all') AS cur, coalesce(c.service, '(total)') AS service,
+       count(*) AS charges, count(DISTINCT c.account_id) AS accounts,
+       CASE WHEN c.service IS NOT NULL THEN sum(c.billed_quantity) END AS billed,
+       CASE WHEN c.service IS NOT NULL THEN sum(c.covered_quantity) END AS covered,
+       sum(c.amount) AS amount
+FROM charge c WHERE c.kind = 'usage'
+GROUP BY GROUPING SETS ((c.currency, c.service), (c.currency))
+ORDER BY array_position(ARRAY['EUR', 'USD', 'JPY'], c.currency), c.service NULLS LAST;
+
+\echo
+\echo '=== 16. Cycle scope: a month of API charges sums to the price of the month''s total, P(total) ==='
+\echo '    (volume tiers: crossing 50,000 calls re-prices every call, so that event''s charge is negative)'
+SELECT a.external_ref AS account, c.currency AS cur, count(*) AS events, sum(c.billed_quantity) AS calls,
+       sum(c.amount) AS sum_of_charges, rate(r.tariff, sum(c.billed_quantity)) AS p_total,
+       min(c.amount) AS lowest_charge
+FROM charge c JOIN account a USING (account_id) JOIN plan_rate r USING (rate_id)
+WHERE c.service = 'api'
+GROUP BY a.external_ref, c.currency, r.tariff
+HAVING sum(c.billed_quantity) > 50000 OR a.external_ref IN ('AU-001', 'AJ-001')
+ORDER BY a.external_ref
+LIMIT 8;
+SELECT count(*) AS api_accounts,
+       count(*) FILTER (WHERE s = p) AS sum_equals_p_total,
+       sum(negatives) AS negative_charges
+FROM (SELECT sum(c.amount) AS s, rate(r.tariff, sum(c.billed_quantity)) AS p,
+             count(*) FILTER (WHERE c.amount < 0) AS negatives
+      FROM charge c JOIN plan_rate r USING (rate_id) WHERE c.service = 'api'
+      GROUP BY c.account_id, r.tariff) x;
+
+\echo
+\echo '=== 17. Repair a reject reason: Data only 10 GB gets an SMS rate, then rerate(''no_tariff'') ==='
+CREATE TEMP TABLE demo_fixed AS
+SELECT account_id, source, external_id FROM usage_event WHERE reject_reason = 'no_tariff';
+SELECT s.plan_code AS plan, e.service, e.reject_reason, count(*) AS events, count(DISTINCT e.account_id) AS accounts
+FROM usage_event e JOIN demo_fixed f USING (account_id, source, external_id)
+JOIN subscription s USING (account_id)
+GROUP BY 1, 2, 3;
+INSERT INTO plan_rate (plan_code, service, zone, tariff)
+VALUES ('DATA-10', 'sms', NULL, '{"price": "0.19", "currency": "EUR", "unit": "message"}');
+SELECT rerate('no_tariff') AS requeued;
+SELECT e.status, coalesce(e.reject_reason, '') AS reject_reason, count(*) AS events,
+       sum(c.billed_quantity) AS messages, sum(c.amount) AS amount, min(c.currency) AS cur
+FROM usage_event e JOIN demo_fixed f USING (account_id, source, external_id)
+LEFT JOIN charge c ON c.account_id = e.account_id AND c.charge_id = e.charge_id
+GROUP BY 1, 2;
+SELECT status, coalesce(reject_reason, '') AS reject_reason, count(*) AS events
+FROM usage_event GROUP BY 1, 2 ORDER BY 1 DESC, 2;
+
+\echo
+\echo '=== 18. The switch re-sends the same CDR file once more, after rating: nothing is charged twice ==='
+SELECT count(*) AS charges_before FROM charge \gset
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
+SELECT DISTINCT ON (account_id, external_id) account_id, source, external_id, service, quantity, started_at, attrs
+FROM usage_event
+WHERE source = 'msc-fra1' AND started_at >= '2026-11-17 08:00+00' AND started_at < '2026-11-17 11:00+00'
+ORDER BY account_id, external_id;
+SELECT rate_pending() AS processed;
+SELECT count(DISTINCT (e.account_id, e.external_id)) AS cdrs_in_file, count(*) AS copies_received,
+       count(*) FILTER (WHERE e.status = 'rated') AS rated,
+       count(*) FILTER (WHERE e.status = 'duplicate') AS duplicate,
+       (SELECT count(*) FROM charge) - :charges_before AS new_charges
+FROM usage_event e
+WHERE e.source = 'msc-fra1' AND e.started_at >= '2026-11-17 08:00+00' AND e.started_at < '2026-11-17 11:00+00';
+
+\echo
+\echo '=== 19. A one-time charge with an idempotency key, sent twice (the client retried) ==='
+SELECT add_charge(account_id, 25.00, 'One-time setup fee', p_at => '2026-11-20 10:00+01', p_reference => 'setup-fee-123') AS first_call
+FROM account WHERE external_ref = 'ML-010' \gset
+SELECT add_charge(account_id, 25.00, 'One-time setup fee', p_at => '2026-11-20 10:00+01', p_reference => 'setup-fee-123') AS second_call
+FROM account WHERE external_ref = 'ML-010' \gset
+SELECT :first_call AS first_call, :second_call AS second_call,
+       (SELECT count(*) FROM charge WHERE reference = 'setup-fee-123') AS charges_with_reference;
+SELECT c.charge_id, a.external_ref AS account, c.kind, c.amount, c.currency AS cur, c.description,
+       to_char(c.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD') AS period
+FROM charge c JOIN account a USING (account_id)
+WHERE c.reference = 'setup-fee-123';
+
+\echo
+\echo '=== 20. Late usage: AU-007''s November is closed, then a November event arrives ==='
+\echo '    (periods are local: New York midnight is 04:00 UTC on 1 Nov (EDT) and 05:00 UTC on 1 Dec (EST))'
+SELECT account_id AS late_account FROM account WHERE external_ref = 'AU-007' \gset
+SELECT to_char(lower(p) AT TIME ZONE 'America/New_York', 'YYYY-MM-DD HH24:MI') AS closed_from_local,
+       to_char(upper(p) AT TIME ZONE 'America/New_York', 'YYYY-MM-DD HH24:MI') AS closed_until_local,
+       lower(p) AS from_utc, upper(p) AS until_utc
+FROM close_period(:late_account, '2026-11-15 12:00-05') AS p;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
+VALUES (:late_account, 'api-gw', 'api-late-0001', 'api', 1200, '2026-11-28 14:00-05', '{"endpoint": "/v1/orders"}');
+SELECT rate_pending() AS processed;
+SELECT to_char(c.occurred_at AT TIME ZONE a.timezone, 'Dy DD Mon HH24:MI') AS occurred_local,
+       c.billed_quantity AS calls, c.amount, c.currency AS cur,
+       to_char(c.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD') AS billed_in_period
+FROM charge c JOIN account a USING (account_id)
+WHERE c.account_id = :late_account AND c.external_id = 'api-late-0001';
+SELECT to_char(c.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD') AS period, count(*) AS charges,
+       sum(c.billed_quantity) AS calls, sum(c.amount) AS amount, c.currency AS cur
+FROM charge c JOIN account a USING (account_id)
+WHERE c.account_id = :late_account
+GROUP BY c.period_start, a.timezone, c.currency ORDER BY c.period_start;
