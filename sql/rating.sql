@@ -134,3 +134,19 @@ FROM charge c WHERE c.kind = 'usage'
 -- bad arguments are errors, not silent no-ops
 SELECT rate_pending(0);
 SELECT rate_pending(NULL);
+
+-- allowances are prorated by the local days a subscription is active in the
+-- period: Carol (UTC, 30-day November) moves from S (600 s) to L (6000 s) on
+-- Nov 15: 14/30 x 600 + 16/30 x 6000 = 280 + 3200 = 3480 s for November
+INSERT INTO plan (code, name, currency, allowances) VALUES ('S', 'Small', 'EUR', '{"voice": 600}'),
+                                                          ('L', 'Large', 'EUR', '{"voice": 6000}');
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('S', 'voice', '{"price": "0.01"}'),
+                                                          ('L', 'voice', '{"price": "0.005"}');
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (5, 'CAROL', 'Carol', 'EUR');
+SELECT change_plan(subscribe(5, 'S', '2026-10-01'), 'L', '2026-11-15') IS NOT NULL AS changed;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (5, 'msc', 'k1', 'voice', 3000, '2026-11-02 10:00+00'),   -- plan S's rate: 3000 covered, 0.00
+    (5, 'msc', 'k2', 'voice', 5000, '2026-11-20 10:00+00');   -- plan L's rate: 480 covered, 4520 x 0.005 = 22.60
+SELECT rate_pending() AS processed;
+SELECT external_id, billed_quantity AS billed, covered_quantity AS covered, amount
+FROM charge WHERE account_id = 5 ORDER BY occurred_at;

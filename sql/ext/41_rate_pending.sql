@@ -143,10 +143,18 @@ BEGIN
               FROM classified cl
               WHERE cl.reject_reason IS NULL AND NOT cl.duplicate) k
     ),
+    -- plan allowances of the period, each subscription's prorated by the local
+    -- days it is active in the period (the start day counts, the end day does
+    -- not), truncated to the allowance's own decimals; one pool per service
     allowance AS (
         SELECT k.account_id, k.ps, k.service,
-               sum((p.allowances ->> k.service)::numeric * s.quantity) AS units
-        FROM (SELECT DISTINCT account_id, lower(period) AS ps, upper(period) AS pe, service FROM periods) k
+               sum(trunc((p.allowances ->> k.service)::numeric * s.quantity
+                         * ((least(coalesce(s.ended_at, 'infinity'), k.pe) AT TIME ZONE k.timezone)::date
+                            - (greatest(s.started_at, k.ps) AT TIME ZONE k.timezone)::date)
+                         / ((k.pe AT TIME ZONE k.timezone)::date - (k.ps AT TIME ZONE k.timezone)::date),
+                         scale((p.allowances ->> k.service)::numeric))) AS units
+        FROM (SELECT DISTINCT account_id, timezone, lower(period) AS ps, upper(period) AS pe, service
+              FROM periods) k
         JOIN @extschema@.subscription s ON s.account_id = k.account_id
              AND s.started_at < k.pe AND coalesce(s.ended_at, 'infinity') > k.ps
         JOIN @extschema@.plan p ON p.code = s.plan_code AND p.allowances ? k.service

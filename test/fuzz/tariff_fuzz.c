@@ -590,15 +590,15 @@ ref_setup_rounded(const Tariff *t, cb_int128 *out)
 	return REF_OK;
 }
 
+/* Rate a quantity whose increments are already applied (tariff_rate_billed). */
 static RefResult
-ref_rate(const Tariff *t, cb_int128 q, TariffWhen w, cb_int128 used, cb_int128 *charge)
+ref_rate_billed(const Tariff *t, cb_int128 bq, TariffWhen w, cb_int128 used, cb_int128 *charge)
 {
-	cb_int128	bq,
-				c;
+	cb_int128	c;
 	RefResult	r;
 
-	if ((r = ref_bq(t, q, &bq)) != REF_OK)
-		return r;
+	if (bq < 0)
+		return REF_INVALID;
 	if (bq == 0)
 	{
 		*charge = 0;
@@ -635,6 +635,17 @@ ref_rate(const Tariff *t, cb_int128 q, TariffWhen w, cb_int128 used, cb_int128 *
 		*charge = ref_round(c, t->round_decimals, t->round_mode);
 	}
 	return REF_OK;
+}
+
+static RefResult
+ref_rate(const Tariff *t, cb_int128 q, TariffWhen w, cb_int128 used, cb_int128 *charge)
+{
+	cb_int128	bq;
+	RefResult	r;
+
+	if ((r = ref_bq(t, q, &bq)) != REF_OK)
+		return r;
+	return ref_rate_billed(t, bq, w, used, charge);
 }
 
 /* ---- evaluation checks ------------------------------------------------------ */
@@ -745,11 +756,11 @@ build_quantities(const Tariff *t, QSet *s)
 }
 
 static void
-check_rate_result(const Tariff *t, cb_int128 q, TariffWhen w, cb_int128 used,
-				  bool ok, cb_int128 charge, const TariffError *err)
+check_result(const Tariff *t, bool billed, cb_int128 q, TariffWhen w, cb_int128 used,
+			 bool ok, cb_int128 charge, const TariffError *err)
 {
 	cb_int128	rc = 0;
-	RefResult	r = ref_rate(t, q, w, used, &rc);
+	RefResult	r = billed ? ref_rate_billed(t, q, w, used, &rc) : ref_rate(t, q, w, used, &rc);
 	char		b1[48],
 				b2[48],
 				b3[48],
@@ -758,8 +769,8 @@ check_rate_result(const Tariff *t, cb_int128 q, TariffWhen w, cb_int128 used,
 	if (!ok)
 		check_error(err, "tariff_rate");
 	CHECK(ok == (r == REF_OK),
-		  "q=%s dow=%d sec=%d used=%s: tariff_rate %s (%s) but the reference %s (%s)",
-		  i128s(q, b1), w.dow, w.sec_of_day, i128s(used, b2),
+		  "q=%s dow=%d sec=%d used=%s: tariff_rate%s %s (%s) but the reference %s (%s)",
+		  i128s(q, b1), w.dow, w.sec_of_day, i128s(used, b2), billed ? "_billed" : "",
 		  ok ? "succeeded" : "failed", ok ? i128s(charge, b3) : err->msg,
 		  r == REF_OK ? "succeeded" : "failed", r == REF_OK ? i128s(rc, b4) : (r == REF_INVALID ? "invalid" : "overflow"));
 	if (!ok)
@@ -770,8 +781,46 @@ check_rate_result(const Tariff *t, cb_int128 q, TariffWhen w, cb_int128 used,
 			  r == REF_INVALID ? "invalid" : "overflow");
 		return;
 	}
-	CHECK(charge == rc, "q=%s dow=%d sec=%d used=%s: charge %s, reference %s",
-		  i128s(q, b1), w.dow, w.sec_of_day, i128s(used, b2), i128s(charge, b3), i128s(rc, b4));
+	CHECK(charge == rc, "q=%s dow=%d sec=%d used=%s: %s charge %s, reference %s",
+		  i128s(q, b1), w.dow, w.sec_of_day, i128s(used, b2), billed ? "billed" : "",
+		  i128s(charge, b3), i128s(rc, b4));
+}
+
+static void
+check_rate_result(const Tariff *t, cb_int128 q, TariffWhen w, cb_int128 used,
+				  bool ok, cb_int128 charge, const TariffError *err)
+{
+	check_result(t, false, q, w, used, ok, charge, err);
+}
+
+/*
+ * tariff_rate_billed: x taken as billed as it is (the reference without the
+ * increment step), and rate_billed(bq(q)) = rate(q).
+ */
+static void
+check_rate_billed(const Tariff *t, cb_int128 x, TariffWhen w, cb_int128 used)
+{
+	TariffError err;
+	cb_int128	c = 0,
+				bq = 0,
+				c1 = 0,
+				c2 = 0;
+	bool		ok;
+	char		b1[48],
+				b2[48],
+				b3[48];
+
+	memset(&err, 0, sizeof(err));
+	ok = tariff_rate_billed(t, x, w, used, &c, &err);
+	check_result(t, true, x, w, used, ok, c, &err);
+
+	memset(&err, 0, sizeof(err));
+	if (!tariff_billed_quantity(t, x, &bq, &err) || !tariff_rate(t, x, w, used, &c1, &err))
+		return;
+	memset(&err, 0, sizeof(err));
+	CHECK(tariff_rate_billed(t, bq, w, used, &c2, &err) && c2 == c1,
+		  "q=%s: rate = %s but rate_billed(bq = %s) = %s", i128s(x, b1), i128s(c1, b2),
+		  i128s(bq, b3), ok ? i128s(c2, b1) : err.msg);
 }
 
 /* Event scope: the checks on one (q, when) grid. */
@@ -825,6 +874,7 @@ check_event(const Tariff *t, const QSet *qs, TariffWhen w)
 					bq_ok;
 		cb_int128	used = (cb_int128) (rng() % 5000) * E9;
 
+		check_rate_billed(t, q, w, used);
 		bq_ok = tariff_billed_quantity(t, q, &bq, &err);
 		if (!bq_ok)
 			check_error(&err, "tariff_billed_quantity");
@@ -1033,6 +1083,10 @@ check_eval(const Tariff *t)
 		memset(&err, 0, sizeof(err));
 		CHECK(!tariff_rate(t, -(cb_int128) E9, TARIFF_NO_TIME, 0, &c, &err), "rate of -1 accepted");
 		check_error(&err, "tariff_rate(-1)");
+		memset(&err, 0, sizeof(err));
+		CHECK(!tariff_rate_billed(t, -1, TARIFF_NO_TIME, 0, &c, &err), "rate_billed of -1e-9 accepted");
+		check_error(&err, "tariff_rate_billed(-1e-9)");
+		CHECK(err.kind == TARIFF_ERR_INVALID, "rate_billed(-1e-9): kind %d", (int) err.kind);
 	}
 
 	if (t->scope == SCOPE_CYCLE)
@@ -1060,6 +1114,7 @@ check_eval(const Tariff *t)
 				memset(&err, 0, sizeof(err));
 				ok = tariff_rate(t, qs.v[i], TARIFF_NO_TIME, used[k], &c, &err);
 				check_rate_result(t, qs.v[i], TARIFF_NO_TIME, used[k], ok, c, &err);
+				check_rate_billed(t, qs.v[i], TARIFF_NO_TIME, used[k]);
 				if (ok && qs.v[i] == 0)
 					CHECK(c == 0, "cycle rate(0) = %s", i128s(c, b1));
 			}
