@@ -1,5 +1,10 @@
 -- Plans, rates, accounts, subscriptions and billing periods: what the catalog
 -- accepts, what it refuses (with an SQLSTATE and a message naming the culprit).
+-- a fresh, empty catalog for this file (pg_regress runs every file in one database)
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS convbill CASCADE;
+CREATE EXTENSION convbill;
+RESET client_min_messages;
 SET search_path = convbill, public;
 SET TimeZone = 'UTC';
 \set VERBOSITY terse
@@ -18,6 +23,8 @@ INSERT INTO plan (code, name, currency, fee_interval) VALUES ('bad5', 'x', 'EUR'
 
 -- plan rates: the tariff must use the plan's currency and the service's unit;
 -- validity of one (plan, service, zone) must not overlap
+INSERT INTO plan_rate (plan_code, service, zone, tariff) VALUES ('M10', 'voice', 'IRSF', '{"price": "1.5"}');
+INSERT INTO destination VALUES ('882', 'IRSF');
 INSERT INTO plan_rate (plan_code, service, zone, tariff) VALUES
     ('M10', 'voice', NULL, '{"price": "0.002", "currency": "EUR", "unit": "second"}'),
     ('M10', 'voice', 'IRSF', '{"price": "1.5"}');

@@ -1,5 +1,10 @@
 -- Destination matching: zone_of() is the longest-prefix match over the digits
 -- of a number, and every session sees catalogue changes.
+-- a fresh, empty catalog for this file (pg_regress runs every file in one database)
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS convbill CASCADE;
+CREATE EXTENSION convbill;
+RESET client_min_messages;
 SET search_path = convbill, public;
 
 INSERT INTO destination VALUES

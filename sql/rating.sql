@@ -1,5 +1,10 @@
 -- Usage ingestion and bulk rating: a small multi-service scenario whose every
 -- charge is computed by hand in the comments.
+-- a fresh, empty catalog for this file (pg_regress runs every file in one database)
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS convbill CASCADE;
+CREATE EXTENSION convbill;
+RESET client_min_messages;
 SET search_path = convbill, public;
 SET TimeZone = 'UTC';
 \set VERBOSITY terse

@@ -79,6 +79,12 @@ BEGIN
             NEW.plan_code, NEW.service, @extschema@.tariff_unit(NEW.tariff), service_unit
             USING ERRCODE = '22023';
     END IF;
+    IF NEW.zone IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.destination d WHERE d.zone OPERATOR(pg_catalog.=) NEW.zone) THEN
+        RAISE EXCEPTION 'plan_rate %/%: unknown zone "%" (no destination prefix has it)',
+            NEW.plan_code, NEW.service, NEW.zone
+            USING ERRCODE = '23503', HINT = 'Load the destinations before the rates that price their zones.';
+    END IF;
     IF EXISTS (SELECT 1 FROM @extschema@.plan_rate r
                WHERE r.plan_code OPERATOR(pg_catalog.=) NEW.plan_code
                  AND r.service OPERATOR(pg_catalog.=) NEW.service
