@@ -808,7 +808,8 @@ check_rate_billed(const Tariff *t, cb_int128 x, TariffWhen w, cb_int128 used)
 	bool		ok;
 	char		b1[48],
 				b2[48],
-				b3[48];
+				b3[48],
+				b4[48];
 
 	memset(&err, 0, sizeof(err));
 	ok = tariff_rate_billed(t, x, w, used, &c, &err);
@@ -818,9 +819,9 @@ check_rate_billed(const Tariff *t, cb_int128 x, TariffWhen w, cb_int128 used)
 	if (!tariff_billed_quantity(t, x, &bq, &err) || !tariff_rate(t, x, w, used, &c1, &err))
 		return;
 	memset(&err, 0, sizeof(err));
-	CHECK(tariff_rate_billed(t, bq, w, used, &c2, &err) && c2 == c1,
-		  "q=%s: rate = %s but rate_billed(bq = %s) = %s", i128s(x, b1), i128s(c1, b2),
-		  i128s(bq, b3), ok ? i128s(c2, b1) : err.msg);
+	ok = tariff_rate_billed(t, bq, w, used, &c2, &err);
+	CHECK(ok && c2 == c1, "q=%s: rate = %s but rate_billed(bq = %s) = %s", i128s(x, b1),
+		  i128s(c1, b2), i128s(bq, b3), ok ? i128s(c2, b4) : err.msg);
 }
 
 /* Event scope: the checks on one (q, when) grid. */
