@@ -119,7 +119,7 @@ fuzz_run() {
     cp test/fuzz/corpus/* "$work"/
     # -max_len keeps inputs in the realm of real tariffs; crashes land in test/fuzz/.
     test/fuzz/tariff_fuzz -max_total_time="$seconds" -max_len=4096 -timeout=5 \
-        -print_final_stats=1 -artifact_prefix=test/fuzz/crash- \
+        -print_final_stats=1 -artifact_prefix=test/fuzz/ \
         -dict=test/fuzz/tariff.dict "$work" 2>&1 | tail -n 12
     local rc=${PIPESTATUS[0]}
     rm -rf "$work"
