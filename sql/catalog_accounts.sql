@@ -46,6 +46,8 @@ INSERT INTO account (account_id, external_ref, name, currency, parent_id, bill_t
     VALUES (4, 'CORP-1-SIM1', 'Acme SIM 1', 'EUR', 1, true);
 INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (10, 'X1', 'x', 'EUR', 'Mars/Olympus_Mons');
 INSERT INTO account (account_id, external_ref, name, currency, billing_day) VALUES (11, 'X2', 'x', 'EUR', 29);
+-- a POSIX spec is not a place: "UTC+14" means UTC-14
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (16, 'X6', 'x', 'EUR', 'UTC+14');
 INSERT INTO account (account_id, external_ref, name, currency) VALUES (12, 'X3', 'x', 'eur');
 INSERT INTO account (account_id, external_ref, name, currency, parent_id, bill_to_parent) VALUES (13, 'X4', 'x', 'USD', 1, true);
 INSERT INTO account (account_id, external_ref, name, currency, bill_to_parent) VALUES (14, 'X5', 'x', 'EUR', true);
@@ -78,3 +80,8 @@ SELECT account_period(3, '2026-03-15 10:59+00') AS pago_before, account_period(3
 -- billing day 28 through February
 SELECT billing_period(d, 'UTC', 28) FROM unnest(ARRAY['2026-02-27 23:59:59+00', '2026-02-28 00:00+00', '2026-03-27 12:00+00']::timestamptz[]) d;
 SELECT account_period(999, now()) IS NULL AS unknown_account;
+-- where clocks go back at midnight, local midnight happens twice; every
+-- instant still falls in exactly one period, contiguous with the next
+SELECT d, billing_period(d, 'America/Havana', 1) @> d AS contains_it, billing_period(d, 'America/Havana', 1)
+FROM unnest(ARRAY['2026-11-01 03:59+00', '2026-11-01 04:30+00', '2026-11-01 05:00+00']::timestamptz[]) d;
+SELECT is_time_zone(z) AS ok, z FROM unnest(ARRAY['Europe/Berlin', 'europe/berlin', 'Etc/GMT+5', 'UTC+14', 'XYZ+5']) z;

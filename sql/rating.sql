@@ -140,9 +140,10 @@ FROM charge c WHERE c.kind = 'usage'
 SELECT rate_pending(0);
 SELECT rate_pending(NULL);
 
--- allowances are prorated by the local days a subscription is active in the
--- period: Carol (UTC, 30-day November) moves from S (600 s) to L (6000 s) on
--- Nov 15: 14/30 x 600 + 16/30 x 6000 = 280 + 3200 = 3480 s for November
+-- allowances are prorated by the local days from a subscription's start to the
+-- period's end, and a later end takes nothing back: Carol (UTC, 30-day
+-- November) moves from S (600 s, since October) to L (6000 s) on Nov 15:
+-- 600 + 16/30 x 6000 = 600 + 3200 = 3800 s for November
 INSERT INTO plan (code, name, currency, allowances) VALUES ('S', 'Small', 'EUR', '{"voice": 600}'),
                                                           ('L', 'Large', 'EUR', '{"voice": 6000}');
 INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('S', 'voice', '{"price": "0.01"}'),
@@ -151,7 +152,28 @@ INSERT INTO account (account_id, external_ref, name, currency) VALUES (5, 'CAROL
 SELECT change_plan(subscribe(5, 'S', '2026-10-01'), 'L', '2026-11-15') IS NOT NULL AS changed;
 INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
     (5, 'msc', 'k1', 'voice', 3000, '2026-11-02 10:00+00'),   -- plan S's rate: 3000 covered, 0.00
-    (5, 'msc', 'k2', 'voice', 5000, '2026-11-20 10:00+00');   -- plan L's rate: 480 covered, 4520 x 0.005 = 22.60
+    (5, 'msc', 'k2', 'voice', 5000, '2026-11-20 10:00+00');   -- plan L's rate: 800 covered, 4200 x 0.005 = 21.00
 SELECT rate_pending() AS processed;
 SELECT external_id, billed_quantity AS billed, covered_quantity AS covered, amount
 FROM charge WHERE account_id = 5 ORDER BY occurred_at;
+
+-- one oversized event is rejected on its own; the others in the batch are rated
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (2, 'msc', 'huge', 'voice', 9e19, '2026-11-21 10:00+00'),        -- 9e19 x 0.002 = 1.8e17: beyond range
+    (2, 'msc', 'far', 'voice', 10, '5000-01-01 10:00+00'),             -- invalid_time
+    (2, 'msc', 'fine', 'voice', 10, '2026-11-21 11:00+00');            -- rated (allowance)
+SELECT rate_pending() AS processed;
+SELECT external_id, status, reject_reason FROM usage_event WHERE external_id IN ('huge', 'far', 'fine') ORDER BY 1;
+
+-- a corrected re-send in the same batch as its rejected original is rated
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (2, 'msc', 'fix1', 'voice', -5, '2026-11-22 10:00+00'),
+    (2, 'msc', 'fix1', 'voice', 500, '2026-11-22 10:00+00');
+SELECT rate_pending() AS processed;
+SELECT quantity, status, reject_reason FROM usage_event WHERE external_id = 'fix1' ORDER BY quantity;
+
+-- time zone and billing day cannot change under open charges
+UPDATE account SET timezone = 'Asia/Tokyo' WHERE account_id = 2;
+UPDATE account SET billing_day = 3 WHERE account_id = 2;
+UPDATE account SET timezone = 'Asia/Tokyo' WHERE account_id = 4;   -- no charges: allowed
+SELECT timezone FROM account WHERE account_id = 4;

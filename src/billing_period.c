@@ -102,6 +102,18 @@ billing_period_bounds(TimestampTz at, pg_tz *tz, int billing_day,
 		month--;
 	*start = local_midnight(year, month, billing_day, tz);
 	*end = local_midnight(year, month + 1, billing_day, tz);
+
+	/*
+	 * Where the clocks go back at midnight (America/Havana, Atlantic/Azores),
+	 * local midnight happens twice and maps to the later instant; an event in
+	 * the first hour after the earlier midnight then belongs to the period
+	 * before.  (Gaps need nothing: a skipped midnight maps forward.)
+	 */
+	if (at < *start)
+	{
+		*end = *start;
+		*start = local_midnight(year, month - 1, billing_day, tz);
+	}
 }
 
 PG_FUNCTION_INFO_V1(billing_period_start);

@@ -29,6 +29,18 @@ cb_free(void *p)
 	pfree(p);
 }
 
+PG_FUNCTION_INFO_V1(realtime_rating_enabled);
+/*
+ * realtime_rating_enabled(): the convbill.realtime_rating setting.  Calling it
+ * loads the module, so the setting is always the typed boolean, never an
+ * untyped placeholder left by a SET before the module was loaded.
+ */
+Datum
+realtime_rating_enabled(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(realtime_rating);
+}
+
 /* Load-time setup: define the settings and reserve the convbill.* namespace. */
 void
 _PG_init(void)

@@ -23,6 +23,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #define MAX_PREFIX_DIGITS 15
 
@@ -45,6 +46,7 @@ typedef struct DestinationCache
 
 static DestinationCache dest_cache;
 static bool callback_registered = false;
+static uint64 inval_generation = 0;	/* bumped by every invalidation */
 static Oid	destination_relid = InvalidOid;
 
 /* Drop the cache when convbill.destination is invalidated (or everything is). */
@@ -52,7 +54,10 @@ static void
 destination_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == destination_relid)
+	{
 		dest_cache.valid = false;
+		inval_generation++;
+	}
 }
 
 static inline uint64
@@ -101,6 +106,8 @@ static void
 destination_load(void)
 {
 	Oid			nsp = get_namespace_oid("convbill", false);
+	uint64		generation = inval_generation;
+	SPIPlanPtr	plan;
 	uint64		nrows;
 	uint64		nslots = 16;
 	MemoryContext old;
@@ -121,8 +128,16 @@ destination_load(void)
 	dest_cache.nzones = 0;
 	dest_cache.max_len = 0;
 
+	/*
+	 * Read with the latest snapshot, not the statement's: the cache outlives
+	 * this statement and transaction, so it must hold the newest committed
+	 * catalogue (plus this transaction's own changes).
+	 */
 	SPI_connect();
-	if (SPI_execute("SELECT prefix, zone FROM convbill.destination ORDER BY zone", true, 0) != SPI_OK_SELECT)
+	plan = SPI_prepare("SELECT prefix, zone FROM convbill.destination ORDER BY zone", 0, NULL);
+	if (plan == NULL ||
+		SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read convbill.destination");
 	nrows = SPI_processed;
 	while (nslots < nrows * 2)
@@ -152,7 +167,8 @@ destination_load(void)
 	}
 	MemoryContextSwitchTo(old);
 	SPI_finish();
-	dest_cache.valid = true;
+	/* an invalidation that arrived while loading means the load may be stale */
+	dest_cache.valid = (generation == inval_generation);
 }
 
 PG_FUNCTION_INFO_V1(zone_of);
@@ -200,5 +216,6 @@ destination_changed(PG_FUNCTION_ARGS)
 				 errmsg("destination_changed() must be called as a trigger")));
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
 	dest_cache.valid = false;
+	inval_generation++;
 	return PointerGetDatum(NULL);
 }

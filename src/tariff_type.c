@@ -256,10 +256,13 @@ local_when(FunctionCallInfo fcinfo, TimestampTz ts, text *tzname)
 
 /*
  * Evaluate and return the charge as numeric with the tariff's decimals;
- * `billed` says the quantity already has its increments applied.
+ * `billed` says the quantity already has its increments applied.  With
+ * null_on_overflow, an evaluation beyond the supported range returns NULL
+ * instead of raising, so bulk rating can reject that one event.
  */
 static Datum
-rate_common(const Tariff *t, Numeric qty, TariffWhen when, cb_int128 used_before, bool billed)
+rate_common(FunctionCallInfo fcinfo, const Tariff *t, Numeric qty, TariffWhen when,
+			cb_int128 used_before, bool billed, bool null_on_overflow)
 {
 	TariffError err;
 	cb_int128	charge;
@@ -268,7 +271,14 @@ rate_common(const Tariff *t, Numeric qty, TariffWhen when, cb_int128 used_before
 		: tariff_rate(t, q, when, used_before, &charge, &err);
 
 	if (!ok)
+	{
+		if (null_on_overflow && err.kind == TARIFF_ERR_OVERFLOW)
+		{
+			fcinfo->isnull = true;
+			return (Datum) 0;
+		}
 		tariff_raise(&err);
+	}
 	return NumericGetDatum(scaled_to_numeric(charge, t->round_decimals));
 }
 
@@ -279,12 +289,12 @@ tariff_rate_simple(PG_FUNCTION_ARGS)
 {
 	const Tariff *t = tariff_arg(fcinfo, 0);
 
-	return rate_common(t, PG_GETARG_NUMERIC(1), TARIFF_NO_TIME, 0, false);
+	return rate_common(fcinfo, t, PG_GETARG_NUMERIC(1), TARIFF_NO_TIME, 0, false, false);
 }
 
 /* rate(...) and rate_billed(...) with time bands and cycle scope. */
 static Datum
-rate_at_common(FunctionCallInfo fcinfo, bool billed)
+rate_at_common(FunctionCallInfo fcinfo, bool billed, bool null_on_overflow)
 {
 	const Tariff *t = tariff_arg(fcinfo, 0);
 	TariffWhen	when = TARIFF_NO_TIME;
@@ -296,7 +306,7 @@ rate_at_common(FunctionCallInfo fcinfo, bool billed)
 				 errmsg("used_before must not be negative")));
 	/* the zone is validated even when the tariff has no bands */
 	when = local_when(fcinfo, PG_GETARG_TIMESTAMPTZ(2), PG_GETARG_TEXT_PP(3));
-	return rate_common(t, PG_GETARG_NUMERIC(1), when, used, billed);
+	return rate_common(fcinfo, t, PG_GETARG_NUMERIC(1), when, used, billed, null_on_overflow);
 }
 
 PG_FUNCTION_INFO_V1(tariff_rate_at);
@@ -304,7 +314,7 @@ PG_FUNCTION_INFO_V1(tariff_rate_at);
 Datum
 tariff_rate_at(PG_FUNCTION_ARGS)
 {
-	return rate_at_common(fcinfo, false);
+	return rate_at_common(fcinfo, false, false);
 }
 
 PG_FUNCTION_INFO_V1(tariff_rate_billed_at);
@@ -312,7 +322,15 @@ PG_FUNCTION_INFO_V1(tariff_rate_billed_at);
 Datum
 tariff_rate_billed_at(PG_FUNCTION_ARGS)
 {
-	return rate_at_common(fcinfo, true);
+	return rate_at_common(fcinfo, true, false);
+}
+
+PG_FUNCTION_INFO_V1(tariff_rate_billed_or_null);
+/* rate_billed_or_null(...): rate_billed(), NULL where the charge is out of range. */
+Datum
+tariff_rate_billed_or_null(PG_FUNCTION_ARGS)
+{
+	return rate_at_common(fcinfo, true, true);
 }
 
 PG_FUNCTION_INFO_V1(tariff_billed_quantity_sql);

@@ -73,6 +73,12 @@ CREATE FUNCTION @extschema@.rate_billed(t @extschema@.tariff, billed_quantity nu
 COMMENT ON FUNCTION @extschema@.rate_billed(@extschema@.tariff, numeric, timestamptz, text, numeric) IS
     'like rate(), for a quantity whose increments are already applied (the part of an event allowances did not cover)';
 
+CREATE FUNCTION @extschema@.rate_billed_or_null(t @extschema@.tariff, billed_quantity numeric, at timestamptz,
+                                                tz text, used_before numeric DEFAULT 0) RETURNS numeric
+    AS 'MODULE_PATHNAME', 'tariff_rate_billed_or_null' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.rate_billed_or_null(@extschema@.tariff, numeric, timestamptz, text, numeric) IS
+    'rate_billed(), but NULL instead of an error when the charge is beyond the supported range (bulk rating rejects that event)';
+
 CREATE FUNCTION @extschema@.billed_quantity(t @extschema@.tariff, quantity numeric) RETURNS numeric
     AS 'MODULE_PATHNAME', 'tariff_billed_quantity_sql' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.billed_quantity(@extschema@.tariff, numeric) IS

@@ -32,8 +32,9 @@ BEGIN
             RAISE EXCEPTION 'plan %: allowance for unknown service "%"', NEW.code, k
                 USING ERRCODE = '23503';
         END IF;
-        IF pg_catalog.jsonb_typeof(v) IS DISTINCT FROM 'number' OR v::text::numeric < 0 THEN
-            RAISE EXCEPTION 'plan %: allowance "%" must be a non-negative number of units', NEW.code, k
+        IF pg_catalog.jsonb_typeof(v) IS DISTINCT FROM 'number' OR v::text::numeric < 0
+           OR pg_catalog.scale(v::text::numeric) > 9 OR v::text::numeric >= 1e18 THEN
+            RAISE EXCEPTION 'plan %: allowance "%" must be a non-negative number of units (at most 9 decimals, below 1e18)', NEW.code, k
                 USING ERRCODE = '22023';
         END IF;
     END LOOP;
@@ -65,7 +66,10 @@ DECLARE
     plan_currency text;
     service_unit text;
 BEGIN
-    SELECT p.currency INTO plan_currency FROM @extschema@.plan p WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code;
+    -- one rate change per plan at a time: the overlap check below then sees
+    -- every committed rate
+    SELECT p.currency INTO plan_currency FROM @extschema@.plan p
+    WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code FOR NO KEY UPDATE;
     SELECT s.unit INTO service_unit FROM @extschema@.service s WHERE s.code OPERATOR(pg_catalog.=) NEW.service;
     IF @extschema@.tariff_currency(NEW.tariff) IS DISTINCT FROM plan_currency
        AND @extschema@.tariff_currency(NEW.tariff) IS NOT NULL THEN
@@ -240,8 +244,10 @@ DECLARE
     acc record;
     plan_currency text;
 BEGIN
+    -- one subscription change per account at a time: the overlap check below
+    -- then sees every committed subscription
     SELECT a.currency, a.status INTO acc FROM @extschema@.account a
-    WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id;
+    WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id FOR NO KEY UPDATE;
     SELECT p.currency INTO plan_currency FROM @extschema@.plan p WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code;
     IF acc.status OPERATOR(pg_catalog.=) 'closed' AND TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         RAISE EXCEPTION 'account % is closed', NEW.account_id USING ERRCODE = '22023';
@@ -276,6 +282,9 @@ BEGIN
         RAISE EXCEPTION 'subscribe: account_id, plan_code, start and quantity must not be NULL'
             USING ERRCODE = '22004';
     END IF;
+    IF NOT isfinite(p_start) THEN
+        RAISE EXCEPTION 'subscribe: start must be a finite time' USING ERRCODE = '22008';
+    END IF;
     INSERT INTO @extschema@.subscription (account_id, plan_code, quantity, started_at)
     VALUES (p_account_id, p_plan_code, p_quantity, p_start)
     RETURNING subscription_id INTO id;
@@ -294,7 +303,7 @@ BEGIN
     SELECT * INTO s FROM @extschema@.subscription
     WHERE subscription_id OPERATOR(pg_catalog.=) p_subscription_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', p_subscription_id USING ERRCODE = '02000';
+        RAISE EXCEPTION 'subscription % does not exist', p_subscription_id USING ERRCODE = 'P0002';
     END IF;
     IF s.ended_at IS NOT NULL AND s.ended_at OPERATOR(pg_catalog.<=) p_at THEN
         RAISE EXCEPTION 'subscription % already ended at %', p_subscription_id, s.ended_at

@@ -152,8 +152,10 @@ BEGIN
     END IF;
     s := @extschema@.billing_period_start(p_at, a.timezone, a.billing_day);
     e := @extschema@.billing_period_end(p_at, a.timezone, a.billing_day);
+    -- a closed period overlapping this one (equal, unless the zone or
+    -- billing day changed since) pushes the charge to the next period
     WHILE EXISTS (SELECT 1 FROM @extschema@.closed_period c
-                  WHERE c.account_id = p_account_id AND c.period_start = s) LOOP
+                  WHERE c.account_id = p_account_id AND c.period_start < e AND c.period_end > s) LOOP
         s := e;
         e := @extschema@.billing_period_end(s, a.timezone, a.billing_day);
     END LOOP;
@@ -166,11 +168,17 @@ CREATE FUNCTION @extschema@.close_period(p_account_id bigint, p_at timestamptz)
 RETURNS tstzrange
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    p tstzrange := @extschema@.account_period(p_account_id, p_at);
+    p tstzrange;
 BEGIN
-    IF p IS NULL THEN
+    IF p_account_id IS NULL OR p_at IS NULL THEN
+        RAISE EXCEPTION 'close_period: account_id and at must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    -- waits for raters and add_charge of this account, and makes them wait
+    PERFORM 1 FROM @extschema@.account WHERE account_id = p_account_id FOR UPDATE;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;
+    p := @extschema@.account_period(p_account_id, p_at);
     INSERT INTO @extschema@.closed_period (account_id, period_start, period_end)
     VALUES (p_account_id, lower(p), upper(p)) ON CONFLICT DO NOTHING;
     RETURN p;
@@ -201,7 +209,11 @@ BEGIN
     IF p_amount = 'NaN' OR p_amount IN ('Infinity', '-Infinity') THEN
         RAISE EXCEPTION 'add_charge: amount must be a finite number' USING ERRCODE = '22023';
     END IF;
-    SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id;
+    IF NOT isfinite(p_at) THEN
+        RAISE EXCEPTION 'add_charge: at must be a finite time' USING ERRCODE = '22008';
+    END IF;
+    -- serialised with rating and close_period of this account
+    SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;
@@ -229,3 +241,28 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.add_charge(bigint, numeric, text, text, timestamptz, text) IS
     'add a one-time charge (or adjustment) in the account''s currency to its open period; with a reference, a retry returns the original charge_id';
+
+-- An account's time zone and billing day define its periods; changing them
+-- while it has charges or counters in periods that are not closed would split
+-- or overlap those periods (allowances granted twice, closed periods bypassed).
+CREATE FUNCTION @extschema@.account_period_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (NEW.timezone IS DISTINCT FROM OLD.timezone OR NEW.billing_day IS DISTINCT FROM OLD.billing_day)
+       AND (EXISTS (SELECT 1 FROM @extschema@.charge c
+                    WHERE c.account_id = NEW.account_id
+                      AND NOT EXISTS (SELECT 1 FROM @extschema@.closed_period p
+                                      WHERE p.account_id = c.account_id AND p.period_start = c.period_start))
+            OR EXISTS (SELECT 1 FROM @extschema@.usage_counter u
+                       WHERE u.account_id = NEW.account_id
+                         AND NOT EXISTS (SELECT 1 FROM @extschema@.closed_period p
+                                         WHERE p.account_id = u.account_id AND p.period_start = u.period_start))) THEN
+        RAISE EXCEPTION 'account %: time zone and billing day cannot change while it has charges in an open period',
+            NEW.account_id
+            USING ERRCODE = '55000',
+                  HINT = 'Invoice (close) its open periods first; the new settings then apply from the next period.';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER account_period_guard BEFORE UPDATE OF timezone, billing_day ON @extschema@.account
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.account_period_guard();

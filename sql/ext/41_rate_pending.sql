@@ -82,11 +82,10 @@ BEGIN
                CASE WHEN c.attrs ? 'destination' THEN @extschema@.zone_of(c.attrs ->> 'destination') END AS zone,
                CASE WHEN c.quantity IS NULL OR c.quantity = 'NaN' OR c.quantity IN ('Infinity', '-Infinity') THEN false
                     ELSE c.quantity >= 0 AND c.quantity < 1e20 AND c.quantity = round(c.quantity, 9) END AS qty_ok,
-               c.started_at IS NOT NULL AND isfinite(c.started_at) AS time_ok,
+               coalesce(c.started_at >= '1900-01-01' AND c.started_at < '3000-01-01', false) AS time_ok,
                EXISTS (SELECT 1 FROM @extschema@.charge x
                        WHERE x.account_id = c.account_id AND x.source = c.source
-                         AND x.external_id = c.external_id) AS already_charged,
-               row_number() OVER (PARTITION BY c.account_id, c.source, c.external_id ORDER BY c.idx) AS copy_no
+                         AND x.external_id = c.external_id) AS already_charged
         FROM convbill_claim c
         LEFT JOIN @extschema@.account a ON a.account_id = c.account_id
         LEFT JOIN @extschema@.service s ON s.code = c.service
@@ -113,7 +112,7 @@ BEGIN
          AND ev.started_at >= c.vf AND ev.started_at < c.vu
         ORDER BY ev.idx, c.specific DESC, c.valid_from DESC, c.sub_start DESC
     ),
-    classified AS (
+    judged AS (
         SELECT ev.*, r.rate_id, r.tariff,
                CASE WHEN NOT ev.acc_found THEN 'unknown_account'
                     WHEN ev.acc_status = 'closed' THEN 'account_closed'
@@ -124,15 +123,24 @@ BEGIN
                     WHEN r.rate_id IS NULL THEN 'no_tariff'
                     WHEN coalesce(@extschema@.tariff_currency(r.tariff), r.plan_currency) <> ev.acc_currency
                         THEN 'currency_mismatch'
-               END AS reject_reason,
-               ev.source IS NOT NULL AND ev.external_id IS NOT NULL
-                   AND (ev.already_charged OR ev.copy_no > 1) AS duplicate
+               END AS reject_reason
         FROM ev LEFT JOIN resolved r USING (idx)
+    ),
+    -- a re-send is a duplicate of an event already charged, or of an earlier
+    -- acceptable copy in this batch (a rejected copy does not count)
+    classified AS (
+        SELECT j.*,
+               j.reject_reason IS NULL
+               AND (j.already_charged
+                    OR row_number() OVER (PARTITION BY j.account_id, j.source, j.external_id
+                                          ORDER BY j.reject_reason IS NOT NULL, j.idx) > 1) AS duplicate
+        FROM judged j
     ),
     periods AS (
         SELECT k.*,
                CASE WHEN EXISTS (SELECT 1 FROM @extschema@.closed_period cp
-                                 WHERE cp.account_id = k.account_id AND cp.period_start = k.own_start)
+                                 WHERE cp.account_id = k.account_id
+                                   AND cp.period_start < k.own_end AND cp.period_end > k.own_start)
                     THEN @extschema@.open_period(k.account_id, k.started_at)
                     ELSE tstzrange(k.own_start, k.own_end, '[)') END AS period
         FROM (SELECT cl.*,
@@ -143,13 +151,16 @@ BEGIN
               FROM classified cl
               WHERE cl.reject_reason IS NULL AND NOT cl.duplicate) k
     ),
-    -- plan allowances of the period, each subscription's prorated by the local
-    -- days it is active in the period (the start day counts, the end day does
-    -- not), truncated to the allowance's own decimals; one pool per service
+    -- plan allowances of the period: each subscription active in it grants
+    -- its allowance prorated by the local days from its start (the start day
+    -- counts) to the period's end, truncated to the allowance's own decimals.
+    -- A later end (unsubscribe, change_plan) does not take back what was
+    -- granted, so the cover never depends on when rating ran.  One pool per
+    -- service.
     allowance AS (
         SELECT k.account_id, k.ps, k.service,
                sum(trunc((p.allowances ->> k.service)::numeric * s.quantity
-                         * ((least(coalesce(s.ended_at, 'infinity'), k.pe) AT TIME ZONE k.timezone)::date
+                         * ((k.pe AT TIME ZONE k.timezone)::date
                             - (greatest(s.started_at, k.ps) AT TIME ZONE k.timezone)::date)
                          / ((k.pe AT TIME ZONE k.timezone)::date - (k.ps AT TIME ZONE k.timezone)::date),
                          scale((p.allowances ->> k.service)::numeric))) AS units
@@ -188,14 +199,20 @@ BEGIN
                ON cv.cycle AND rc.account_id = cv.account_id AND rc.period_start = lower(cv.period)
               AND rc.counter = 'rate:' || cv.rate_id
     )
-    SELECT cl.part, cl.tid, cl.idx, cl.account_id, cl.source, cl.external_id, cl.service, cl.zone,
-           cl.quantity, cl.started_at, cl.acc_currency AS currency,
-           CASE WHEN cl.reject_reason IS NOT NULL THEN 'rejected'
-                WHEN cl.duplicate THEN 'duplicate' ELSE 'rated' END AS status,
-           cl.reject_reason, pr.rate_id, pr.cycle, pr.bq, pr.covered, pr.rest,
-           lower(pr.period) AS period_start, upper(pr.period) AS period_end,
-           @extschema@.rate_billed(pr.tariff, pr.rest, pr.started_at, pr.timezone, pr.used_before) AS amount
-    FROM classified cl LEFT JOIN priced pr USING (idx);
+    SELECT x.*,
+           CASE WHEN x.reject_reason IS NOT NULL THEN 'rejected'
+                WHEN x.duplicate THEN 'duplicate'
+                WHEN x.amount IS NULL THEN 'rejected'
+                ELSE 'rated' END AS status,
+           coalesce(x.reject_reason, CASE WHEN NOT x.duplicate AND x.amount IS NULL THEN 'out_of_range' END)
+               AS final_reason
+    FROM (SELECT cl.part, cl.tid, cl.idx, cl.account_id, cl.source, cl.external_id, cl.service, cl.zone,
+                 cl.quantity, cl.started_at, cl.acc_currency AS currency, cl.reject_reason, cl.duplicate,
+                 pr.rate_id, pr.cycle, pr.bq, pr.covered, pr.rest,
+                 lower(pr.period) AS period_start, upper(pr.period) AS period_end,
+                 @extschema@.rate_billed_or_null(pr.tariff, pr.rest, pr.started_at, pr.timezone,
+                                                 pr.used_before) AS amount
+          FROM classified cl LEFT JOIN priced pr USING (idx)) x;
 
     -- 4. charges, events, counters
     WITH inserted AS (
@@ -210,7 +227,7 @@ BEGIN
     )
     UPDATE @extschema@.usage_event e
     SET status = CASE WHEN w.status = 'rated' AND i.charge_id IS NULL THEN 'duplicate' ELSE w.status END,
-        reject_reason = w.reject_reason,
+        reject_reason = w.final_reason,
         rated_at = now(),
         charge_id = i.charge_id
     FROM convbill_work w
@@ -262,6 +279,10 @@ COMMENT ON FUNCTION @extschema@.rerate(text, bigint) IS
     'put rejected events (of one reason and/or account, or all) back to pending and rate everything pending; returns how many were re-queued';
 
 -- convbill.realtime_rating = on: rate each event as it is inserted.
+CREATE FUNCTION @extschema@.realtime_rating_enabled() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'realtime_rating_enabled' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.realtime_rating_enabled() IS 'the convbill.realtime_rating setting';
+
 CREATE FUNCTION @extschema@.usage_event_rate_now() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -272,5 +293,5 @@ BEGIN
 END $$;
 CREATE TRIGGER usage_event_rate_now AFTER INSERT ON @extschema@.usage_event
     FOR EACH ROW
-    WHEN (coalesce(pg_catalog.current_setting('convbill.realtime_rating', true), 'off')::boolean)
+    WHEN (@extschema@.realtime_rating_enabled())
     EXECUTE FUNCTION @extschema@.usage_event_rate_now();
