@@ -113,6 +113,10 @@ DECLARE
     name text;
     created integer := 0;
 BEGIN
+    IF p_from IS NULL OR p_months IS NULL OR NOT isfinite(p_from) OR p_months < 0 OR p_months > 1200 THEN
+        RAISE EXCEPTION 'ensure_usage_partitions: from must be a finite time and months between 0 and 1200'
+            USING ERRCODE = '22023';
+    END IF;
     FOR i IN 0 .. p_months - 1 LOOP
         m := date_trunc('month', p_from AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + make_interval(months => i);
         hi := m + interval '1 month';
@@ -208,6 +212,9 @@ BEGIN
     END IF;
     IF p_amount = 'NaN' OR p_amount IN ('Infinity', '-Infinity') THEN
         RAISE EXCEPTION 'add_charge: amount must be a finite number' USING ERRCODE = '22023';
+    END IF;
+    IF p_kind = 'discount' AND p_amount > 0 THEN
+        RAISE EXCEPTION 'add_charge: a discount is a negative amount, not %', p_amount USING ERRCODE = '22023';
     END IF;
     IF NOT isfinite(p_at) THEN
         RAISE EXCEPTION 'add_charge: at must be a finite time' USING ERRCODE = '22008';
