@@ -107,7 +107,8 @@ run_pgtap() {
 run_concurrency() {
     log "parallel rating (4 sessions) vs serial rating"
     test/concurrency/rate_parallel.sh 2>&1 | grep -v NOTICE
-    return "${PIPESTATUS[0]}"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
+    test/concurrency/zone_cache.sh
 }
 
 fuzz_run() {

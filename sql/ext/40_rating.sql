@@ -117,6 +117,8 @@ BEGIN
         RAISE EXCEPTION 'ensure_usage_partitions: from must be a finite time and months between 0 and 1200'
             USING ERRCODE = '22023';
     END IF;
+    -- one partition maker at a time (raters call this too)
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('convbill.ensure_usage_partitions'));
     FOR i IN 0 .. p_months - 1 LOOP
         m := date_trunc('month', p_from AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + make_interval(months => i);
         hi := m + interval '1 month';

@@ -254,8 +254,15 @@ COMMENT ON FUNCTION @extschema@.rate_events(integer, bigint, text, text) IS
 
 CREATE FUNCTION @extschema@.rate_pending(max_events integer DEFAULT 100000)
 RETURNS integer
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
-RETURN @extschema@.rate_events(max_events, NULL, NULL, NULL);
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- partitions as needed: last month, this one and the next two (a no-op
+    -- once they exist); events outside them wait in the default partition
+    IF to_regclass('@extschema@.usage_event_' || to_char((now() + interval '2 months') AT TIME ZONE 'UTC', 'YYYYMM')) IS NULL THEN
+        PERFORM @extschema@.ensure_usage_partitions(now() - interval '1 month', 4);
+    END IF;
+    RETURN @extschema@.rate_events(max_events, NULL, NULL, NULL);
+END $$;
 COMMENT ON FUNCTION @extschema@.rate_pending(integer) IS
     'rate up to max_events pending usage events (several sessions may run it at once); returns how many were processed (rated, rejected or found duplicate) — call until it returns 0';
 
