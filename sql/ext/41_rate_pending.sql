@@ -64,7 +64,9 @@ BEGIN
         DROP TABLE pg_temp.convbill_claim;
         RETURN 0;
     END IF;
-    ANALYZE convbill_claim;
+    IF n > 1000 THEN
+        ANALYZE convbill_claim;         -- good join plans for big batches
+    END IF;
 
     -- 2. one rater per account at a time
     PERFORM 1 FROM @extschema@.account a
