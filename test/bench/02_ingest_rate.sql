@@ -29,7 +29,7 @@
 -- superuser (pg_read_file) and Linux.
 --
 -- A missed target is reported, not raised: correctness is the only hard failure.
--- Runtime: about 6 minutes on 2 cores.  Everything the script creates is dropped
+-- Runtime: about 4 minutes on 2 cores.  Everything the script creates is dropped
 -- at the end (including the extension, and the event file in /tmp).
 
 \set ON_ERROR_STOP 1
