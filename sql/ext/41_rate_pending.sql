@@ -2,7 +2,7 @@
 -- Bulk rating: rate_pending(), rerate() and real-time rating on insert.
 --
 -- One batch, set-based, in a handful of statements:
---   1. claim pending events (ORDER BY account, time; FOR UPDATE SKIP LOCKED, so
+--   1. claim pending events, oldest arrivals first (FOR UPDATE SKIP LOCKED, so
 --      several sessions rate at once without taking the same event);
 --   2. lock the batch's accounts (FOR NO KEY UPDATE, in account order): the
 --      allowance and cycle counters of an account are read and written by one
@@ -31,26 +31,31 @@ BEGIN
     IF to_regclass('pg_temp.convbill_work') IS NOT NULL THEN
         DROP TABLE pg_temp.convbill_work;
     END IF;
+    -- narrow rows: what rating needs, the zone already resolved
     CREATE TEMP TABLE convbill_claim (
         part oid, tid tid, idx bigint, account_id bigint, source text, external_id text,
-        service text, quantity numeric, started_at timestamptz, attrs jsonb) ON COMMIT DROP;
+        service text, quantity numeric, started_at timestamptz, zone text) ON COMMIT DROP;
 
-    -- 1. claim
+    -- 1. claim, oldest arrivals first
     IF p_account_id IS NULL THEN
         INSERT INTO convbill_claim
         SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
-               e.service, e.quantity, e.started_at, e.attrs
+               e.service, e.quantity, e.started_at,
+               CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
+                    THEN @extschema@.zone_of(e.attrs ->> 'destination') END
         FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
                      e.quantity, e.started_at, e.attrs
               FROM @extschema@.usage_event e
               WHERE e.status = 'pending'
-              ORDER BY e.account_id, e.started_at
+              ORDER BY e.received_at
               LIMIT p_max_events
               FOR UPDATE SKIP LOCKED) e;
     ELSE
         INSERT INTO convbill_claim
         SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
-               e.service, e.quantity, e.started_at, e.attrs
+               e.service, e.quantity, e.started_at,
+               CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
+                    THEN @extschema@.zone_of(e.attrs ->> 'destination') END
         FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
                      e.quantity, e.started_at, e.attrs
               FROM @extschema@.usage_event e
@@ -81,41 +86,52 @@ BEGIN
                a.currency AS acc_currency, a.timezone, a.billing_day, a.status AS acc_status,
                a.account_id IS NOT NULL AS acc_found,
                s.code IS NOT NULL AS svc_found,
-               CASE WHEN c.attrs ? 'destination' THEN @extschema@.zone_of(c.attrs ->> 'destination') END AS zone,
                CASE WHEN c.quantity IS NULL OR c.quantity = 'NaN' OR c.quantity IN ('Infinity', '-Infinity') THEN false
                     ELSE c.quantity >= 0 AND c.quantity < 1e20 AND c.quantity = round(c.quantity, 9) END AS qty_ok,
                coalesce(c.started_at >= '1900-01-01' AND c.started_at < '3000-01-01', false) AS time_ok,
-               EXISTS (SELECT 1 FROM @extschema@.charge x
-                       WHERE x.account_id = c.account_id AND x.source = c.source
-                         AND x.external_id = c.external_id) AS already_charged
+               charged.found IS NOT NULL AS already_charged
         FROM convbill_claim c
         LEFT JOIN @extschema@.account a ON a.account_id = c.account_id
         LEFT JOIN @extschema@.service s ON s.code = c.service
+        -- an index probe per event, never a scan of the whole charge history
+        LEFT JOIN LATERAL (SELECT 1 AS found FROM @extschema@.charge x
+                           WHERE x.account_id = c.account_id AND x.source = c.source
+                             AND x.external_id = c.external_id
+                           LIMIT 1) charged ON true
     ),
     rate_keys AS (
         SELECT DISTINCT account_id, service, coalesce(zone, '') AS zkey
         FROM ev WHERE acc_found AND svc_found AND time_ok
     ),
-    candidates AS (
-        SELECT k.account_id, k.service, k.zkey, r.rate_id, r.tariff, p.currency AS plan_currency,
+    candidates AS MATERIALIZED (
+        SELECT k.account_id, k.service, k.zkey, r.rate_id, p.currency AS plan_currency,
                r.zone IS NOT NULL AS specific, r.valid_from, s.started_at AS sub_start,
                greatest(s.started_at, r.valid_from) AS vf,
-               least(coalesce(s.ended_at, 'infinity'), r.valid_until) AS vu
+               least(coalesce(s.ended_at, 'infinity'), r.valid_until) AS vu,
+               count(*) OVER (PARTITION BY k.account_id, k.service, k.zkey) AS n_candidates
         FROM rate_keys k
         JOIN @extschema@.subscription s ON s.account_id = k.account_id
         JOIN @extschema@.plan p ON p.code = s.plan_code
         JOIN @extschema@.plan_rate r ON r.plan_code = s.plan_code AND r.service = k.service
                                     AND (r.zone IS NULL OR r.zone = k.zkey)
     ),
+    -- most keys have one candidate rate: a plain hash join; the others pick
+    -- the most specific zone, then the latest valid_from, then the newest
+    -- subscription
     resolved AS (
-        SELECT DISTINCT ON (ev.idx) ev.idx, c.rate_id, c.tariff, c.plan_currency
+        SELECT ev.idx, c.rate_id, c.plan_currency
         FROM ev JOIN candidates c
-          ON c.account_id = ev.account_id AND c.service = ev.service AND c.zkey = coalesce(ev.zone, '')
-         AND ev.started_at >= c.vf AND ev.started_at < c.vu
-        ORDER BY ev.idx, c.specific DESC, c.valid_from DESC, c.sub_start DESC
+          ON c.n_candidates = 1 AND c.account_id = ev.account_id AND c.service = ev.service
+         AND c.zkey = coalesce(ev.zone, '') AND ev.started_at >= c.vf AND ev.started_at < c.vu
+        UNION ALL
+        (SELECT DISTINCT ON (ev.idx) ev.idx, c.rate_id, c.plan_currency
+         FROM ev JOIN candidates c
+           ON c.n_candidates > 1 AND c.account_id = ev.account_id AND c.service = ev.service
+          AND c.zkey = coalesce(ev.zone, '') AND ev.started_at >= c.vf AND ev.started_at < c.vu
+         ORDER BY ev.idx, c.specific DESC, c.valid_from DESC, c.sub_start DESC)
     ),
     judged AS (
-        SELECT ev.*, r.rate_id, r.tariff,
+        SELECT ev.*, r.rate_id,
                CASE WHEN NOT ev.acc_found THEN 'unknown_account'
                     WHEN ev.acc_status = 'closed' THEN 'account_closed'
                     WHEN ev.source IS NULL OR ev.external_id IS NULL THEN 'missing_event_key'
@@ -123,10 +139,14 @@ BEGIN
                     WHEN NOT ev.qty_ok THEN 'invalid_quantity'
                     WHEN NOT ev.svc_found THEN 'unknown_service'
                     WHEN r.rate_id IS NULL THEN 'no_tariff'
-                    WHEN coalesce(@extschema@.tariff_currency(r.tariff), r.plan_currency) <> ev.acc_currency
+                    WHEN coalesce(@extschema@.tariff_currency(pr.tariff), r.plan_currency) <> ev.acc_currency
                         THEN 'currency_mismatch'
-               END AS reject_reason
-        FROM ev LEFT JOIN resolved r USING (idx)
+               END AS reject_reason,
+               @extschema@.billed_quantity(pr.tariff, CASE WHEN ev.qty_ok THEN ev.quantity END) AS bq,
+               @extschema@.tariff_scope(pr.tariff) = 'cycle' AS cycle
+        FROM ev
+        LEFT JOIN resolved r USING (idx)
+        LEFT JOIN @extschema@.plan_rate pr ON pr.rate_id = r.rate_id
     ),
     -- a re-send is a duplicate of an event already charged, or of an earlier
     -- acceptable copy in this batch (a rejected copy does not count)
@@ -138,20 +158,29 @@ BEGIN
                                           ORDER BY j.reject_reason IS NOT NULL, j.idx) > 1) AS duplicate
         FROM judged j
     ),
-    periods AS (
-        SELECT k.*,
+    billable AS (
+        SELECT cl.idx, cl.account_id, cl.service, cl.started_at, cl.timezone, cl.billing_day,
+               cl.rate_id, cl.bq, cl.cycle,
+               @extschema@.billing_period_start(cl.started_at, cl.timezone, cl.billing_day) AS own_start,
+               @extschema@.billing_period_end(cl.started_at, cl.timezone, cl.billing_day) AS own_end
+        FROM classified cl
+        WHERE cl.reject_reason IS NULL AND NOT cl.duplicate
+    ),
+    -- the open period of each (account, own period): itself, or the next one
+    -- after closed periods (late usage); checked once per pair, not per event
+    open_periods AS (
+        SELECT k.account_id, k.own_start,
                CASE WHEN EXISTS (SELECT 1 FROM @extschema@.closed_period cp
                                  WHERE cp.account_id = k.account_id
                                    AND cp.period_start < k.own_end AND cp.period_end > k.own_start)
-                    THEN @extschema@.open_period(k.account_id, k.started_at)
+                    THEN @extschema@.open_period(k.account_id, k.own_start)
                     ELSE tstzrange(k.own_start, k.own_end, '[)') END AS period
-        FROM (SELECT cl.*,
-                     @extschema@.billing_period_start(cl.started_at, cl.timezone, cl.billing_day) AS own_start,
-                     @extschema@.billing_period_end(cl.started_at, cl.timezone, cl.billing_day) AS own_end,
-                     @extschema@.billed_quantity(cl.tariff, cl.quantity) AS bq,
-                     @extschema@.tariff_scope(cl.tariff) = 'cycle' AS cycle
-              FROM classified cl
-              WHERE cl.reject_reason IS NULL AND NOT cl.duplicate) k
+        FROM (SELECT DISTINCT account_id, own_start, own_end FROM billable) k
+    ),
+    periods AS (
+        SELECT b.idx, b.account_id, b.service, b.started_at, b.timezone, b.rate_id, b.bq, b.cycle,
+               lower(op.period) AS ps, upper(op.period) AS pe
+        FROM billable b JOIN open_periods op USING (account_id, own_start)
     ),
     -- plan allowances of the period: each subscription active in it grants
     -- its allowance prorated by the local days from its start (the start day
@@ -166,76 +195,83 @@ BEGIN
                             - (greatest(s.started_at, k.ps) AT TIME ZONE k.timezone)::date)
                          / ((k.pe AT TIME ZONE k.timezone)::date - (k.ps AT TIME ZONE k.timezone)::date),
                          scale((p.allowances ->> k.service)::numeric))) AS units
-        FROM (SELECT DISTINCT account_id, timezone, lower(period) AS ps, upper(period) AS pe, service
-              FROM periods) k
+        FROM (SELECT DISTINCT account_id, timezone, ps, pe, service FROM periods) k
         JOIN @extschema@.subscription s ON s.account_id = k.account_id
              AND s.started_at < k.pe AND coalesce(s.ended_at, 'infinity') > k.ps
         JOIN @extschema@.plan p ON p.code = s.plan_code AND p.allowances ? k.service
         GROUP BY 1, 2, 3
     ),
+    pools AS (
+        SELECT al.account_id, al.ps, al.service, al.units - coalesce(uc.used, 0) AS allow_left
+        FROM allowance al
+        LEFT JOIN @extschema@.usage_counter uc
+               ON uc.account_id = al.account_id AND uc.period_start = al.ps
+              AND uc.counter = 'allowance:' || al.service
+        WHERE al.units - coalesce(uc.used, 0) > 0
+    ),
+    -- allowances first, in event time order, only where a pool has units left
     covered AS (
-        SELECT q.*,
+        SELECT q.idx,
                CASE WHEN q.allow_left > q.bq_before THEN least(q.bq, q.allow_left - q.bq_before) ELSE 0 END AS covered
-        FROM (SELECT pr.*,
-                     coalesce(al.units, 0) - coalesce(uc.used, 0) AS allow_left,
-                     coalesce(sum(pr.bq) OVER (PARTITION BY pr.account_id, lower(pr.period), pr.service
+        FROM (SELECT pr.idx, pr.bq, po.allow_left,
+                     coalesce(sum(pr.bq) OVER (PARTITION BY pr.account_id, pr.ps, pr.service
                                                ORDER BY pr.started_at, pr.idx
                                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS bq_before
               FROM periods pr
-              LEFT JOIN allowance al
-                     ON al.account_id = pr.account_id AND al.ps = lower(pr.period) AND al.service = pr.service
-              LEFT JOIN @extschema@.usage_counter uc
-                     ON uc.account_id = pr.account_id AND uc.period_start = lower(pr.period)
-                    AND uc.counter = 'allowance:' || pr.service) q
+              JOIN pools po ON po.account_id = pr.account_id AND po.ps = pr.ps AND po.service = pr.service) q
+    ),
+    -- running totals of cycle-scoped tariffs, only for their events
+    cycle_used AS (
+        SELECT c.idx,
+               coalesce(rc.used, 0)
+               + coalesce(sum(c.rest) OVER (PARTITION BY c.account_id, c.ps, c.rate_id
+                                            ORDER BY c.started_at, c.idx
+                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS used_before
+        FROM (SELECT pr.idx, pr.account_id, pr.ps, pr.rate_id, pr.started_at,
+                     pr.bq - coalesce(cv.covered, 0) AS rest
+              FROM periods pr LEFT JOIN covered cv USING (idx)
+              WHERE pr.cycle) c
+        LEFT JOIN @extschema@.usage_counter rc
+               ON rc.account_id = c.account_id AND rc.period_start = c.ps AND rc.counter = 'rate:' || c.rate_id
     ),
     priced AS (
-        SELECT cv.*, cv.bq - cv.covered AS rest,
-               CASE WHEN cv.cycle THEN
-                   coalesce(rc.used, 0)
-                   + coalesce(sum(cv.bq - cv.covered) OVER (PARTITION BY cv.account_id, lower(cv.period), cv.rate_id
-                                                            ORDER BY cv.started_at, cv.idx
-                                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
-                    ELSE 0 END AS used_before
-        FROM covered cv
-        LEFT JOIN @extschema@.usage_counter rc
-               ON cv.cycle AND rc.account_id = cv.account_id AND rc.period_start = lower(cv.period)
-              AND rc.counter = 'rate:' || cv.rate_id
+        SELECT pr.idx, pr.rate_id, pr.cycle, pr.bq, pr.ps, pr.pe,
+               coalesce(cv.covered, 0) AS covered,
+               pr.bq - coalesce(cv.covered, 0) AS rest,
+               @extschema@.rate_billed_or_null(t.tariff, pr.bq - coalesce(cv.covered, 0), pr.started_at,
+                                               pr.timezone, coalesce(cu.used_before, 0)) AS amount
+        FROM periods pr
+        JOIN @extschema@.plan_rate t ON t.rate_id = pr.rate_id
+        LEFT JOIN covered cv USING (idx)
+        LEFT JOIN cycle_used cu USING (idx)
     )
     SELECT x.*,
-           CASE WHEN x.reject_reason IS NOT NULL THEN 'rejected'
-                WHEN x.duplicate THEN 'duplicate'
-                WHEN x.amount IS NULL THEN 'rejected'
-                ELSE 'rated' END AS status,
-           coalesce(x.reject_reason, CASE WHEN NOT x.duplicate AND x.amount IS NULL THEN 'out_of_range' END)
-               AS final_reason
-    FROM (SELECT cl.part, cl.tid, cl.idx, cl.account_id, cl.source, cl.external_id, cl.service, cl.zone,
-                 cl.quantity, cl.started_at, cl.acc_currency AS currency, cl.reject_reason, cl.duplicate,
-                 pr.rate_id, pr.cycle, pr.bq, pr.covered, pr.rest,
-                 lower(pr.period) AS period_start, upper(pr.period) AS period_end,
-                 @extschema@.rate_billed_or_null(pr.tariff, pr.rest, pr.started_at, pr.timezone,
-                                                 pr.used_before) AS amount
-          FROM classified cl LEFT JOIN priced pr USING (idx)) x;
+           CASE WHEN x.status = 'rated' THEN nextval('@extschema@.charge_charge_id_seq') END AS charge_id
+    FROM (SELECT cl.part, cl.tid, cl.account_id, cl.source, cl.external_id, cl.service, cl.zone,
+                 cl.quantity, cl.started_at, cl.acc_currency AS currency,
+                 pc.rate_id, pc.cycle, pc.bq, pc.covered, pc.rest, pc.amount,
+                 pc.ps AS period_start, pc.pe AS period_end,
+                 CASE WHEN cl.reject_reason IS NOT NULL THEN 'rejected'
+                      WHEN cl.duplicate THEN 'duplicate'
+                      WHEN pc.amount IS NULL THEN 'rejected'
+                      ELSE 'rated' END AS status,
+                 coalesce(cl.reject_reason,
+                          CASE WHEN NOT cl.duplicate AND pc.amount IS NULL THEN 'out_of_range' END) AS final_reason
+          FROM classified cl LEFT JOIN priced pc USING (idx)) x;
 
-    -- 4. charges, events, counters
-    WITH inserted AS (
-        INSERT INTO @extschema@.charge
-            (account_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount,
-             currency, occurred_at, period_start, period_end, source, external_id, rate_id)
-        SELECT w.account_id, 'usage', w.service, w.zone, w.quantity, w.bq, w.covered, w.amount,
-               w.currency, w.started_at, w.period_start, w.period_end, w.source, w.external_id, w.rate_id
-        FROM convbill_work w WHERE w.status = 'rated'
-        ON CONFLICT (account_id, source, external_id) WHERE external_id IS NOT NULL DO NOTHING
-        RETURNING account_id, source, external_id, charge_id
-    )
+    -- 4. charges, events, counters.  The account locks and the duplicate check
+    -- above mean no charge of this batch can exist yet; the unique index on
+    -- (account_id, source, external_id) is the safety net.
+    INSERT INTO @extschema@.charge
+        (account_id, charge_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount,
+         currency, occurred_at, period_start, period_end, source, external_id, rate_id)
+    SELECT w.account_id, w.charge_id, 'usage', w.service, w.zone, w.quantity, w.bq, w.covered, w.amount,
+           w.currency, w.started_at, w.period_start, w.period_end, w.source, w.external_id, w.rate_id
+    FROM convbill_work w WHERE w.status = 'rated';
+
     UPDATE @extschema@.usage_event e
-    SET status = CASE WHEN w.status = 'rated' AND i.charge_id IS NULL THEN 'duplicate' ELSE w.status END,
-        reject_reason = w.final_reason,
-        rated_at = now(),
-        charge_id = i.charge_id
+    SET status = w.status, reject_reason = w.final_reason, rated_at = now(), charge_id = w.charge_id
     FROM convbill_work w
-    LEFT JOIN inserted i
-           ON w.status = 'rated' AND i.account_id = w.account_id
-          AND i.source = w.source AND i.external_id = w.external_id
     WHERE e.tableoid = w.part AND e.ctid = w.tid;
 
     INSERT INTO @extschema@.usage_counter AS uc (account_id, period_start, counter, used)
