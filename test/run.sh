@@ -150,7 +150,8 @@ case "$mode" in
         build_install
         start_cluster
         psql -X -q -d postgres -c 'CREATE DATABASE convbill_bench' >/dev/null
-        for b in test/bench/*.sql; do
+        # BENCH=02 runs only test/bench/02*.sql
+        for b in test/bench/${BENCH:-}*.sql; do
             log "benchmark $b"
             psql -X -v ON_ERROR_STOP=1 -d convbill_bench -f "$b"
         done

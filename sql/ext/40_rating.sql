@@ -37,8 +37,9 @@ COMMENT ON COLUMN @extschema@.usage_event.status IS
 -- never fails for want of a partition.
 CREATE TABLE @extschema@.usage_event_default PARTITION OF @extschema@.usage_event DEFAULT;
 
--- The queue of pending events, by arrival: new rows append at its right edge
--- (cheap for COPY), rated ones leave it, so it stays small.
+-- The queue of pending events, keyed by arrival so new rows append at its
+-- right edge (cheap for COPY); rated ones leave it, so it stays small.  The
+-- claim reads it and sorts the pending events by account and time.
 CREATE INDEX usage_event_pending ON @extschema@.usage_event (received_at)
     WHERE status = 'pending';
 

@@ -2,7 +2,7 @@
 -- Bulk rating: rate_pending(), rerate() and real-time rating on insert.
 --
 -- One batch, set-based, in a handful of statements:
---   1. claim pending events, oldest arrivals first (FOR UPDATE SKIP LOCKED, so
+--   1. claim pending events by account and time (FOR UPDATE SKIP LOCKED, so
 --      several sessions rate at once without taking the same event);
 --   2. lock the batch's accounts (FOR NO KEY UPDATE, in account order): the
 --      allowance and cycle counters of an account are read and written by one
@@ -41,7 +41,8 @@ BEGIN
         part oid, tid tid, idx bigint, account_id bigint, source text, external_id text,
         service text, quantity numeric, started_at timestamptz, zone text) ON COMMIT DROP;
 
-    -- 1. claim, oldest arrivals first
+    -- 1. claim by account and event time, so that across batches too an
+    -- account's allowances and cycle totals are consumed in event-time order
     IF p_account_id IS NULL THEN
         INSERT INTO convbill_claim
         SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
@@ -52,7 +53,7 @@ BEGIN
                      e.quantity, e.started_at, e.attrs
               FROM @extschema@.usage_event e
               WHERE e.status = 'pending'
-              ORDER BY e.received_at
+              ORDER BY e.account_id, e.started_at
               LIMIT p_max_events
               FOR UPDATE SKIP LOCKED) e;
     ELSE
