@@ -17,13 +17,16 @@
 
 -- enable_nestloop = off: the batch query joins CTEs of a whole batch on idx;
 -- estimates of those are poor, and a nested loop there is quadratic.  The
--- index probes (LATERAL ... LIMIT 1) still run as nested loops.
+-- index probes (LATERAL ... LIMIT 1) still run as nested loops.  jit = off:
+-- the disabled-nestloop penalty inflates plan costs past the JIT thresholds,
+-- and compiling the batch query costs seconds per call.
 CREATE FUNCTION @extschema@.rate_events(p_max_events integer, p_account_id bigint,
                                         p_source text, p_external_id text)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
-SET enable_nestloop = off AS $$
+SET enable_nestloop = off
+SET jit = off AS $$
 DECLARE
     n integer;
 BEGIN
