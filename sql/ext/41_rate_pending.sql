@@ -46,33 +46,22 @@ BEGIN
 
     -- 1. claim by account and event time, so that across batches too an
     -- account's allowances and cycle totals are consumed in event-time order
-    IF p_account_id IS NULL THEN
-        INSERT INTO convbill_claim
-        SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
-               e.service, e.quantity, e.started_at,
-               CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
-                    THEN @extschema@.zone_of(e.attrs ->> 'destination') END
-        FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
-                     e.quantity, e.started_at, e.attrs
-              FROM @extschema@.usage_event e
-              WHERE e.status = 'pending'
-              ORDER BY e.account_id, e.started_at
-              LIMIT p_max_events
-              FOR UPDATE SKIP LOCKED) e;
-    ELSE
-        INSERT INTO convbill_claim
-        SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
-               e.service, e.quantity, e.started_at,
-               CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
-                    THEN @extschema@.zone_of(e.attrs ->> 'destination') END
-        FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
-                     e.quantity, e.started_at, e.attrs
-              FROM @extschema@.usage_event e
-              WHERE e.status = 'pending' AND e.account_id = p_account_id
-                AND e.source IS NOT DISTINCT FROM p_source AND e.external_id IS NOT DISTINCT FROM p_external_id
-              LIMIT p_max_events
-              FOR UPDATE SKIP LOCKED) e;
-    END IF;
+    -- (real-time rating claims just the event it was called for)
+    INSERT INTO convbill_claim
+    SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
+           e.service, e.quantity, e.started_at,
+           CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
+                THEN @extschema@.zone_of(e.attrs ->> 'destination') END
+    FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
+                 e.quantity, e.started_at, e.attrs
+          FROM @extschema@.usage_event e
+          WHERE e.status = 'pending'
+            AND (p_account_id IS NULL
+                 OR (e.account_id = p_account_id AND e.source IS NOT DISTINCT FROM p_source
+                     AND e.external_id IS NOT DISTINCT FROM p_external_id))
+          ORDER BY e.account_id, e.started_at
+          LIMIT p_max_events
+          FOR UPDATE SKIP LOCKED) e;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n = 0 THEN
         DROP TABLE pg_temp.convbill_claim;
