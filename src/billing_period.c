@@ -17,6 +17,7 @@
 #include "utils/timestamp.h"
 
 #include "billing_period.h"
+#include "local_time.h"
 
 /* The zone of a name, cached for the last name asked (one account at a time). */
 static pg_tz *
@@ -29,13 +30,7 @@ zone_by_name(text *tzname)
 	text_to_cstring_buffer(tzname, name, sizeof(name));
 	if (last_tz == NULL || strcmp(name, last_name) != 0)
 	{
-		pg_tz	   *tz = pg_tzset(name);
-
-		if (tz == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("time zone \"%s\" not recognized", name)));
-		last_tz = tz;
+		last_tz = zone_lookup(name);
 		strlcpy(last_name, name, sizeof(last_name));
 	}
 	return last_tz;
@@ -76,7 +71,6 @@ void
 billing_period_bounds(TimestampTz at, pg_tz *tz, int billing_day,
 					  TimestampTz *start, TimestampTz *end)
 {
-	pg_time_t	secs;
 	struct pg_tm *lt;
 	int			year,
 				month;
@@ -89,13 +83,7 @@ billing_period_bounds(TimestampTz at, pg_tz *tz, int billing_day,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("billing_day must be between 1 and 28, not %d", billing_day)));
-	secs = (pg_time_t) ((at >= 0 ? at / USECS_PER_SEC : -((-at + USECS_PER_SEC - 1) / USECS_PER_SEC)) +
-						(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
-	lt = pg_localtime(&secs, tz);
-	if (lt == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("time out of range for the time zone")));
+	lt = local_tm(at, tz);
 	year = lt->tm_year + 1900;
 	month = lt->tm_mon + 1;
 	if (lt->tm_mday < billing_day)

@@ -18,6 +18,7 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
+#include "local_time.h"
 #include "numeric_scaled.h"
 #include "tariff.h"
 
@@ -220,7 +221,6 @@ local_when(FunctionCallInfo fcinfo, TimestampTz ts, text *tzname)
 {
 	RateCache  *cache = rate_cache(fcinfo);
 	char		name[TZ_STRLEN_MAX + 1];
-	pg_time_t	secs;
 	struct pg_tm *tm;
 	TariffWhen	when;
 
@@ -231,24 +231,10 @@ local_when(FunctionCallInfo fcinfo, TimestampTz ts, text *tzname)
 	text_to_cstring_buffer(tzname, name, sizeof(name));
 	if (cache->tz == NULL || strcmp(cache->tzname, name) != 0)
 	{
-		pg_tz	   *tz = pg_tzset(name);
-
-		if (tz == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("time zone \"%s\" not recognized", name),
-					 errhint("Use an IANA time zone name such as \"Europe/Berlin\" or \"UTC\".")));
-		cache->tz = tz;
+		cache->tz = zone_lookup(name);
 		strlcpy(cache->tzname, name, sizeof(cache->tzname));
 	}
-	/* whole seconds since the Unix epoch, rounded down (also before 2000) */
-	secs = (pg_time_t) ((ts >= 0 ? ts / USECS_PER_SEC : -((-ts + USECS_PER_SEC - 1) / USECS_PER_SEC)) +
-						(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
-	tm = pg_localtime(&secs, cache->tz);
-	if (tm == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("event time is out of range for time zone \"%s\"", name)));
+	tm = local_tm(ts, cache->tz);
 	when.dow = tm->tm_wday;
 	when.sec_of_day = tm->tm_hour * 3600 + tm->tm_min * 60 + tm->tm_sec;
 	return when;
