@@ -21,11 +21,12 @@
 #include "local_time.h"
 #include "numeric_scaled.h"
 #include "tariff.h"
+#include "tariff_glue.h"
 
 #define DatumGetTariffP(d) ((Tariff *) DatumGetPointer(d))
 
 /* Raise a TariffError with its SQLSTATE. */
-static void
+void
 tariff_raise(const TariffError *err)
 {
 	int			code;
@@ -184,7 +185,7 @@ rate_cache(FunctionCallInfo fcinfo)
  * reused while the same value keeps coming (the usual case: one tariff for
  * many rows).
  */
-static const Tariff *
+const Tariff *
 tariff_arg(FunctionCallInfo fcinfo, int argno)
 {
 	Datum		d = PG_GETARG_DATUM(argno);
@@ -216,7 +217,7 @@ tariff_arg(FunctionCallInfo fcinfo, int argno)
 }
 
 /* Local weekday and second of day of ts in the named IANA zone (cached). */
-static TariffWhen
+TariffWhen
 local_when(FunctionCallInfo fcinfo, TimestampTz ts, text *tzname)
 {
 	RateCache  *cache = rate_cache(fcinfo);

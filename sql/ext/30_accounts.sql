@@ -117,12 +117,15 @@ CREATE TABLE @extschema@.account (
     credit_limit   numeric NOT NULL DEFAULT 0 CHECK (credit_limit >= 0),
     tax_code       text,
     status         text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended', 'closed')),
+    low_balance_threshold numeric CHECK (low_balance_threshold <> 'NaN' AND low_balance_threshold > '-Infinity' AND low_balance_threshold < 'Infinity'),
     created_at     timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT bill_to_parent_needs_parent CHECK (parent_id IS NOT NULL OR NOT bill_to_parent),
     CONSTRAINT not_own_parent CHECK (parent_id IS DISTINCT FROM account_id)
 );
 COMMENT ON TABLE @extschema@.account IS
     'a customer: currency, IANA time zone and billing day define its periods; bill_to_parent puts it on its parent''s invoice';
+COMMENT ON COLUMN @extschema@.account.low_balance_threshold IS
+    'NOTIFY convbill_balance when the money available (balance + credit_limit - holds) falls below this; NULL = never';
 COMMENT ON COLUMN @extschema@.account.external_ref IS
     'the CRM''s key; unique across the installation (a lookup table when sharded by account_id)';
 

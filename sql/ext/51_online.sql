@@ -1,0 +1,555 @@
+-------------------------------------------------------------------------------
+-- Online charging (RFC 8506 credit-control semantics).
+--
+--   reserve         CCR-INITIAL (request 0): hold allowance units, then money,
+--                   for as many whole increments as the payer can afford
+--   reserve_update  CCR-UPDATE: debit what was used since the last report,
+--                   hold `units` more
+--   commit          CCR-TERMINATION: debit the last units, release the rest,
+--                   record the session as one rated charge
+--   release         end a session without charging its open hold
+--   charge_event    one-shot direct debit, idempotent on (account_id, event_id)
+--   charge_events   the same for an array of events, in one call
+--   expire_reservations  end the sessions whose grant lapsed
+--
+-- Every request locks the using and the paying account (FOR NO KEY UPDATE, in
+-- account order), so the availability it reads cannot change under it.  The
+-- decision itself is C: session_cost() and grant_quantity() (src/reservation.c).
+-- Business outcomes are result codes in the answer; programming errors (NULL
+-- or negative units, unknown session or account) raise an ERROR.
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.session_cost(t @extschema@.tariff, at timestamptz, tz text, used_before numeric,
+                                         covered numeric, allowance numeric, used numeric,
+                                         OUT billed numeric, OUT covered numeric, OUT amount numeric)
+    AS 'MODULE_PATHNAME', 'session_cost' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.session_cost(@extschema@.tariff, timestamptz, text, numeric, numeric, numeric, numeric) IS
+    'what a session of `used` units costs: billed quantity, units covered by allowances (covered so far + allowance available), money (C)';
+
+CREATE FUNCTION @extschema@.grant_quantity(t @extschema@.tariff, at timestamptz, tz text, used_before numeric,
+                                           covered numeric, allowance numeric, used numeric, charged numeric,
+                                           units numeric, money numeric,
+                                           OUT granted numeric, OUT covered numeric, OUT amount numeric)
+    AS 'MODULE_PATHNAME', 'grant_quantity' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.grant_quantity(@extschema@.tariff, timestamptz, text, numeric, numeric, numeric, numeric, numeric, numeric, numeric) IS
+    'the largest quantity up to `units` (all, or whole increments) a session can add with `money` left; with the session''s covered units and money at used + granted (C)';
+
+-- The rate that prices an account's usage of a service in a zone at a time:
+-- the most specific zone, then the latest valid_from, then the newest subscription.
+CREATE FUNCTION @extschema@.resolve_rate(p_account_id bigint, p_service text, p_zone text, p_at timestamptz,
+                                         OUT rate_id bigint, OUT tariff @extschema@.tariff, OUT plan_currency text)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT r.rate_id, r.tariff, p.currency
+    FROM @extschema@.subscription s
+    JOIN @extschema@.plan p ON p.code OPERATOR(pg_catalog.=) s.plan_code
+    JOIN @extschema@.plan_rate r ON r.plan_code OPERATOR(pg_catalog.=) s.plan_code
+                                AND r.service OPERATOR(pg_catalog.=) p_service
+                                AND (r.zone IS NULL OR r.zone OPERATOR(pg_catalog.=) p_zone)
+    WHERE s.account_id OPERATOR(pg_catalog.=) p_account_id
+      AND s.started_at OPERATOR(pg_catalog.<=) p_at
+      AND coalesce(s.ended_at, 'infinity') OPERATOR(pg_catalog.>) p_at
+      AND r.valid_from OPERATOR(pg_catalog.<=) p_at AND r.valid_until OPERATOR(pg_catalog.>) p_at
+    ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC
+    LIMIT 1;
+END;
+COMMENT ON FUNCTION @extschema@.resolve_rate(bigint, text, text, timestamptz) IS
+    'the plan_rate pricing an account''s use of a service in a zone at a time (as rating resolves it)';
+
+-- Lock the using and the paying account, in account order.
+CREATE FUNCTION @extschema@.lock_accounts(p_account_id bigint, p_payer_id bigint)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT 1 FROM @extschema@.account a
+    WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id OR a.account_id OPERATOR(pg_catalog.=) p_payer_id
+    ORDER BY a.account_id FOR NO KEY UPDATE OF a;
+END;
+COMMENT ON FUNCTION @extschema@.lock_accounts(bigint, bigint) IS
+    'internal: lock an account and its payer (FOR NO KEY UPDATE, in account order)';
+
+-- A hold (positive) or its release (negative) in the ledger.
+CREATE FUNCTION @extschema@.ledger_hold(p_kind text, p_account_id bigint, p_unit text, p_held numeric, p_session_id text)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    INSERT INTO @extschema@.ledger (account_id, kind, unit, held, session_id)
+    SELECT p_account_id, p_kind, p_unit, p_held, p_session_id
+    WHERE p_held OPERATOR(pg_catalog.<>) 0;
+END;
+COMMENT ON FUNCTION @extschema@.ledger_hold(text, bigint, text, numeric, text) IS
+    'internal: record a hold, release or expiry of held units or money';
+
+CREATE FUNCTION @extschema@.check_units(p_what text, p_units numeric)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_units IS NULL THEN
+        RAISE EXCEPTION '%: units must not be NULL', p_what USING ERRCODE = '22004';
+    END IF;
+    IF p_units < 0 OR p_units = 'NaN' OR p_units = 'Infinity' OR p_units >= 1e20 OR p_units <> round(p_units, 9) THEN
+        RAISE EXCEPTION '%: units must be a number from 0 up to 1e20 with at most 9 decimals, not %', p_what, p_units
+            USING ERRCODE = '22023';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.check_units(text, numeric) IS 'internal: units a request may carry';
+
+-- Why an account may not be served now, or NULL.
+CREATE FUNCTION @extschema@.account_refusal(p_account_id bigint, p_payer_id bigint)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT CASE WHEN bool_or(a.status OPERATOR(pg_catalog.=) 'closed') THEN 'account_closed'
+                    WHEN bool_or(a.status OPERATOR(pg_catalog.=) 'suspended') THEN 'account_suspended' END
+        FROM @extschema@.account a
+        WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id OR a.account_id OPERATOR(pg_catalog.=) p_payer_id);
+
+-------------------------------------------------------------------------------
+-- reserve (CCR-INITIAL)
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.reserve(p_account_id bigint, p_service text, p_session_id text, p_units numeric,
+                                    p_attrs jsonb DEFAULT '{}', p_validity interval DEFAULT '5 minutes')
+RETURNS @extschema@.grant
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a @extschema@.account;
+    payer bigint;
+    ans @extschema@.grant;
+    reason text;
+    zone text;
+    rt record;
+    per tstzrange;
+    ub numeric := 0;
+    money numeric;
+    g record;
+    granted numeric := 0;
+    hold_u numeric := 0;
+    hold_m numeric := 0;
+    res text;
+    exp timestamptz := now() + p_validity;
+BEGIN
+    IF p_account_id IS NULL OR p_service IS NULL OR p_session_id IS NULL OR p_validity IS NULL THEN
+        RAISE EXCEPTION 'reserve: account_id, service, session_id and validity must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    PERFORM @extschema@.check_units('reserve', p_units);
+    IF p_validity <= interval '0' THEN
+        RAISE EXCEPTION 'reserve: validity must be positive, not %', p_validity USING ERRCODE = '22023';
+    END IF;
+    IF length(p_session_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'reserve: session_id must have 1 to 255 characters' USING ERRCODE = '22023';
+    END IF;
+    payer := @extschema@.payer_of(p_account_id);
+    IF payer IS NULL THEN
+        RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
+    END IF;
+    PERFORM @extschema@.lock_accounts(p_account_id, payer);
+
+    -- a retransmission: the first answer, nothing changed
+    SELECT (r.answer).* INTO ans FROM @extschema@.reservation_answer r
+    WHERE r.account_id = p_account_id AND r.session_id = p_session_id AND r.request_no = 0;
+    IF FOUND THEN
+        RETURN ans;
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.reservation r WHERE r.session_id = p_session_id) THEN
+        RAISE EXCEPTION 'session "%" already exists for another account', p_session_id USING ERRCODE = '23505';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.service s WHERE s.code = p_service) THEN
+        RAISE EXCEPTION 'reserve: unknown service "%"', p_service USING ERRCODE = '23503';
+    END IF;
+
+    SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id;
+    reason := @extschema@.account_refusal(p_account_id, payer);
+    IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
+        zone := @extschema@.zone_of(p_attrs ->> 'destination');
+    END IF;
+    rt := @extschema@.resolve_rate(p_account_id, p_service, zone, now());
+    IF reason IS NULL AND rt.rate_id IS NULL THEN
+        reason := 'no_tariff';
+    ELSIF reason IS NULL AND rt.plan_currency IS DISTINCT FROM a.currency THEN
+        reason := 'currency_mismatch';
+    END IF;
+
+    IF reason IS NULL THEN
+        per := @extschema@.open_period(p_account_id, now());
+        PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[lower(per)]);
+        IF @extschema@.tariff_scope(rt.tariff) = 'cycle' THEN
+            SELECT coalesce(max(u.used), 0) INTO ub FROM @extschema@.usage_counter u
+            WHERE u.account_id = p_account_id AND u.period_start = lower(per) AND u.counter = 'rate:' || rt.rate_id;
+        END IF;
+        money := @extschema@.money_available(payer);
+        g := @extschema@.grant_quantity(rt.tariff, now(), a.timezone, ub, 0,
+                                        @extschema@.allowance_available(p_account_id, p_service),
+                                        0, 0, p_units, money);
+        IF g.granted = p_units THEN
+            res := 'granted';
+        ELSIF g.granted > 0 THEN
+            res := 'partial';
+        ELSE
+            res := 'denied';
+            reason := 'insufficient_funds';
+        END IF;
+        granted := g.granted;
+        IF g.granted > 0 THEN
+            hold_u := g.covered;
+            hold_m := greatest(g.amount, 0);
+        END IF;
+    ELSE
+        res := 'denied';
+    END IF;
+
+    INSERT INTO @extschema@.reservation
+        (account_id, session_id, payer_id, service, rate_id, zone, attrs, status, started_at,
+         period_start, period_end, validity, expires_at, granted, held_units, held_money, finished_at)
+    VALUES (p_account_id, p_session_id, payer, p_service, rt.rate_id, zone, coalesce(p_attrs, '{}'),
+            CASE WHEN res = 'denied' THEN 'denied' ELSE 'open' END, now(), lower(per), upper(per),
+            p_validity, exp, granted, hold_u, hold_m,
+            CASE WHEN res = 'denied' THEN now() END);
+    PERFORM @extschema@.ledger_hold('hold', payer, a.currency, hold_m, p_session_id);
+    PERFORM @extschema@.ledger_hold('hold', p_account_id, p_service, hold_u, p_session_id);
+    ans := ROW(res, reason, granted, hold_m, 0,
+               CASE WHEN res <> 'denied' THEN exp END)::@extschema@.grant;
+    INSERT INTO @extschema@.reservation_answer (account_id, session_id, request_no, answer)
+    VALUES (p_account_id, p_session_id, 0, ans);
+    IF hold_m > 0 THEN
+        PERFORM @extschema@.notify_low_balance(payer, money, money - hold_m);
+    END IF;
+    RETURN ans;
+END $$;
+COMMENT ON FUNCTION @extschema@.reserve(bigint, text, text, numeric, jsonb, interval) IS
+    'CCR-INITIAL (request 0): open a session and hold allowance units, then money, for as many whole increments of `units` as can be paid; a retransmission returns the first answer';
+
+-------------------------------------------------------------------------------
+-- One step of an open session, under the accounts' locks: debit what was used
+-- since the last report, release the hold, then either hold `units` more
+-- (an update) or finish the session with its charge (commit, release, expiry).
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.session_step(r @extschema@.reservation, p_request_no integer, p_used numeric,
+                                         p_units numeric, p_finish text)
+RETURNS @extschema@.grant
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a @extschema@.account;
+    t @extschema@.tariff;
+    ub numeric := 0;
+    cycle boolean;
+    total numeric := r.used + p_used;
+    c record;
+    g record;
+    d_money numeric;
+    money_before numeric;
+    money numeric;
+    hold_u numeric := 0;
+    hold_m numeric := 0;
+    res text;
+    reason text;
+    per tstzrange;
+    cid bigint;
+    exp timestamptz;
+    ans @extschema@.grant;
+BEGIN
+    SELECT * INTO a FROM @extschema@.account WHERE account_id = r.account_id;
+    SELECT p.tariff INTO t FROM @extschema@.plan_rate p WHERE p.rate_id = r.rate_id;
+    cycle := @extschema@.tariff_scope(t) = 'cycle';
+    IF cycle THEN
+        SELECT coalesce(max(u.used), 0) INTO ub FROM @extschema@.usage_counter u
+        WHERE u.account_id = r.account_id AND u.period_start = r.period_start AND u.counter = 'rate:' || r.rate_id;
+    END IF;
+    money_before := @extschema@.money_available(r.payer_id);
+
+    -- what the session has cost so far; its own hold is available to it
+    c := @extschema@.session_cost(t, r.started_at, a.timezone, ub, r.covered,
+                                  @extschema@.allowance_available(r.account_id, r.service) + r.held_units, total);
+    PERFORM @extschema@.debit_buckets('allowance', ARRAY[r.account_id], ARRAY[r.service], ARRAY[c.covered - r.covered],
+                                      ARRAY[NULL::bigint], ARRAY[NULL::integer], r.session_id, now());
+    d_money := c.amount - r.charged;
+    PERFORM @extschema@.debit_buckets('money', ARRAY[r.payer_id], ARRAY[a.currency], ARRAY[d_money],
+                                      ARRAY[NULL::bigint], ARRAY[NULL::integer], r.session_id, now());
+    PERFORM @extschema@.ledger_hold(CASE WHEN p_finish = 'expired' THEN 'expiry' ELSE 'release' END,
+                                    r.payer_id, a.currency, -r.held_money, r.session_id);
+    PERFORM @extschema@.ledger_hold(CASE WHEN p_finish = 'expired' THEN 'expiry' ELSE 'release' END,
+                                    r.account_id, r.service, -r.held_units, r.session_id);
+
+    IF p_finish IS NULL THEN
+        -- CCR-UPDATE: hold `units` more on what is left (its own hold released)
+        money := @extschema@.money_available(r.payer_id) + r.held_money;
+        g := @extschema@.grant_quantity(t, r.started_at, a.timezone, ub, c.covered,
+                                        @extschema@.allowance_available(r.account_id, r.service) + r.held_units,
+                                        total, c.amount, p_units, money);
+        IF @extschema@.account_refusal(r.account_id, r.payer_id) IS NOT NULL AND p_units > 0 THEN
+            g.granted := 0;
+            reason := @extschema@.account_refusal(r.account_id, r.payer_id);
+        END IF;
+        IF g.granted = p_units THEN
+            res := 'granted';
+        ELSIF g.granted > 0 THEN
+            res := 'partial';
+        ELSE
+            res := 'denied';
+            reason := coalesce(reason, 'insufficient_funds');
+        END IF;
+        IF g.granted > 0 THEN
+            hold_u := g.covered - c.covered;
+            hold_m := greatest(g.amount - c.amount, 0);
+        END IF;
+        exp := now() + r.validity;
+        UPDATE @extschema@.reservation
+        SET used = total, covered = c.covered, charged = c.amount, held_units = hold_u, held_money = hold_m,
+            granted = total + g.granted, overuse = greatest(total - r.granted, 0) + r.overuse,
+            last_request = p_request_no, expires_at = exp
+        WHERE account_id = r.account_id AND session_id = r.session_id;
+        PERFORM @extschema@.ledger_hold('hold', r.payer_id, a.currency, hold_m, r.session_id);
+        PERFORM @extschema@.ledger_hold('hold', r.account_id, r.service, hold_u, r.session_id);
+        ans := ROW(res, reason, g.granted, hold_m, d_money, exp)::@extschema@.grant;
+    ELSE
+        -- the end: the session becomes one rated charge (when anything was used)
+        IF total > 0 THEN
+            per := @extschema@.open_period(r.account_id, r.started_at);
+            INSERT INTO @extschema@.charge
+                (account_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount, currency,
+                 occurred_at, period_start, period_end, source, external_id, rate_id, description)
+            VALUES (r.account_id, 'usage', r.service, r.zone, total, c.billed, c.covered, c.amount, a.currency,
+                    r.started_at, lower(per), upper(per), 'session', r.session_id, r.rate_id,
+                    CASE WHEN greatest(total - r.granted, 0) + r.overuse > 0
+                         THEN format('overuse: %s units beyond the grant', greatest(total - r.granted, 0) + r.overuse) END)
+            RETURNING charge_id INTO cid;
+            IF cycle AND c.billed - c.covered > 0 THEN
+                INSERT INTO @extschema@.usage_counter AS uc (account_id, period_start, counter, used)
+                VALUES (r.account_id, lower(per), 'rate:' || r.rate_id, c.billed - c.covered)
+                ON CONFLICT (account_id, period_start, counter) DO UPDATE SET used = uc.used + excluded.used;
+            END IF;
+        END IF;
+        UPDATE @extschema@.reservation
+        SET status = p_finish, used = total, covered = c.covered, charged = c.amount, held_units = 0,
+            held_money = 0, overuse = greatest(total - r.granted, 0) + r.overuse,
+            last_request = coalesce(p_request_no, r.last_request), charge_id = cid, finished_at = now()
+        WHERE account_id = r.account_id AND session_id = r.session_id;
+        ans := ROW(CASE WHEN p_finish = 'committed' THEN 'granted' ELSE p_finish END,
+                   CASE WHEN greatest(total - r.granted, 0) + r.overuse > 0 THEN 'overuse' END,
+                   0, 0, d_money, NULL)::@extschema@.grant;
+    END IF;
+    IF p_request_no IS NOT NULL THEN
+        INSERT INTO @extschema@.reservation_answer (account_id, session_id, request_no, answer)
+        VALUES (r.account_id, r.session_id, p_request_no, ans);
+    END IF;
+    PERFORM @extschema@.notify_low_balance(r.payer_id, money_before, @extschema@.money_available(r.payer_id));
+    RETURN ans;
+END $$;
+COMMENT ON FUNCTION @extschema@.session_step(@extschema@.reservation, integer, numeric, numeric, text) IS
+    'internal: debit a session''s usage since its last report, then hold more or finish it (committed, released, expired)';
+
+-- The open session with this id, its accounts locked; NULL when it is over.
+-- A session whose grant lapsed is expired on the spot.
+CREATE FUNCTION @extschema@.session_for_request(p_session_id text, p_request_no integer, p_what text,
+                                                OUT r @extschema@.reservation, OUT answer @extschema@.grant)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    acc bigint;
+    payer bigint;
+    n integer;
+BEGIN
+    IF p_session_id IS NULL THEN
+        RAISE EXCEPTION '%: session_id must not be NULL', p_what USING ERRCODE = '22004';
+    END IF;
+    SELECT min(x.account_id), min(x.payer_id), count(*) INTO acc, payer, n
+    FROM @extschema@.reservation x WHERE x.session_id = p_session_id;
+    IF n = 0 THEN
+        RAISE EXCEPTION '%: unknown session "%"', p_what, p_session_id USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM @extschema@.lock_accounts(acc, payer);
+    IF p_request_no IS NOT NULL THEN
+        SELECT (x.answer).* INTO answer FROM @extschema@.reservation_answer x
+        WHERE x.account_id = acc AND x.session_id = p_session_id AND x.request_no = p_request_no;
+        IF FOUND THEN
+            RETURN;                     -- a retransmission
+        END IF;
+    END IF;
+    SELECT * INTO r FROM @extschema@.reservation x WHERE x.account_id = acc AND x.session_id = p_session_id;
+    IF r.status = 'open' AND r.expires_at <= now() THEN
+        PERFORM @extschema@.session_step(r, NULL, 0, 0, 'expired');
+        r.status := 'expired';
+    END IF;
+    IF r.status <> 'open' THEN
+        answer := ROW('denied', 'session_closed', 0, 0, 0, NULL)::@extschema@.grant;
+        r := NULL;
+        RETURN;
+    END IF;
+    IF p_request_no IS NOT NULL AND p_request_no <= r.last_request THEN
+        RAISE EXCEPTION '%: request_no % of session "%" is not after its last request %',
+            p_what, p_request_no, p_session_id, r.last_request USING ERRCODE = '22023';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.session_for_request(text, integer, text) IS
+    'internal: find and lock an open session for a request, or the answer to give (retransmission, session_closed)';
+
+CREATE FUNCTION @extschema@.reserve_update(p_session_id text, p_request_no integer, p_used numeric, p_units numeric)
+RETURNS @extschema@.grant
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+BEGIN
+    IF p_request_no IS NULL OR p_request_no < 1 THEN
+        RAISE EXCEPTION 'reserve_update: request_no must be 1 or more, not %', p_request_no USING ERRCODE = '22023';
+    END IF;
+    PERFORM @extschema@.check_units('reserve_update', p_used);
+    PERFORM @extschema@.check_units('reserve_update', p_units);
+    s := @extschema@.session_for_request(p_session_id, p_request_no, 'reserve_update');
+    IF s.r IS NULL THEN                 -- a retransmission, or the session is over
+        RETURN s.answer;
+    END IF;
+    RETURN @extschema@.session_step(s.r, p_request_no, p_used, p_units, NULL);
+END $$;
+COMMENT ON FUNCTION @extschema@.reserve_update(text, integer, numeric, numeric) IS
+    'CCR-UPDATE: charge the units used since the last report and hold `units` more; a retransmission returns the first answer';
+
+CREATE FUNCTION @extschema@.commit(p_session_id text, p_request_no integer, p_used numeric)
+RETURNS @extschema@.grant
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+BEGIN
+    IF p_request_no IS NULL OR p_request_no < 1 THEN
+        RAISE EXCEPTION 'commit: request_no must be 1 or more, not %', p_request_no USING ERRCODE = '22023';
+    END IF;
+    PERFORM @extschema@.check_units('commit', p_used);
+    s := @extschema@.session_for_request(p_session_id, p_request_no, 'commit');
+    IF s.r IS NULL THEN                 -- a retransmission, or the session is over
+        RETURN s.answer;
+    END IF;
+    RETURN @extschema@.session_step(s.r, p_request_no, p_used, 0, 'committed');
+END $$;
+COMMENT ON FUNCTION @extschema@.commit(text, integer, numeric) IS
+    'CCR-TERMINATION: charge the last used units (beyond the grant too, as overuse), release the rest and record the session as one rated charge';
+
+CREATE FUNCTION @extschema@.release(p_session_id text)
+RETURNS @extschema@.grant
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+BEGIN
+    s := @extschema@.session_for_request(p_session_id, NULL, 'release');
+    IF s.r IS NULL THEN                 -- a retransmission, or the session is over
+        RETURN s.answer;
+    END IF;
+    RETURN @extschema@.session_step(s.r, NULL, 0, 0, 'released');
+END $$;
+COMMENT ON FUNCTION @extschema@.release(text) IS
+    'end a session without charging its open hold (usage already reported stays charged, as the session''s charge)';
+
+CREATE FUNCTION @extschema@.expire_reservations()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r @extschema@.reservation;
+    n integer := 0;
+BEGIN
+    FOR r IN SELECT * FROM @extschema@.reservation x
+             WHERE x.status = 'open' AND x.expires_at <= now()
+             ORDER BY x.expires_at LIMIT 100000 LOOP
+        -- skip accounts busy with a request: the next sweep gets them
+        PERFORM 1 FROM @extschema@.account a
+        WHERE a.account_id IN (r.account_id, r.payer_id)
+        ORDER BY a.account_id FOR NO KEY UPDATE OF a SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        SELECT * INTO r FROM @extschema@.reservation x
+        WHERE x.account_id = r.account_id AND x.session_id = r.session_id
+          AND x.status = 'open' AND x.expires_at <= now();
+        CONTINUE WHEN NOT FOUND;
+        PERFORM @extschema@.session_step(r, NULL, 0, 0, 'expired');
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION @extschema@.expire_reservations() IS
+    'end the open sessions whose grant lapsed: release their holds (usage already reported stays charged); returns how many';
+
+-------------------------------------------------------------------------------
+-- One-shot events
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.charge_event(p_account_id bigint, p_service text, p_event_id text, p_units numeric,
+                                         p_attrs jsonb DEFAULT '{}')
+RETURNS @extschema@.grant
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a @extschema@.account;
+    payer bigint;
+    ans @extschema@.grant;
+    reason text;
+    zone text;
+    rt record;
+    per tstzrange;
+    ub numeric := 0;
+    c record;
+    cid bigint;
+BEGIN
+    IF p_account_id IS NULL OR p_service IS NULL OR p_event_id IS NULL THEN
+        RAISE EXCEPTION 'charge_event: account_id, service and event_id must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    PERFORM @extschema@.check_units('charge_event', p_units);
+    payer := @extschema@.payer_of(p_account_id);
+    IF payer IS NULL THEN
+        RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
+    END IF;
+    PERFORM @extschema@.lock_accounts(p_account_id, payer);
+    SELECT (e.answer).* INTO ans FROM @extschema@.event_answer e
+    WHERE e.account_id = p_account_id AND e.event_id = p_event_id;
+    IF FOUND THEN
+        RETURN ans;                     -- a retried event
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.service s WHERE s.code = p_service) THEN
+        RAISE EXCEPTION 'charge_event: unknown service "%"', p_service USING ERRCODE = '23503';
+    END IF;
+    SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id;
+    reason := @extschema@.account_refusal(p_account_id, payer);
+    IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
+        zone := @extschema@.zone_of(p_attrs ->> 'destination');
+    END IF;
+    IF reason IS NULL THEN
+        rt := @extschema@.resolve_rate(p_account_id, p_service, zone, now());
+        IF rt.rate_id IS NULL THEN
+            reason := 'no_tariff';
+        ELSIF rt.plan_currency IS DISTINCT FROM a.currency THEN
+            reason := 'currency_mismatch';
+        END IF;
+    END IF;
+    IF reason IS NULL THEN
+        per := @extschema@.open_period(p_account_id, now());
+        PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[lower(per)]);
+        IF @extschema@.tariff_scope(rt.tariff) = 'cycle' THEN
+            SELECT coalesce(max(u.used), 0) INTO ub FROM @extschema@.usage_counter u
+            WHERE u.account_id = p_account_id AND u.period_start = lower(per) AND u.counter = 'rate:' || rt.rate_id;
+        END IF;
+        c := @extschema@.session_cost(rt.tariff, now(), a.timezone, ub, 0,
+                                      @extschema@.allowance_available(p_account_id, p_service), p_units);
+        IF c.amount > @extschema@.money_available(payer) THEN
+            reason := 'insufficient_funds';
+        END IF;
+    END IF;
+    IF reason IS NOT NULL THEN
+        ans := ROW('denied', reason, 0, 0, 0, NULL)::@extschema@.grant;
+    ELSE
+        PERFORM @extschema@.debit_buckets('allowance', ARRAY[p_account_id], ARRAY[p_service], ARRAY[c.covered],
+                                          ARRAY[NULL::bigint], ARRAY[NULL::integer], NULL, now());
+        -- the charge debits the money (trigger charge_debit)
+        INSERT INTO @extschema@.charge
+            (account_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount, currency,
+             occurred_at, period_start, period_end, source, external_id, rate_id)
+        VALUES (p_account_id, 'usage', p_service, zone, p_units, c.billed, c.covered, c.amount, a.currency,
+                now(), lower(per), upper(per), 'event', p_event_id, rt.rate_id)
+        RETURNING charge_id INTO cid;
+        IF @extschema@.tariff_scope(rt.tariff) = 'cycle' AND c.billed - c.covered > 0 THEN
+            INSERT INTO @extschema@.usage_counter AS uc (account_id, period_start, counter, used)
+            VALUES (p_account_id, lower(per), 'rate:' || rt.rate_id, c.billed - c.covered)
+            ON CONFLICT (account_id, period_start, counter) DO UPDATE SET used = uc.used + excluded.used;
+        END IF;
+        ans := ROW('granted', NULL, p_units, 0, c.amount, NULL)::@extschema@.grant;
+    END IF;
+    INSERT INTO @extschema@.event_answer (account_id, event_id, answer, charge_id)
+    VALUES (p_account_id, p_event_id, ans, cid);
+    RETURN ans;
+END $$;
+COMMENT ON FUNCTION @extschema@.charge_event(bigint, text, text, numeric, jsonb) IS
+    'one-shot direct debit (SMS, API call): allowance first, then money, all or nothing; idempotent on (account_id, event_id)';
+
