@@ -544,3 +544,164 @@ SELECT to_char(c.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD') AS period, 
 FROM charge c JOIN account a USING (account_id)
 WHERE c.account_id = :late_account
 GROUP BY c.period_start, a.timezone, c.currency ORDER BY c.period_start;
+
+\echo
+\echo '################################################################################'
+\echo '#  Part 3: online charging - authorise, extend, cut off and commit a call      #'
+\echo '################################################################################'
+
+\echo
+\echo '=== 21. A prepaid customer: 1.00 EUR topped up (the shop retried: once), 120 s welcome bonus ==='
+INSERT INTO plan (code, name, currency, recurring_fee, allowances) VALUES ('PREPAID', 'Prepaid Europe', 'EUR', 0, '{}');
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES
+ ('PREPAID', 'voice', '{"price": "0.002", "increment": {"first": 60, "next": 60}, "currency": "EUR", "unit": "second"}'),
+ ('PREPAID', 'sms',   '{"price": "0.09", "currency": "EUR", "unit": "message"}');
+INSERT INTO account (external_ref, name, currency, timezone, credit_limit, low_balance_threshold)
+VALUES ('PP-001', 'Lena Prepaid', 'EUR', 'Europe/Berlin', 0, 0.50),
+       ('PO-001', 'Hafen Logistics (postpaid)', 'EUR', 'Europe/Berlin', 5.00, NULL);
+SELECT account_id AS pp FROM account WHERE external_ref = 'PP-001' \gset
+SELECT account_id AS po FROM account WHERE external_ref = 'PO-001' \gset
+SELECT subscribe(:pp, 'PREPAID') IS NOT NULL AS subscribed, subscribe(:po, 'PREPAID') IS NOT NULL AS subscribed_postpaid;
+SELECT top_up(:pp, 1.00, 'shop-4711') AS first_call, top_up(:pp, 1.00, 'shop-4711') AS retried_call;
+SELECT grant_allowance(:pp, 'voice', 120, now(), now() + interval '30 days', 0, 'welcome-bonus') IS NOT NULL AS bonus_granted;
+SELECT * FROM balance(:pp);
+
+\echo
+\echo '=== 22. The call: 0.002 EUR/s in 60 s steps; the switch asks for 300 s at a time ==='
+\echo '    (LISTEN convbill_balance: the notification below is the low-balance alert at 0.50 EUR)'
+LISTEN convbill_balance;
+CREATE TEMP TABLE demo_call (step text, result text, reason text, granted numeric, held numeric, charged numeric,
+                             balance numeric, available numeric);
+-- each answer next to the balance right after it
+CREATE FUNCTION pg_temp.step(label text, g convbill.grant, acct bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO demo_call SELECT label, g.result, g.reason, g.granted, g.held, g.charged, b.balance, b.available
+    FROM convbill.balance(acct) b WHERE b.unit = 'EUR';
+END $$;
+SELECT pg_temp.step('reserve 300 s', reserve(:pp, 'voice', 'call-0001', 300, '{"destination": "+49 30 1234567"}'), :pp) \g /dev/null
+SELECT pg_temp.step('used 300, 300 more', reserve_update('call-0001', 1, 300, 300), :pp) \g /dev/null
+SELECT pg_temp.step('used 300, 300 more', reserve_update('call-0001', 2, 300, 300), :pp) \g /dev/null
+SELECT pg_temp.step('the same request again', reserve_update('call-0001', 2, 300, 300), :pp) \g /dev/null
+SELECT pg_temp.step('cut off: commit 15 s', commit('call-0001', 3, 15), :pp) \g /dev/null
+SELECT pg_temp.step('a late update', reserve_update('call-0001', 4, 10, 300), :pp) \g /dev/null
+SELECT * FROM demo_call;
+\echo '    The session is one rated charge (615 s billed as 660 s: 120 s from the bonus, 540 s at 0.002):'
+SELECT c.kind, c.service, c.quantity, c.billed_quantity, c.covered_quantity, c.amount, c.currency AS cur,
+       c.source, c.external_id, c.description
+FROM charge c WHERE c.account_id = :pp;
+SELECT r.status, r.granted, r.used, r.overuse, r.charged FROM reservation r WHERE r.session_id = 'call-0001';
+\echo '    Its ledger: every hold, debit and release; sum(amount) per bucket = the bucket balance'
+SELECT l.entry_id, l.kind, l.unit, l.amount, l.held, l.session_id
+FROM ledger l WHERE l.account_id = :pp ORDER BY l.entry_id;
+SELECT b.kind, b.unit, b.origin, b.balance,
+       (SELECT sum(l.amount) FROM ledger l WHERE l.account_id = b.account_id AND l.bucket_id = b.bucket_id) AS ledger_sum
+FROM bucket b WHERE b.account_id = :pp ORDER BY b.bucket_id;
+
+\echo
+\echo '=== 23. A postpaid business on a 5.00 EUR credit limit: 60 SMS in one charge_events call ==='
+SELECT result, reason, count(*) AS events, sum(charged) AS charged
+FROM charge_events(ARRAY(SELECT ROW(:po, 'sms', 'sms-batch-' || g, 1, '{}')::event_request
+                         FROM generate_series(1, 60) g))
+GROUP BY result, reason ORDER BY result;
+\echo '    The mediation platform retries the whole batch: the same answers, nothing charged twice'
+SELECT result, reason, count(*) AS events, sum(charged) AS charged
+FROM charge_events(ARRAY(SELECT ROW(:po, 'sms', 'sms-batch-' || g, 1, '{}')::event_request
+                         FROM generate_series(1, 60) g))
+GROUP BY result, reason ORDER BY result;
+SELECT * FROM balance(:po);
+SELECT count(*) AS charges, sum(amount) AS charged FROM charge WHERE account_id = :po;
+
+\echo
+\echo '################################################################################'
+\echo '#  Part 4: the bill run - one convergent invoice per customer                  #'
+\echo '################################################################################'
+
+\echo
+\echo '=== 24. Taxes, and a corporate customer: Nordlicht Logistik GmbH (Hamburg) ==='
+\echo '    two staff phones and a tablet SIM billed to the company, an IoT fleet and the API;'
+\echo '    10% off the fleet for three months; 250.00 EUR paid in advance'
+INSERT INTO tax_rate (code, rate, valid_from) VALUES
+    ('DE-VAT', 19, '-infinity'), ('US-NY', 8.875, '-infinity'), ('JP-CT', 10, '-infinity');
+UPDATE account SET tax_code = CASE currency WHEN 'EUR' THEN 'DE-VAT' WHEN 'USD' THEN 'US-NY' ELSE 'JP-CT' END;
+INSERT INTO plan (code, name, currency, recurring_fee, allowances) VALUES ('API-EU', 'SaaS API platform', 'EUR', 39.00, '{}');
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES
+ ('API-EU', 'api', '{"model": "volume", "scope": "cycle",
+    "tiers": [{"up_to": 10000, "price": "0.001"}, {"up_to": 50000, "price": "0.0008", "flat": "5"}, {"up_to": null, "price": "0.0006", "flat": "10"}],
+    "currency": "EUR", "unit": "call"}');
+INSERT INTO account (external_ref, name, currency, timezone, tax_code)
+VALUES ('NL-001', 'Nordlicht Logistik GmbH', 'EUR', 'Europe/Berlin', 'DE-VAT');
+SELECT account_id AS nl FROM account WHERE external_ref = 'NL-001' \gset
+INSERT INTO account (external_ref, name, currency, timezone, tax_code, parent_id, bill_to_parent) VALUES
+    ('NL-001-P1', 'Jana Peters (phone)', 'EUR', 'Europe/Berlin', 'DE-VAT', :nl, true),
+    ('NL-001-P2', 'Tom Brandt (phone)',  'EUR', 'Europe/Berlin', 'DE-VAT', :nl, true),
+    ('NL-001-T1', 'Tablet data SIM',     'EUR', 'Europe/Berlin', 'DE-VAT', :nl, true);
+SELECT count(subscribe(a.account_id, x.plan, timestamp '2026-11-01' AT TIME ZONE 'Europe/Berlin', x.qty)) AS subscriptions
+FROM (VALUES ('NL-001', 'IOT-EU', 40), ('NL-001', 'API-EU', 1), ('NL-001-P1', 'MOBILE-L', 1),
+             ('NL-001-P2', 'MOBILE-S', 1), ('NL-001-T1', 'DATA-10', 1)) x(ref, plan, qty)
+JOIN account a ON a.external_ref = x.ref;
+INSERT INTO discount (account_id, plan_code, percent, valid_from, max_periods)
+VALUES (:nl, 'IOT-EU', 10, '2026-11-01 00:00 Europe/Berlin', 3);
+SELECT top_up(:nl, 250.00, 'wire-2026-11-03') IS NOT NULL AS prepaid;
+
+-- Their November: calls and texts from the phones, data from the tablet,
+-- reports from 40 trackers, API calls.
+SELECT setseed(0.3) \g /dev/null
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
+SELECT a.account_id, x.source, x.service || '-' || a.external_ref || '-' || g, x.service,
+       CASE x.service WHEN 'voice' THEN ceil(30 + random() * 400) WHEN 'sms' THEN 1
+                      WHEN 'data' THEN round((50 + random() * 900)::numeric, 3)
+                      WHEN 'iot' THEN 40 * 60 WHEN 'api' THEN round(800 + random() * 1200) END,
+       (timestamp '2026-11-01 07:00' + (g % 29) * interval '1 day' + random() * interval '12 hours') AT TIME ZONE 'Europe/Berlin',
+       CASE WHEN x.service IN ('voice', 'sms')
+            THEN jsonb_build_object('destination', (ARRAY['+49 40 ', '+49 151 ', '+44 20 '])[1 + g % 3] || lpad(g::text, 7, '0'))
+            ELSE '{}' END
+FROM (VALUES ('NL-001-P1', 'voice', 'msc-fra1', 90), ('NL-001-P1', 'sms', 'smsc-1', 40),
+             ('NL-001-P2', 'voice', 'msc-fra1', 50), ('NL-001-P2', 'sms', 'smsc-1', 25), ('NL-001-P2', 'data', 'pgw-1', 30),
+             ('NL-001-T1', 'data', 'pgw-1', 60), ('NL-001', 'iot', 'iot-core', 15), ('NL-001', 'api', 'api-gw', 28)) x(ref, service, source, n)
+JOIN account a ON a.external_ref = x.ref
+CROSS JOIN LATERAL generate_series(1, x.n) g;
+SELECT sum(n) AS events_rated FROM (SELECT rate_pending() AS n FROM generate_series(1, 3)) r;
+
+\echo
+\echo '=== 25. The bill run at local midnight, 1 December: every ended period of every customer ==='
+\echo '    (October''s fees included - the demo customers subscribed on 1 October; a re-run creates nothing)'
+SET convbill.finalize_invoices = on;
+SELECT run_billing('2026-12-01 00:00 Europe/Berlin') AS invoices_berlin;
+SELECT run_billing('2026-12-01 00:00 America/New_York') AS invoices_new_york;
+SELECT run_billing('2026-12-01 00:00 America/New_York') AS invoices_rerun;
+SELECT to_char(i.period_start AT TIME ZONE a.timezone, 'YYYY-MM') AS period, i.currency AS cur, count(*) AS invoices,
+       sum(i.subtotal) AS subtotal, sum(i.discount) AS discount, sum(i.tax) AS tax, sum(i.total) AS total,
+       sum(i.prepaid_applied) AS prepaid, sum(i.amount_due) AS due
+FROM invoice i JOIN account a USING (account_id)
+GROUP BY 1, 2 ORDER BY 1, 2;
+\echo '    Nothing billed twice, nothing left out: every charge of an ended period is on exactly one invoice'
+SELECT count(*) FILTER (WHERE c.invoice_id IS NOT NULL) AS billed_charges,
+       count(*) FILTER (WHERE c.invoice_id IS NULL AND c.period_end <= '2026-12-01 00:00 America/New_York') AS ended_but_unbilled,
+       count(*) FILTER (WHERE c.invoice_id IS NULL AND c.period_end > '2026-12-01 00:00 America/New_York') AS open_periods
+FROM charge c;
+SELECT count(*) AS invoices, count(*) FILTER (WHERE i.total = (SELECT sum(l.amount) FROM invoice_line l
+                                                              WHERE l.account_id = i.account_id AND l.invoice_id = i.invoice_id)) AS total_equals_lines
+FROM invoice i;
+
+\echo
+\echo '=== 26. Nordlicht''s November invoice: one bill for every service and every SIM ==='
+SELECT invoice_id AS nl_invoice FROM invoice WHERE account_id = :nl AND kind = 'invoice' \gset
+SELECT i.number, to_char(i.period_start AT TIME ZONE 'Europe/Berlin', 'DD Mon YYYY') || ' - '
+       || to_char(i.period_end AT TIME ZONE 'Europe/Berlin' - interval '1 day', 'DD Mon YYYY') AS period,
+       i.subtotal, i.discount, i.tax, i.total, i.prepaid_applied, i.amount_due, i.currency AS cur
+FROM invoice i WHERE i.invoice_id = :nl_invoice;
+SELECT l.line_no AS "#", sa.name AS section, l.kind, l.description, l.quantity, l.amount
+FROM invoice_line l JOIN account sa ON sa.account_id = l.source_account_id
+WHERE l.invoice_id = :nl_invoice ORDER BY l.line_no;
+\echo '    The HTML invoice (self-contained, printable): demo/invoice-demo.html'
+\pset tuples_only on
+\pset format unaligned
+\o demo/invoice-demo.html
+SELECT invoice_html(:nl_invoice);
+\o
+\pset format aligned
+\pset tuples_only off
+SELECT length(invoice_html(:nl_invoice)) AS html_bytes,
+       position(i.number IN invoice_html(:nl_invoice)) > 0 AS has_number
+FROM invoice i WHERE i.invoice_id = :nl_invoice;

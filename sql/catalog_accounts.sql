@@ -42,8 +42,11 @@ INSERT INTO account (account_id, external_ref, name, currency, timezone, billing
     (1, 'CORP-1', 'Acme Corp', 'EUR', 'Europe/Berlin', 1),
     (2, 'KIRI-1', 'Kiritimati Shop', 'EUR', 'Pacific/Kiritimati', 28),
     (3, 'PAGO-1', 'Pago Pago Dive', 'USD', 'Pacific/Pago_Pago', 15);
+INSERT INTO account (account_id, external_ref, name, currency, timezone, parent_id, bill_to_parent)
+    VALUES (4, 'CORP-1-SIM1', 'Acme SIM 1', 'EUR', 'Europe/Berlin', 1, true);
+-- a child billed to its parent shares the parent's periods (zone and billing day)
 INSERT INTO account (account_id, external_ref, name, currency, parent_id, bill_to_parent)
-    VALUES (4, 'CORP-1-SIM1', 'Acme SIM 1', 'EUR', 1, true);
+    VALUES (17, 'CORP-1-SIM2', 'Acme SIM 2', 'EUR', 1, true);
 INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (10, 'X1', 'x', 'EUR', 'Mars/Olympus_Mons');
 INSERT INTO account (account_id, external_ref, name, currency, billing_day) VALUES (11, 'X2', 'x', 'EUR', 29);
 -- a POSIX spec is not a place: "UTC+14" means UTC-14

@@ -81,8 +81,26 @@ SELECT account_id, external_id, service, zone, quantity, billed_quantity AS bill
        covered_quantity AS covered, amount, period_start
 FROM charge ORDER BY account_id, occurred_at, external_id COLLATE "C";
 
--- the counters: allowance used per service, running totals of cycle tariffs
+-- the counters: running totals of cycle tariffs (Alice's data: 700 + 500)
 SELECT account_id, period_start, counter, used FROM usage_counter ORDER BY account_id, period_start, counter COLLATE "C";
+
+-- allowances are buckets, shared with online charging: rating granted the plan
+-- allowances of each (account, open period) it billed in, and debited what it
+-- covered, one ledger entry per bucket and batch (charges = events covered).
+-- Alice: voice 120 = c1 90 + c2 30, sms 2 = s1 + s2; Bob: 60 of October's
+-- voice (b1), all 120 of November's (b2), no sms yet.  The ledger sums to
+-- every balance.
+CREATE VIEW allowance_buckets AS
+SELECT b.account_id, b.unit, b.origin, b.priority, b.period_start, b.valid_from, b.valid_until, b.balance,
+       (SELECT -sum(l.amount) FROM ledger l
+        WHERE l.account_id = b.account_id AND l.bucket_id = b.bucket_id AND l.kind = 'debit') AS debited,
+       (SELECT sum(l.charges) FROM ledger l
+        WHERE l.account_id = b.account_id AND l.bucket_id = b.bucket_id AND l.kind = 'debit') AS events,
+       b.balance = (SELECT sum(l.amount) FROM ledger l
+                    WHERE l.account_id = b.account_id AND l.bucket_id = b.bucket_id) AS ledger_ok
+FROM bucket b WHERE b.kind = 'allowance';
+SELECT account_id, unit, origin, period_start, valid_until, balance, debited, events, ledger_ok
+FROM allowance_buckets ORDER BY account_id, period_start, unit COLLATE "C";
 
 -- a re-send after rating is a duplicate too, and charges nothing
 INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
@@ -143,7 +161,9 @@ SELECT rate_pending(NULL);
 -- allowances are prorated by the local days from a subscription's start to the
 -- period's end, and a later end takes nothing back: Carol (UTC, 30-day
 -- November) moves from S (600 s, since October) to L (6000 s) on Nov 15:
--- 600 + 16/30 x 6000 = 600 + 3200 = 3800 s for November
+-- 600 + 16/30 x 6000 = 600 + 3200 = 3800 s for November, as two buckets: S's
+-- 600 s valid all November, L's 3200 s from Nov 15 (an event uses the buckets
+-- valid at its time)
 INSERT INTO plan (code, name, currency, allowances) VALUES ('S', 'Small', 'EUR', '{"voice": 600}'),
                                                           ('L', 'Large', 'EUR', '{"voice": 6000}');
 INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('S', 'voice', '{"price": "0.01"}'),
@@ -151,11 +171,13 @@ INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('S', 'voice', '{"pric
 INSERT INTO account (account_id, external_ref, name, currency) VALUES (5, 'CAROL', 'Carol', 'EUR');
 SELECT change_plan(subscribe(5, 'S', '2026-10-01'), 'L', '2026-11-15') IS NOT NULL AS changed;
 INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
-    (5, 'msc', 'k1', 'voice', 3000, '2026-11-02 10:00+00'),   -- plan S's rate: 3000 covered, 0.00
-    (5, 'msc', 'k2', 'voice', 5000, '2026-11-20 10:00+00');   -- plan L's rate: 800 covered, 4200 x 0.005 = 21.00
+    (5, 'msc', 'k1', 'voice', 3000, '2026-11-02 10:00+00'),   -- plan S's rate: S's 600 covered, 2400 x 0.01 = 24.00
+    (5, 'msc', 'k2', 'voice', 5000, '2026-11-20 10:00+00');   -- plan L's rate: L's 3200 covered, 1800 x 0.005 = 9.00
 SELECT rate_pending() AS processed;
 SELECT external_id, billed_quantity AS billed, covered_quantity AS covered, amount
 FROM charge WHERE account_id = 5 ORDER BY occurred_at;
+SELECT unit, origin, valid_from, valid_until, balance, debited, events, ledger_ok
+FROM allowance_buckets WHERE account_id = 5 ORDER BY valid_from;
 
 -- one oversized event is rejected on its own; the others in the batch are rated
 INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
@@ -177,3 +199,43 @@ UPDATE account SET timezone = 'Asia/Tokyo' WHERE account_id = 2;
 UPDATE account SET billing_day = 3 WHERE account_id = 2;
 UPDATE account SET timezone = 'Asia/Tokyo' WHERE account_id = 4;   -- no charges: allowed
 SELECT timezone FROM account WHERE account_id = 4;
+
+-- granted allowance buckets: Dave (UTC, plan S: 600 s, 0.01/s) also has a
+-- promotion of 100 s at priority -1 (used before the plan's, priority 0) until
+-- Nov 10, and 50 s at priority 5 that expire on Nov 3.
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (6, 'DAVE', 'Dave', 'EUR');
+SELECT subscribe(6, 'S', '2026-10-01') IS NOT NULL AS subscribed;
+SELECT grant_allowance(6, 'voice', 100, '2026-11-01', '2026-11-10', -1, 'promo') IS NOT NULL AS promo,
+       grant_allowance(6, 'voice', 50, '2026-11-01', '2026-11-03', 5, 'short') IS NOT NULL AS short;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (6, 'msc', 'v2', 'voice', 700, '2026-11-05 10:00+00'),   -- plan's 580 left (short expired): 120 x 0.01 = 1.20
+    (6, 'msc', 'v1', 'voice', 120, '2026-11-02 10:00+00');   -- rated first: promo 100 + plan 20, 0.00
+SELECT rate_pending() AS processed;
+SELECT external_id, billed_quantity AS billed, covered_quantity AS covered, amount
+FROM charge WHERE account_id = 6 ORDER BY occurred_at;
+SELECT origin, priority, valid_from, valid_until, balance, debited, events, ledger_ok
+FROM allowance_buckets WHERE account_id = 6 ORDER BY priority;
+
+-- units held by an open session are not rated away: Erin (flat 0.01/s, no
+-- plan allowance) has 100 s valid today; a session holds 60 of them, so a
+-- bulk-rated call of 100 s gets the other 40 (60 x 0.01 = 0.60), and the
+-- session's commit still finds its 60.
+INSERT INTO plan (code, name, currency, allowances) VALUES ('F', 'Flat', 'EUR', '{}');
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('F', 'voice', '{"price": "0.01"}');
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (7, 'ERIN', 'Erin', 'EUR');
+SELECT subscribe(7, 'F', now() - interval '30 days') IS NOT NULL AS subscribed;
+SELECT grant_allowance(7, 'voice', 100, now() - interval '1 day', now() + interval '1 day', 0, 'today') IS NOT NULL AS granted;
+SELECT (g).result, (g).granted, (g).held FROM (SELECT reserve(7, 'voice', 'erin-1', 60) AS g) r;
+SELECT held_units FROM reservation WHERE session_id = 'erin-1';
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (7, 'msc', 'w1', 'voice', 100, now() - interval '1 hour');
+SELECT rate_pending() AS processed;
+SELECT external_id, billed_quantity AS billed, covered_quantity AS covered, amount FROM charge WHERE external_id = 'w1';
+SELECT (g).result, (g).charged FROM (SELECT commit('erin-1', 1, 60) AS g) r;
+SELECT source, billed_quantity AS billed, covered_quantity AS covered, amount
+FROM charge WHERE account_id = 7 ORDER BY source;
+SELECT origin, balance, debited, ledger_ok FROM allowance_buckets WHERE account_id = 7;
+
+-- every allowance bucket's ledger still sums to its balance, and none is overdrawn
+SELECT count(*) FILTER (WHERE NOT ledger_ok) AS ledger_mismatches, count(*) FILTER (WHERE balance < 0) AS overdrawn
+FROM allowance_buckets;

@@ -16,6 +16,10 @@ void		_PG_init(void);
 /* convbill.realtime_rating: rate usage events as they are inserted. */
 static bool realtime_rating = false;
 
+/* Bill run settings, read by run_billing() through current_setting(). */
+static bool finalize_invoices = false;
+static bool invoice_empty_periods = false;
+
 /* Pure-C modules allocate through these: palloc in the current memory context. */
 void *
 cb_malloc(size_t size)
@@ -49,6 +53,22 @@ _PG_init(void)
 							 "Rates usage events on insert instead of waiting for rate_pending().",
 							 "Off by default: bulk rating with rate_pending() is much faster per event.",
 							 &realtime_rating,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("convbill.finalize_invoices",
+							 "run_billing() finalizes (numbers) the invoices it creates.",
+							 "Off by default: the bill run leaves drafts for review; finalize_invoice() numbers them.",
+							 &finalize_invoices,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("convbill.invoice_empty_periods",
+							 "run_billing() also invoices periods with nothing to bill.",
+							 "Off by default: an account with no charges and no fees in a period gets no invoice.",
+							 &invoice_empty_periods,
 							 false,
 							 PGC_USERSET,
 							 0,

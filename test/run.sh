@@ -16,7 +16,7 @@ PGVER=15
 PGBIN=/usr/lib/postgresql/$PGVER/bin
 PACKAGES=(postgresql-$PGVER postgresql-server-dev-$PGVER postgresql-$PGVER-pgtap
           postgresql-$PGVER-cron libtap-parser-sourcehandler-pgtap-perl
-          make gcc clang libclang-rt-14-dev)
+          make gcc clang libclang-rt-14-dev chromium)
 FUZZ_SECONDS_TEST=${FUZZ_SECONDS_TEST:-20}
 FUZZ_SECONDS_LONG=${FUZZ_SECONDS_LONG:-600}
 
@@ -73,6 +73,7 @@ unix_socket_directories = '$CLUSTER'
 port = 5432
 shared_preload_libraries = 'pg_cron'
 cron.database_name = 'postgres'
+cron.host = '$CLUSTER'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
@@ -104,11 +105,23 @@ run_pgtap() {
     pg_prove --failures -d convbill_test test/pgtap/*.sql
 }
 
+# pg_cron jobs: `start` registers and schedules them, `check` (last) waits for
+# pg_cron to have fired them; the minute passes while the other tests run.
+run_jobs() {
+    log "jobs in pg_cron ($1)"
+    test/jobs/jobs.sh "$1"
+}
+
 run_concurrency() {
     log "parallel rating (4 sessions) vs serial rating"
     test/concurrency/rate_parallel.sh 2>&1 | grep -v NOTICE
     [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
     test/concurrency/zone_cache.sh
+}
+
+run_render() {
+    log "invoice_html in headless Chromium"
+    test/render/render_invoice.sh
 }
 
 fuzz_run() {
@@ -133,10 +146,14 @@ case "$mode" in
         build_install
         start_cluster
         fail=0
+        jobs_started=0
+        run_jobs start && jobs_started=1 || fail=1
         run_regress || fail=1
         run_pgtap || fail=1
         run_concurrency || fail=1
+        run_render || fail=1
         fuzz_run "$FUZZ_SECONDS_TEST" || fail=1
+        [ $jobs_started -eq 1 ] && { run_jobs check || fail=1; }
         if [ $fail -ne 0 ]; then log "FAILED"; exit 1; fi
         log "all tests passed"
         ;;

@@ -157,9 +157,18 @@ BEGIN
             NEW.account_id, NEW.parent_id, NEW.currency, parent_currency
             USING ERRCODE = '22023';
     END IF;
+    -- its charges are sections of the parent's invoice: the periods must be the parent's
+    IF NEW.bill_to_parent AND EXISTS (SELECT 1 FROM @extschema@.account a
+                                      WHERE a.account_id OPERATOR(pg_catalog.=) NEW.parent_id
+                                        AND (a.timezone OPERATOR(pg_catalog.<>) NEW.timezone
+                                             OR a.billing_day OPERATOR(pg_catalog.<>) NEW.billing_day)) THEN
+        RAISE EXCEPTION 'account %: billed to parent % but its time zone or billing day differs from the parent''s',
+            NEW.account_id, NEW.parent_id
+            USING ERRCODE = '22023', HINT = 'An account billed to its parent shares the parent''s billing periods.';
+    END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER account_guard BEFORE INSERT OR UPDATE OF parent_id, bill_to_parent, currency
+CREATE TRIGGER account_guard BEFORE INSERT OR UPDATE OF parent_id, bill_to_parent, currency, timezone, billing_day
     ON @extschema@.account FOR EACH ROW EXECUTE FUNCTION @extschema@.account_guard();
 
 CREATE TABLE @extschema@.subscription (

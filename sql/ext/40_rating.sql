@@ -8,8 +8,9 @@
 --   charge        one row per rated event (and per fee, one-time charge, ...),
 --                 unique per (account_id, source, external_id): an event is
 --                 never charged twice.
---   usage_counter per account and period: plan allowance units used, and the
---                 running totals of cycle-scoped tariffs.
+--   usage_counter per account and period: the running totals of cycle-scoped
+--                 tariffs.  Allowances (plan and granted) are buckets
+--                 (50_balance.sql), shared with online charging.
 --   closed_period periods already invoiced; a late event goes to the next
 --                 open period.
 -------------------------------------------------------------------------------
@@ -56,12 +57,12 @@ COMMENT ON TABLE @extschema@.closed_period IS
 CREATE TABLE @extschema@.usage_counter (
     account_id   bigint NOT NULL REFERENCES @extschema@.account,
     period_start timestamptz NOT NULL,
-    counter      text NOT NULL,          -- 'allowance:<service>' or 'rate:<rate_id>'
+    counter      text NOT NULL,          -- 'rate:<rate_id>'
     used         numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (account_id, period_start, counter)
 );
 COMMENT ON TABLE @extschema@.usage_counter IS
-    'billed units per account and period: plan allowance used per service, and running totals of cycle-scoped tariffs';
+    'running totals of cycle-scoped tariffs per account and period (billed units they priced); allowances are buckets';
 
 -- No foreign key to account: every writer (rating under the account's row
 -- lock, add_charge) checks the account, and account_delete_guard refuses to
@@ -258,8 +259,9 @@ COMMENT ON FUNCTION @extschema@.add_charge(bigint, numeric, text, text, timestam
     'add a one-time charge (or adjustment) in the account''s currency to its open period; with a reference, a retry returns the original charge_id';
 
 -- An account's time zone and billing day define its periods; changing them
--- while it has charges or counters in periods that are not closed would split
--- or overlap those periods (allowances granted twice, closed periods bypassed).
+-- while it has charges, cycle counters or plan allowance buckets in periods
+-- that are not closed would split or overlap those periods (plan allowances
+-- granted again for the new period boundaries, closed periods bypassed).
 CREATE FUNCTION @extschema@.account_period_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -271,7 +273,11 @@ BEGIN
             OR EXISTS (SELECT 1 FROM @extschema@.usage_counter u
                        WHERE u.account_id = NEW.account_id
                          AND NOT EXISTS (SELECT 1 FROM @extschema@.closed_period p
-                                         WHERE p.account_id = u.account_id AND p.period_start = u.period_start))) THEN
+                                         WHERE p.account_id = u.account_id AND p.period_start = u.period_start))
+            OR EXISTS (SELECT 1 FROM @extschema@.bucket b
+                       WHERE b.account_id = NEW.account_id AND b.origin = 'plan'
+                         AND NOT EXISTS (SELECT 1 FROM @extschema@.closed_period p
+                                         WHERE p.account_id = b.account_id AND p.period_start = b.period_start))) THEN
         RAISE EXCEPTION 'account %: time zone and billing day cannot change while it has charges in an open period',
             NEW.account_id
             USING ERRCODE = '55000',

@@ -5,15 +5,32 @@
 --   1. claim pending events by account and time (FOR UPDATE SKIP LOCKED, so
 --      several sessions rate at once without taking the same event);
 --   2. lock the batch's accounts (FOR NO KEY UPDATE, in account order): the
---      allowance and cycle counters of an account are read and written by one
---      rater at a time, and duplicates are judged after that lock;
---   3. compute every event's fate and charge in one query: rejects with their
---      reason, duplicates, tariff resolution (plan -> service -> most specific
---      zone -> latest valid_from), the open period (late usage to the next open
---      one), allowances first, cycle running totals, rate_billed() in C;
---   4. insert the charges, mark the events, add to the counters.
+--      allowance buckets and cycle counters of an account are read and written
+--      by one rater (or online charging request) at a time, and duplicates are
+--      judged after that lock;
+--   3. every event's fate in one query: rejects with their reason, duplicates,
+--      tariff resolution (plan -> service -> most specific zone -> latest
+--      valid_from), billed quantity, the open period (late usage to the next
+--      open one);
+--   4. grant the plan allowances of the batch's (account, open period) pairs
+--      as buckets (ensure_plan_allowances: the same buckets online charging
+--      draws on, so an allowance is never given twice);
+--   5. allowances first: allowance_take() in C walks the batch in event-time
+--      order and takes units from the buckets valid at each event;
+--   6. cycle running totals, rate_billed() in C, then in one statement the
+--      charges, the events, the bucket debits with their ledger entries and
+--      the cycle counters.
 -- Within a batch, an account's events are rated in started_at order.
 -------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.allowance_take(ev_account bigint[], ev_service text[], ev_idx bigint[],
+                                           ev_at timestamptz[], ev_bq numeric[],
+                                           b_account bigint[], b_unit text[], b_id bigint[], b_priority integer[],
+                                           b_from timestamptz[], b_until timestamptz[], b_units numeric[])
+RETURNS TABLE (idx bigint, bucket_id bigint, taken numeric)
+    AS 'MODULE_PATHNAME', 'allowance_take' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.allowance_take(bigint[], text[], bigint[], timestamptz[], numeric[], bigint[], text[], bigint[], integer[], timestamptz[], timestamptz[], numeric[]) IS
+    'internal: which allowance buckets cover which events of a batch — per (account, service), events in (at, idx) order take from the buckets valid at `at` in (priority, valid_until, bucket_id) order; one row per event and bucket (C)';
 
 -- enable_nestloop = off: the batch query joins CTEs of a whole batch on idx;
 -- estimates of those are poor, and a nested loop there is quadratic.  The
@@ -38,6 +55,9 @@ BEGIN
     END IF;
     IF to_regclass('pg_temp.convbill_work') IS NOT NULL THEN
         DROP TABLE pg_temp.convbill_work;
+    END IF;
+    IF to_regclass('pg_temp.convbill_take') IS NOT NULL THEN
+        DROP TABLE pg_temp.convbill_take;
     END IF;
     -- narrow rows: what rating needs, the zone already resolved
     CREATE TEMP TABLE convbill_claim (
@@ -77,7 +97,7 @@ BEGIN
     ORDER BY a.account_id
     FOR NO KEY UPDATE OF a;
 
-    -- 3. every event's fate and charge
+    -- 3. every event's fate, up to its billed quantity and open period
     CREATE TEMP TABLE convbill_work ON COMMIT DROP AS
     WITH ev AS (
         SELECT c.*,
@@ -128,7 +148,7 @@ BEGIN
           AND c.zkey = coalesce(ev.zone, '') AND ev.started_at >= c.vf AND ev.started_at < c.vu
          ORDER BY ev.idx, c.specific DESC, c.valid_from DESC, c.sub_start DESC)
     ),
-    judged AS (
+    judged AS MATERIALIZED (
         SELECT ev.*, r.rate_id,
                CASE WHEN NOT ev.acc_found THEN 'unknown_account'
                     WHEN ev.acc_status = 'closed' THEN 'account_closed'
@@ -147,142 +167,188 @@ BEGIN
         LEFT JOIN @extschema@.plan_rate pr ON pr.rate_id = r.rate_id
     ),
     -- a re-send is a duplicate of an event already charged, or of an earlier
-    -- acceptable copy in this batch (a rejected copy does not count)
+    -- acceptable copy in this batch (a rejected copy does not count): the few
+    -- keys that occur twice, found by grouping narrow rows, not by sorting
+    -- the batch
+    repeated AS (
+        SELECT j.account_id, j.source, j.external_id, min(j.idx) AS first_idx
+        FROM judged j WHERE j.reject_reason IS NULL
+        GROUP BY 1, 2, 3 HAVING count(*) > 1
+    ),
     classified AS (
         SELECT j.*,
                j.reject_reason IS NULL
-               AND (j.already_charged
-                    OR row_number() OVER (PARTITION BY j.account_id, j.source, j.external_id
-                                          ORDER BY j.reject_reason IS NOT NULL, j.idx) > 1) AS duplicate
+               AND (j.already_charged OR coalesce(j.idx <> rp.first_idx, false)) AS duplicate,
+               CASE WHEN j.reject_reason IS NULL
+                    THEN @extschema@.billing_period_start(j.started_at, j.timezone, j.billing_day) END AS own_start
         FROM judged j
-    ),
-    billable AS (
-        SELECT cl.idx, cl.account_id, cl.service, cl.started_at, cl.timezone, cl.billing_day,
-               cl.rate_id, cl.bq, cl.cycle,
-               @extschema@.billing_period_start(cl.started_at, cl.timezone, cl.billing_day) AS own_start,
-               @extschema@.billing_period_end(cl.started_at, cl.timezone, cl.billing_day) AS own_end
-        FROM classified cl
-        WHERE cl.reject_reason IS NULL AND NOT cl.duplicate
+        LEFT JOIN repeated rp ON rp.account_id = j.account_id AND rp.source = j.source
+                             AND rp.external_id = j.external_id
     ),
     -- the open period of each (account, own period): itself, or the next one
     -- after closed periods (late usage); checked once per pair, not per event
-    open_periods AS (
+    open_periods AS MATERIALIZED (
         SELECT k.account_id, k.own_start,
                CASE WHEN EXISTS (SELECT 1 FROM @extschema@.closed_period cp
                                  WHERE cp.account_id = k.account_id
                                    AND cp.period_start < k.own_end AND cp.period_end > k.own_start)
                     THEN @extschema@.open_period(k.account_id, k.own_start)
                     ELSE tstzrange(k.own_start, k.own_end, '[)') END AS period
-        FROM (SELECT DISTINCT account_id, own_start, own_end FROM billable) k
+        FROM (SELECT k.account_id, k.own_start,
+                     @extschema@.billing_period_end(k.own_start, k.timezone, k.billing_day) AS own_end
+              FROM (SELECT DISTINCT account_id, own_start, timezone, billing_day
+                    FROM classified WHERE own_start IS NOT NULL AND NOT duplicate) k) k
+    )
+    SELECT cl.idx, cl.part, cl.tid, cl.account_id, cl.source, cl.external_id, cl.service, cl.zone,
+           cl.quantity, cl.started_at, cl.acc_currency AS currency, cl.timezone,
+           cl.rate_id, cl.bq, cl.cycle,
+           lower(op.period) AS period_start, upper(op.period) AS period_end,
+           CASE WHEN cl.reject_reason IS NOT NULL THEN 'rejected'
+                WHEN cl.duplicate THEN 'duplicate'
+                ELSE 'billable' END AS status,
+           cl.reject_reason
+    FROM classified cl
+    LEFT JOIN open_periods op ON NOT cl.duplicate AND op.account_id = cl.account_id AND op.own_start = cl.own_start;
+    IF n > 1000 THEN
+        ANALYZE convbill_work;
+    END IF;
+
+    -- 4. the plan allowances of every (account, open period) the batch bills
+    -- in, granted as buckets if they are not yet (under the account locks)
+    PERFORM @extschema@.ensure_plan_allowances(array_agg(k.account_id), array_agg(k.period_start))
+    FROM (SELECT DISTINCT w.account_id, w.period_start FROM convbill_work w WHERE w.status = 'billable') k;
+
+    -- 5. allowances first: each event takes from its account's allowance
+    -- buckets of its service valid at its time (a late event: at the start of
+    -- the open period it is billed in), in event-time order, each in
+    -- (priority, valid_until, bucket_id) order (allowance_take, C).  Units held
+    -- by open sessions are set aside first, from the buckets valid now in that
+    -- same order (where the sessions' debits will take them), so rating never
+    -- takes units a session was granted.
+    CREATE TEMP TABLE convbill_take ON COMMIT DROP AS
+    WITH keys AS (
+        SELECT DISTINCT w.account_id, w.service FROM convbill_work w WHERE w.status = 'billable' AND w.bq > 0
     ),
-    periods AS (
-        SELECT b.idx, b.account_id, b.service, b.started_at, b.timezone, b.rate_id, b.bq, b.cycle,
-               lower(op.period) AS ps, upper(op.period) AS pe
-        FROM billable b JOIN open_periods op USING (account_id, own_start)
+    held AS (
+        SELECT r.account_id, r.service, sum(r.held_units) AS units
+        FROM keys k
+        JOIN @extschema@.reservation r ON r.account_id = k.account_id AND r.service = k.service
+        WHERE r.status = 'open' AND r.expires_at > now() AND r.held_units > 0
+        GROUP BY 1, 2
     ),
-    -- plan allowances of the period: each subscription active in it grants
-    -- its allowance prorated by the local days from its start (the start day
-    -- counts) to the period's end, truncated to the allowance's own decimals.
-    -- A later end (unsubscribe, change_plan) does not take back what was
-    -- granted, so the cover never depends on when rating ran.  One pool per
-    -- service.
-    allowance AS (
-        SELECT k.account_id, k.ps, k.service,
-               sum(trunc((p.allowances ->> k.service)::numeric * s.quantity
-                         * ((k.pe AT TIME ZONE k.timezone)::date
-                            - (greatest(s.started_at, k.ps) AT TIME ZONE k.timezone)::date)
-                         / ((k.pe AT TIME ZONE k.timezone)::date - (k.ps AT TIME ZONE k.timezone)::date),
-                         scale((p.allowances ->> k.service)::numeric))) AS units
-        FROM (SELECT DISTINCT account_id, timezone, ps, pe, service FROM periods) k
-        JOIN @extschema@.subscription s ON s.account_id = k.account_id
-             AND s.started_at < k.pe AND coalesce(s.ended_at, 'infinity') > k.ps
-        JOIN @extschema@.plan p ON p.code = s.plan_code AND p.allowances ? k.service
-        GROUP BY 1, 2, 3
+    buckets AS (
+        SELECT b.account_id, b.unit, b.bucket_id, b.priority, b.valid_from, b.valid_until, b.balance,
+               b.valid_from <= now() AND b.valid_until > now() AS valid_now,
+               coalesce(h.units, 0) AS held,
+               coalesce(sum(CASE WHEN b.valid_from <= now() AND b.valid_until > now() THEN b.balance END)
+                        OVER (PARTITION BY b.account_id, b.unit ORDER BY b.priority, b.valid_until, b.bucket_id
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before_now
+        FROM keys k
+        JOIN @extschema@.bucket b ON b.account_id = k.account_id AND b.kind = 'allowance' AND b.unit = k.service
+                                 AND b.balance > 0
+        LEFT JOIN held h ON h.account_id = k.account_id AND h.service = k.service
     ),
-    pools AS (
-        SELECT al.account_id, al.ps, al.service, al.units - coalesce(uc.used, 0) AS allow_left
-        FROM allowance al
-        LEFT JOIN @extschema@.usage_counter uc
-               ON uc.account_id = al.account_id AND uc.period_start = al.ps
-              AND uc.counter = 'allowance:' || al.service
-        WHERE al.units - coalesce(uc.used, 0) > 0
+    avail AS MATERIALIZED (
+        SELECT x.account_id, x.unit, x.bucket_id, x.priority, x.valid_from, x.valid_until,
+               trunc(x.balance - CASE WHEN x.valid_now THEN least(x.balance, greatest(x.held - x.before_now, 0))
+                                      ELSE 0 END, 9) AS units
+        FROM buckets x
     ),
-    -- allowances first, in event time order, only where a pool has units left
-    covered AS (
-        SELECT q.idx,
-               CASE WHEN q.allow_left > q.bq_before THEN least(q.bq, q.allow_left - q.bq_before) ELSE 0 END AS covered
-        FROM (SELECT pr.idx, pr.bq, po.allow_left,
-                     coalesce(sum(pr.bq) OVER (PARTITION BY pr.account_id, pr.ps, pr.service
-                                               ORDER BY pr.started_at, pr.idx
-                                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS bq_before
-              FROM periods pr
-              JOIN pools po ON po.account_id = pr.account_id AND po.ps = pr.ps AND po.service = pr.service) q
+    b AS (
+        SELECT array_agg(a.account_id) AS account_id, array_agg(a.unit) AS unit, array_agg(a.bucket_id) AS id,
+               array_agg(a.priority) AS priority, array_agg(a.valid_from) AS valid_from,
+               array_agg(a.valid_until) AS valid_until, array_agg(a.units) AS units
+        FROM avail a WHERE a.units > 0
     ),
-    -- running totals of cycle-scoped tariffs, only for their events
+    e AS (
+        SELECT array_agg(w.account_id) AS account_id, array_agg(w.service) AS service, array_agg(w.idx) AS idx,
+               array_agg(greatest(w.started_at, w.period_start)) AS at, array_agg(w.bq) AS bq
+        FROM convbill_work w
+        WHERE w.status = 'billable' AND w.bq > 0
+          AND (w.account_id, w.service) IN (SELECT a.account_id, a.unit FROM avail a WHERE a.units > 0)
+    )
+    SELECT t.idx, t.bucket_id, t.taken
+    FROM e, b, @extschema@.allowance_take(e.account_id, e.service, e.idx, e.at, e.bq,
+                                          b.account_id, b.unit, b.id, b.priority, b.valid_from,
+                                          b.valid_until, b.units) t;
+
+    -- 6. cycle running totals, the price (rate_billed() in C), and then the
+    -- charges, the events, the buckets and ledger, the counters in one
+    -- statement.  The account locks and the duplicate check above mean no
+    -- charge of this batch can exist yet; the unique index on
+    -- (account_id, source, external_id) is the safety net.  An event whose
+    -- charge is out of range is rejected and takes no allowance.
+    WITH covered AS (
+        SELECT t.idx, sum(t.taken) AS covered FROM convbill_take t GROUP BY t.idx
+    ),
     cycle_used AS (
         SELECT c.idx,
                coalesce(rc.used, 0)
-               + coalesce(sum(c.rest) OVER (PARTITION BY c.account_id, c.ps, c.rate_id
+               + coalesce(sum(c.rest) OVER (PARTITION BY c.account_id, c.period_start, c.rate_id
                                             ORDER BY c.started_at, c.idx
                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS used_before
-        FROM (SELECT pr.idx, pr.account_id, pr.ps, pr.rate_id, pr.started_at,
-                     pr.bq - coalesce(cv.covered, 0) AS rest
-              FROM periods pr LEFT JOIN covered cv USING (idx)
-              WHERE pr.cycle) c
+        FROM (SELECT w.idx, w.account_id, w.period_start, w.rate_id, w.started_at,
+                     w.bq - coalesce(cv.covered, 0) AS rest
+              FROM convbill_work w LEFT JOIN covered cv USING (idx)
+              WHERE w.status = 'billable' AND w.cycle) c
         LEFT JOIN @extschema@.usage_counter rc
-               ON rc.account_id = c.account_id AND rc.period_start = c.ps AND rc.counter = 'rate:' || c.rate_id
+               ON rc.account_id = c.account_id AND rc.period_start = c.period_start
+              AND rc.counter = 'rate:' || c.rate_id
     ),
-    priced AS (
-        SELECT pr.idx, pr.rate_id, pr.cycle, pr.bq, pr.ps, pr.pe,
-               coalesce(cv.covered, 0) AS covered,
-               pr.bq - coalesce(cv.covered, 0) AS rest,
-               @extschema@.rate_billed_or_null(t.tariff, pr.bq - coalesce(cv.covered, 0), pr.started_at,
-                                               pr.timezone, coalesce(cu.used_before, 0)) AS amount
-        FROM periods pr
-        JOIN @extschema@.plan_rate t ON t.rate_id = pr.rate_id
-        LEFT JOIN covered cv USING (idx)
-        LEFT JOIN cycle_used cu USING (idx)
+    priced AS MATERIALIZED (
+        SELECT p.*, CASE WHEN p.amount IS NOT NULL THEN nextval('@extschema@.charge_charge_id_seq') END AS charge_id
+        FROM (SELECT w.idx, w.account_id, w.rate_id, w.cycle, w.bq, coalesce(cv.covered, 0) AS covered,
+                     w.bq - coalesce(cv.covered, 0) AS rest, w.period_start,
+                     @extschema@.rate_billed_or_null(t.tariff, w.bq - coalesce(cv.covered, 0), w.started_at,
+                                                     w.timezone, coalesce(cu.used_before, 0)) AS amount
+              FROM convbill_work w
+              JOIN @extschema@.plan_rate t ON t.rate_id = w.rate_id
+              LEFT JOIN covered cv USING (idx)
+              LEFT JOIN cycle_used cu USING (idx)
+              WHERE w.status = 'billable') p
+    ),
+    charges AS (
+        INSERT INTO @extschema@.charge
+            (account_id, charge_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount,
+             currency, occurred_at, period_start, period_end, source, external_id, rate_id)
+        SELECT w.account_id, p.charge_id, 'usage', w.service, w.zone, w.quantity, w.bq, p.covered, p.amount,
+               w.currency, w.started_at, w.period_start, w.period_end, w.source, w.external_id, w.rate_id
+        FROM convbill_work w JOIN priced p USING (idx)
+        WHERE p.charge_id IS NOT NULL
+    ),
+    debits AS (
+        SELECT w.account_id, t.bucket_id, w.service AS unit, sum(t.taken) AS taken, count(*)::integer AS events
+        FROM convbill_take t
+        JOIN priced p ON p.idx = t.idx AND p.charge_id IS NOT NULL
+        JOIN convbill_work w ON w.idx = t.idx
+        GROUP BY 1, 2, 3
+    ),
+    bucket_update AS (
+        UPDATE @extschema@.bucket b SET balance = b.balance - d.taken
+        FROM debits d
+        WHERE b.account_id = d.account_id AND b.bucket_id = d.bucket_id
+    ),
+    ledger_entries AS (
+        INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, charges)
+        SELECT d.account_id, 'debit', d.bucket_id, d.unit, -d.taken, d.events FROM debits d
+    ),
+    counters AS (
+        INSERT INTO @extschema@.usage_counter AS uc (account_id, period_start, counter, used)
+        SELECT p.account_id, p.period_start, 'rate:' || p.rate_id, sum(p.rest)
+        FROM priced p WHERE p.charge_id IS NOT NULL AND p.cycle
+        GROUP BY 1, 2, 3
+        ON CONFLICT (account_id, period_start, counter) DO UPDATE SET used = uc.used + excluded.used
     )
-    SELECT x.*,
-           CASE WHEN x.status = 'rated' THEN nextval('@extschema@.charge_charge_id_seq') END AS charge_id
-    FROM (SELECT cl.part, cl.tid, cl.account_id, cl.source, cl.external_id, cl.service, cl.zone,
-                 cl.quantity, cl.started_at, cl.acc_currency AS currency,
-                 pc.rate_id, pc.cycle, pc.bq, pc.covered, pc.rest, pc.amount,
-                 pc.ps AS period_start, pc.pe AS period_end,
-                 CASE WHEN cl.reject_reason IS NOT NULL THEN 'rejected'
-                      WHEN cl.duplicate THEN 'duplicate'
-                      WHEN pc.amount IS NULL THEN 'rejected'
-                      ELSE 'rated' END AS status,
-                 coalesce(cl.reject_reason,
-                          CASE WHEN NOT cl.duplicate AND pc.amount IS NULL THEN 'out_of_range' END) AS final_reason
-          FROM classified cl LEFT JOIN priced pc USING (idx)) x;
-
-    -- 4. charges, events, counters.  The account locks and the duplicate check
-    -- above mean no charge of this batch can exist yet; the unique index on
-    -- (account_id, source, external_id) is the safety net.
-    INSERT INTO @extschema@.charge
-        (account_id, charge_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount,
-         currency, occurred_at, period_start, period_end, source, external_id, rate_id)
-    SELECT w.account_id, w.charge_id, 'usage', w.service, w.zone, w.quantity, w.bq, w.covered, w.amount,
-           w.currency, w.started_at, w.period_start, w.period_end, w.source, w.external_id, w.rate_id
-    FROM convbill_work w WHERE w.status = 'rated';
-
     UPDATE @extschema@.usage_event e
-    SET status = w.status, reject_reason = w.final_reason, rated_at = now(), charge_id = w.charge_id
-    FROM convbill_work w
+    SET status = CASE WHEN w.status <> 'billable' THEN w.status
+                      WHEN p.charge_id IS NULL THEN 'rejected' ELSE 'rated' END,
+        reject_reason = CASE WHEN w.status = 'billable' AND p.charge_id IS NULL THEN 'out_of_range'
+                             ELSE w.reject_reason END,
+        rated_at = now(), charge_id = p.charge_id
+    FROM convbill_work w LEFT JOIN priced p USING (idx)
     WHERE e.tableoid = w.part AND e.ctid = w.tid;
 
-    INSERT INTO @extschema@.usage_counter AS uc (account_id, period_start, counter, used)
-    SELECT w.account_id, w.period_start, 'allowance:' || w.service, sum(w.covered)
-    FROM convbill_work w WHERE w.status = 'rated' AND w.covered > 0
-    GROUP BY 1, 2, 3
-    UNION ALL
-    SELECT w.account_id, w.period_start, 'rate:' || w.rate_id, sum(w.rest)
-    FROM convbill_work w WHERE w.status = 'rated' AND w.cycle
-    GROUP BY 1, 2, 3
-    ON CONFLICT (account_id, period_start, counter) DO UPDATE SET used = uc.used + excluded.used;
-
-    DROP TABLE pg_temp.convbill_claim, pg_temp.convbill_work;
+    DROP TABLE pg_temp.convbill_claim, pg_temp.convbill_work, pg_temp.convbill_take;
     RETURN n;
 END $$;
 COMMENT ON FUNCTION @extschema@.rate_events(integer, bigint, text, text) IS

@@ -15,6 +15,10 @@
 -- Every request locks the using and the paying account (FOR NO KEY UPDATE, in
 -- account order), so the availability it reads cannot change under it.  The
 -- decision itself is C: session_cost() and grant_quantity() (src/reservation.c).
+-- Requests run with plan_cache_mode = force_generic_plan: their statements
+-- are the same on every call, and the custom plans the planner otherwise
+-- makes per call (array arguments look expensive to a generic plan) cost
+-- more than the rest of a request.
 -- Business outcomes are result codes in the answer; programming errors (NULL
 -- or negative units, unknown session or account) raise an ERROR.
 -------------------------------------------------------------------------------
@@ -38,10 +42,10 @@ COMMENT ON FUNCTION @extschema@.grant_quantity(@extschema@.tariff, timestamptz, 
 -- the most specific zone, then the latest valid_from, then the newest subscription.
 CREATE FUNCTION @extschema@.resolve_rate(p_account_id bigint, p_service text, p_zone text, p_at timestamptz,
                                          OUT rate_id bigint, OUT tariff @extschema@.tariff, OUT plan_currency text)
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    SELECT r.rate_id, r.tariff, p.currency
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    SELECT r.rate_id, r.tariff, p.currency INTO rate_id, tariff, plan_currency
     FROM @extschema@.subscription s
     JOIN @extschema@.plan p ON p.code OPERATOR(pg_catalog.=) s.plan_code
     JOIN @extschema@.plan_rate r ON r.plan_code OPERATOR(pg_catalog.=) s.plan_code
@@ -53,33 +57,34 @@ BEGIN ATOMIC
       AND r.valid_from OPERATOR(pg_catalog.<=) p_at AND r.valid_until OPERATOR(pg_catalog.>) p_at
     ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC
     LIMIT 1;
-END;
+END $$;
 COMMENT ON FUNCTION @extschema@.resolve_rate(bigint, text, text, timestamptz) IS
     'the plan_rate pricing an account''s use of a service in a zone at a time (as rating resolves it)';
 
 -- Lock the using and the paying account, in account order.
 CREATE FUNCTION @extschema@.lock_accounts(p_account_id bigint, p_payer_id bigint)
 RETURNS void
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    SELECT 1 FROM @extschema@.account a
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM 1 FROM @extschema@.account a
     WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id OR a.account_id OPERATOR(pg_catalog.=) p_payer_id
     ORDER BY a.account_id FOR NO KEY UPDATE OF a;
-END;
+END $$;
 COMMENT ON FUNCTION @extschema@.lock_accounts(bigint, bigint) IS
     'internal: lock an account and its payer (FOR NO KEY UPDATE, in account order)';
 
 -- A hold (positive) or its release (negative) in the ledger.
 CREATE FUNCTION @extschema@.ledger_hold(p_kind text, p_account_id bigint, p_unit text, p_held numeric, p_session_id text)
 RETURNS void
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    INSERT INTO @extschema@.ledger (account_id, kind, unit, held, session_id)
-    SELECT p_account_id, p_kind, p_unit, p_held, p_session_id
-    WHERE p_held OPERATOR(pg_catalog.<>) 0;
-END;
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_held OPERATOR(pg_catalog.<>) 0 THEN
+        INSERT INTO @extschema@.ledger (account_id, kind, unit, held, session_id)
+        VALUES (p_account_id, p_kind, p_unit, p_held, p_session_id);
+    END IF;
+END $$;
 COMMENT ON FUNCTION @extschema@.ledger_hold(text, bigint, text, numeric, text) IS
     'internal: record a hold, release or expiry of held units or money';
 
@@ -88,24 +93,26 @@ RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p_units IS NULL THEN
-        RAISE EXCEPTION '%: units must not be NULL', p_what USING ERRCODE = '22004';
+        RAISE EXCEPTION '% must not be NULL', p_what USING ERRCODE = '22004';
     END IF;
     IF p_units < 0 OR p_units = 'NaN' OR p_units = 'Infinity' OR p_units >= 1e20 OR p_units <> round(p_units, 9) THEN
-        RAISE EXCEPTION '%: units must be a number from 0 up to 1e20 with at most 9 decimals, not %', p_what, p_units
+        RAISE EXCEPTION '% must be a number from 0 up to 1e20 with at most 9 decimals, not %', p_what, p_units
             USING ERRCODE = '22023';
     END IF;
 END $$;
-COMMENT ON FUNCTION @extschema@.check_units(text, numeric) IS 'internal: units a request may carry';
+COMMENT ON FUNCTION @extschema@.check_units(text, numeric) IS 'internal: units a request may carry (p_what names the argument: ''reserve: units'')';
 
 -- Why an account may not be served now, or NULL.
 CREATE FUNCTION @extschema@.account_refusal(p_account_id bigint, p_payer_id bigint)
 RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-RETURN (SELECT CASE WHEN bool_or(a.status OPERATOR(pg_catalog.=) 'closed') THEN 'account_closed'
-                    WHEN bool_or(a.status OPERATOR(pg_catalog.=) 'suspended') THEN 'account_suspended' END
-        FROM @extschema@.account a
-        WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id OR a.account_id OPERATOR(pg_catalog.=) p_payer_id);
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (SELECT CASE WHEN bool_or(a.status OPERATOR(pg_catalog.=) 'closed') THEN 'account_closed'
+                        WHEN bool_or(a.status OPERATOR(pg_catalog.=) 'suspended') THEN 'account_suspended' END
+            FROM @extschema@.account a
+            WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id OR a.account_id OPERATOR(pg_catalog.=) p_payer_id);
+END $$;
 
 -------------------------------------------------------------------------------
 -- reserve (CCR-INITIAL)
@@ -113,7 +120,8 @@ RETURN (SELECT CASE WHEN bool_or(a.status OPERATOR(pg_catalog.=) 'closed') THEN 
 CREATE FUNCTION @extschema@.reserve(p_account_id bigint, p_service text, p_session_id text, p_units numeric,
                                     p_attrs jsonb DEFAULT '{}', p_validity interval DEFAULT '5 minutes')
 RETURNS @extschema@.grant
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     a @extschema@.account;
     payer bigint;
@@ -134,7 +142,7 @@ BEGIN
     IF p_account_id IS NULL OR p_service IS NULL OR p_session_id IS NULL OR p_validity IS NULL THEN
         RAISE EXCEPTION 'reserve: account_id, service, session_id and validity must not be NULL' USING ERRCODE = '22004';
     END IF;
-    PERFORM @extschema@.check_units('reserve', p_units);
+    PERFORM @extschema@.check_units('reserve: units', p_units);
     IF p_validity <= interval '0' THEN
         RAISE EXCEPTION 'reserve: validity must be positive, not %', p_validity USING ERRCODE = '22023';
     END IF;
@@ -165,7 +173,8 @@ BEGIN
     IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
         zone := @extschema@.zone_of(p_attrs ->> 'destination');
     END IF;
-    rt := @extschema@.resolve_rate(p_account_id, p_service, zone, now());
+    -- SELECT INTO, not :=, so that "no rate" is a row of NULLs, not an unassigned record
+    SELECT * INTO rt FROM @extschema@.resolve_rate(p_account_id, p_service, zone, now());
     IF reason IS NULL AND rt.rate_id IS NULL THEN
         reason := 'no_tariff';
     ELSIF reason IS NULL AND rt.plan_currency IS DISTINCT FROM a.currency THEN
@@ -386,15 +395,16 @@ COMMENT ON FUNCTION @extschema@.session_for_request(text, integer, text) IS
 
 CREATE FUNCTION @extschema@.reserve_update(p_session_id text, p_request_no integer, p_used numeric, p_units numeric)
 RETURNS @extschema@.grant
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     s record;
 BEGIN
     IF p_request_no IS NULL OR p_request_no < 1 THEN
         RAISE EXCEPTION 'reserve_update: request_no must be 1 or more, not %', p_request_no USING ERRCODE = '22023';
     END IF;
-    PERFORM @extschema@.check_units('reserve_update', p_used);
-    PERFORM @extschema@.check_units('reserve_update', p_units);
+    PERFORM @extschema@.check_units('reserve_update: used', p_used);
+    PERFORM @extschema@.check_units('reserve_update: units', p_units);
     s := @extschema@.session_for_request(p_session_id, p_request_no, 'reserve_update');
     IF s.r IS NULL THEN                 -- a retransmission, or the session is over
         RETURN s.answer;
@@ -406,14 +416,15 @@ COMMENT ON FUNCTION @extschema@.reserve_update(text, integer, numeric, numeric) 
 
 CREATE FUNCTION @extschema@.commit(p_session_id text, p_request_no integer, p_used numeric)
 RETURNS @extschema@.grant
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     s record;
 BEGIN
     IF p_request_no IS NULL OR p_request_no < 1 THEN
         RAISE EXCEPTION 'commit: request_no must be 1 or more, not %', p_request_no USING ERRCODE = '22023';
     END IF;
-    PERFORM @extschema@.check_units('commit', p_used);
+    PERFORM @extschema@.check_units('commit: used', p_used);
     s := @extschema@.session_for_request(p_session_id, p_request_no, 'commit');
     IF s.r IS NULL THEN                 -- a retransmission, or the session is over
         RETURN s.answer;
@@ -425,7 +436,8 @@ COMMENT ON FUNCTION @extschema@.commit(text, integer, numeric) IS
 
 CREATE FUNCTION @extschema@.release(p_session_id text)
 RETURNS @extschema@.grant
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     s record;
 BEGIN
@@ -440,19 +452,23 @@ COMMENT ON FUNCTION @extschema@.release(text) IS
 
 CREATE FUNCTION @extschema@.expire_reservations()
 RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     r @extschema@.reservation;
     n integer := 0;
+    locked integer;
 BEGIN
     FOR r IN SELECT * FROM @extschema@.reservation x
              WHERE x.status = 'open' AND x.expires_at <= now()
              ORDER BY x.expires_at LIMIT 100000 LOOP
-        -- skip accounts busy with a request: the next sweep gets them
+        -- skip accounts busy with a request: the next sweep gets them (both
+        -- the using and the paying account must be locked, not just one)
         PERFORM 1 FROM @extschema@.account a
         WHERE a.account_id IN (r.account_id, r.payer_id)
         ORDER BY a.account_id FOR NO KEY UPDATE OF a SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
+        GET DIAGNOSTICS locked = ROW_COUNT;
+        CONTINUE WHEN locked < CASE WHEN r.account_id = r.payer_id THEN 1 ELSE 2 END;
         SELECT * INTO r FROM @extschema@.reservation x
         WHERE x.account_id = r.account_id AND x.session_id = r.session_id
           AND x.status = 'open' AND x.expires_at <= now();
@@ -471,7 +487,8 @@ COMMENT ON FUNCTION @extschema@.expire_reservations() IS
 CREATE FUNCTION @extschema@.charge_event(p_account_id bigint, p_service text, p_event_id text, p_units numeric,
                                          p_attrs jsonb DEFAULT '{}')
 RETURNS @extschema@.grant
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     a @extschema@.account;
     payer bigint;
@@ -487,7 +504,7 @@ BEGIN
     IF p_account_id IS NULL OR p_service IS NULL OR p_event_id IS NULL THEN
         RAISE EXCEPTION 'charge_event: account_id, service and event_id must not be NULL' USING ERRCODE = '22004';
     END IF;
-    PERFORM @extschema@.check_units('charge_event', p_units);
+    PERFORM @extschema@.check_units('charge_event: units', p_units);
     payer := @extschema@.payer_of(p_account_id);
     IF payer IS NULL THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
@@ -507,7 +524,7 @@ BEGIN
         zone := @extschema@.zone_of(p_attrs ->> 'destination');
     END IF;
     IF reason IS NULL THEN
-        rt := @extschema@.resolve_rate(p_account_id, p_service, zone, now());
+        SELECT * INTO rt FROM @extschema@.resolve_rate(p_account_id, p_service, zone, now());
         IF rt.rate_id IS NULL THEN
             reason := 'no_tariff';
         ELSIF rt.plan_currency IS DISTINCT FROM a.currency THEN

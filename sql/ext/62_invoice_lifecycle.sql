@@ -1,0 +1,503 @@
+-------------------------------------------------------------------------------
+-- The life of an invoice after the bill run made it a draft.
+--
+--   finalize_invoice  draft -> final: checks that the lines make up the totals,
+--                     takes the next number of the invoice's series (gap-free)
+--                     and sets issued_at and due_at
+--   credit_note       a final credit note against a final invoice (series
+--                     'CN'); the credit goes back to the customer's money and
+--                     lowers what is open; credit notes for the whole total
+--                     void the invoice
+--   record_payment    money received: credited to the account's main money
+--                     bucket, allocated to its open invoices oldest first
+--   invoice_settlement  per invoice: paid, credited, still open
+--   account_statement   invoices, prepaid applied, credit notes and payments
+--                     with a running balance
+--
+-- Numbers: series || '-' || the number zero-padded to 6 digits (INV-000042;
+-- wider numbers are written in full: INV-1000000).  invoice_series holds the
+-- last number of each series; finalize_invoice raises it with an upsert in the
+-- finalizing transaction, so concurrent finalizers of one series queue on its
+-- row and a rollback gives the number back: numbers are gap-free.  A final
+-- invoice is never deleted, so none disappears later either.
+--
+-- Immutability (triggers, whoever writes): invoices are created as drafts;
+-- a draft and its lines may change or go; a final or void invoice and its
+-- lines can never be updated, deleted or truncated, and get no new lines.  The
+-- one change allowed is final -> void, status only, and only once the final
+-- credit notes against it add up to its whole total (the trigger checks the
+-- credit notes themselves, so no flag or setting can open the door).
+-- Restoring invoice data from a dump therefore needs its triggers disabled
+-- (pg_restore --disable-triggers), as account and bucket data already do.
+--
+-- Money: every charge already debited the payer's money when it was made (see
+-- 50_balance.sql), so an invoice moves no money.  A payment credits the main
+-- money bucket (ledger 'payment'); a credit note credits it too (ledger
+-- 'adjustment', reference = the credit note's number).  An overpayment, or a
+-- credit note on an invoice already paid, stays on the balance as credit,
+-- which the next bill run applies as prepaid money.
+--
+-- Open amount of a final invoice = amount_due - payments allocated to it -
+-- credit notes against it, never below zero.  A credit note is for a gross
+-- amount (tax included) and makes one 'credit' line.
+-------------------------------------------------------------------------------
+
+ALTER TABLE @extschema@.account
+    ADD COLUMN payment_terms integer NOT NULL DEFAULT 14 CHECK (payment_terms BETWEEN 0 AND 365);
+COMMENT ON COLUMN @extschema@.account.payment_terms IS
+    'days from an invoice''s issue to its due date (local calendar days in the account''s time zone)';
+
+CREATE INDEX invoice_credits ON @extschema@.invoice (account_id, credits_invoice_id)
+    WHERE credits_invoice_id IS NOT NULL;
+CREATE INDEX payment_allocation_invoice ON @extschema@.payment_allocation (account_id, invoice_id);
+
+-- The account an invoice belongs to; P0002 for an unknown invoice_id.  (No
+-- exception block: callers such as invoice_json are parallel safe.)
+CREATE FUNCTION @extschema@.invoice_account(p_invoice_id bigint, p_caller text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    acc bigint;
+    n bigint;
+BEGIN
+    IF p_invoice_id IS NULL THEN
+        RAISE EXCEPTION '%: invoice_id must not be NULL', p_caller USING ERRCODE = '22004';
+    END IF;
+    SELECT min(i.account_id), count(*) INTO acc, n FROM @extschema@.invoice i WHERE i.invoice_id = p_invoice_id;
+    IF n = 0 THEN
+        RAISE EXCEPTION '%: invoice % does not exist', p_caller, p_invoice_id USING ERRCODE = 'P0002';
+    ELSIF n > 1 THEN
+        RAISE EXCEPTION '%: invoice_id % belongs to more than one account', p_caller, p_invoice_id
+            USING ERRCODE = '21000';
+    END IF;
+    RETURN acc;
+END $$;
+COMMENT ON FUNCTION @extschema@.invoice_account(bigint, text) IS
+    'internal: the account an invoice_id belongs to (P0002 when there is none)';
+
+-- The number a series gives its n-th document: INV-000042, INV-1000000.
+CREATE FUNCTION @extschema@.invoice_number(p_series text, n bigint)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN p_series OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||)
+       CASE WHEN n OPERATOR(pg_catalog.<) 1000000 THEN pg_catalog.lpad(n::text, 6, '0') ELSE n::text END;
+COMMENT ON FUNCTION @extschema@.invoice_number(text, bigint) IS
+    'the n-th number of a series: series-NNNNNN (zero-padded to 6 digits, wider numbers in full)';
+
+-- A draft about to become final: its lines must be rounded to the currency's
+-- minor unit and make up subtotal, discount, tax and total exactly.
+CREATE FUNCTION @extschema@.invoice_check_lines(inv @extschema@.invoice)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e integer := @extschema@.currency_exponent(inv.currency);
+    s record;
+BEGIN
+    IF e IS NULL THEN
+        RAISE EXCEPTION 'invoice %: unknown currency "%"', inv.invoice_id, inv.currency USING ERRCODE = '22023';
+    END IF;
+    SELECT coalesce(sum(l.amount), 0) AS total,
+           coalesce(sum(l.amount) FILTER (WHERE l.kind NOT IN ('discount', 'tax')), 0) AS subtotal,
+           coalesce(sum(l.amount) FILTER (WHERE l.kind = 'discount'), 0) AS discount,
+           coalesce(sum(l.amount) FILTER (WHERE l.kind = 'tax'), 0) AS tax,
+           min(l.line_no) FILTER (WHERE l.amount <> round(l.amount, e)) AS unrounded
+    INTO s
+    FROM @extschema@.invoice_line l
+    WHERE l.account_id = inv.account_id AND l.invoice_id = inv.invoice_id;
+    IF s.unrounded IS NOT NULL THEN
+        RAISE EXCEPTION 'invoice %: line % is not rounded to the minor unit of % (% decimals)',
+            inv.invoice_id, s.unrounded, inv.currency, e USING ERRCODE = '23514';
+    END IF;
+    IF s.total <> inv.total THEN
+        RAISE EXCEPTION 'invoice %: total % is not the sum of its lines %', inv.invoice_id, inv.total, s.total
+            USING ERRCODE = '23514';
+    END IF;
+    IF s.subtotal <> inv.subtotal OR s.discount <> inv.discount OR s.tax <> inv.tax THEN
+        RAISE EXCEPTION 'invoice %: subtotal/discount/tax %/%/% differ from its lines %/%/%', inv.invoice_id,
+            inv.subtotal, inv.discount, inv.tax, s.subtotal, s.discount, s.tax USING ERRCODE = '23514';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.invoice_check_lines(@extschema@.invoice) IS
+    'internal: raise 23514 unless the invoice''s lines are rounded to the minor unit and sum exactly to its subtotal, discount, tax and total';
+
+-------------------------------------------------------------------------------
+-- Immutability triggers
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.invoice_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v @extschema@.invoice;
+    credited numeric;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.status <> 'draft' THEN
+            RAISE EXCEPTION 'an invoice is created as a draft, not %', NEW.status
+                USING ERRCODE = '55000', HINT = 'Insert it as a draft, then call convbill.finalize_invoice.';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF OLD.status = 'draft' THEN
+        IF TG_OP = 'DELETE' THEN
+            RETURN OLD;
+        END IF;
+        IF NEW.status = 'void' THEN
+            RAISE EXCEPTION 'invoice %: a draft cannot be voided', OLD.invoice_id
+                USING ERRCODE = '55000', HINT = 'Delete the draft and its lines instead.';
+        END IF;
+        IF NEW.status = 'final' THEN
+            PERFORM @extschema@.invoice_check_lines(NEW);
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.status = 'final' AND NEW.status = 'void' THEN
+        v := NEW;
+        v.status := OLD.status;
+        IF v IS NOT DISTINCT FROM OLD THEN
+            SELECT -coalesce(sum(c.total), 0) INTO credited
+            FROM @extschema@.invoice c
+            WHERE c.account_id = OLD.account_id AND c.credits_invoice_id = OLD.invoice_id
+              AND c.kind = 'credit_note' AND c.status = 'final';
+            IF credited >= OLD.total THEN
+                RETURN NEW;
+            END IF;
+            RAISE EXCEPTION 'invoice % (%) cannot be voided: credit notes cover % of its total %',
+                OLD.invoice_id, OLD.number, credited, OLD.total
+                USING ERRCODE = '55000', HINT = 'Issue a credit note for the rest (convbill.credit_note).';
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'invoice % (%) is %: it cannot be %', OLD.invoice_id, OLD.number, OLD.status,
+        CASE TG_OP WHEN 'DELETE' THEN 'deleted' ELSE 'changed' END
+        USING ERRCODE = '55000', HINT = 'Correct a final invoice with a credit note (convbill.credit_note).';
+END $$;
+CREATE TRIGGER invoice_guard BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.invoice
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.invoice_guard();
+
+-- Lines change only while their invoice is a draft.  The invoice row is locked
+-- FOR SHARE so that a line cannot slip in while finalize_invoice sums them.
+CREATE FUNCTION @extschema@.invoice_line_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i record;
+BEGIN
+    IF TG_OP = 'INSERT' THEN       -- statement level: new_lines
+        SELECT x.invoice_id, x.number, x.status INTO i
+        FROM (SELECT inv.invoice_id, inv.number, inv.status
+              FROM @extschema@.invoice inv
+              WHERE (inv.account_id, inv.invoice_id) IN (SELECT n.account_id, n.invoice_id FROM new_lines n)
+              ORDER BY inv.account_id, inv.invoice_id
+              FOR SHARE OF inv) x
+        WHERE x.status <> 'draft'
+        LIMIT 1;
+    ELSE                           -- row level
+        SELECT inv.invoice_id, inv.number, inv.status INTO i
+        FROM @extschema@.invoice inv
+        WHERE inv.account_id = OLD.account_id AND inv.invoice_id = OLD.invoice_id
+        FOR SHARE;
+        IF i.status = 'draft' AND TG_OP = 'UPDATE'
+           AND (NEW.account_id, NEW.invoice_id) IS DISTINCT FROM (OLD.account_id, OLD.invoice_id) THEN
+            SELECT inv.invoice_id, inv.number, inv.status INTO i
+            FROM @extschema@.invoice inv
+            WHERE inv.account_id = NEW.account_id AND inv.invoice_id = NEW.invoice_id
+            FOR SHARE;
+        END IF;
+    END IF;
+    IF i.status IS DISTINCT FROM 'draft' AND i.invoice_id IS NOT NULL THEN
+        RAISE EXCEPTION 'invoice % (%) is %: its lines cannot be %', i.invoice_id, i.number, i.status,
+            CASE TG_OP WHEN 'INSERT' THEN 'added to' WHEN 'DELETE' THEN 'deleted' ELSE 'changed' END
+            USING ERRCODE = '55000', HINT = 'Correct a final invoice with a credit note (convbill.credit_note).';
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER invoice_line_guard BEFORE UPDATE OR DELETE ON @extschema@.invoice_line
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.invoice_line_guard();
+CREATE TRIGGER invoice_line_insert_guard AFTER INSERT ON @extschema@.invoice_line
+    REFERENCING NEW TABLE AS new_lines
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.invoice_line_guard();
+
+-- TRUNCATE would take final invoices with it: refused while there are any.
+CREATE FUNCTION @extschema@.invoice_no_truncate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM @extschema@.invoice i WHERE i.status <> 'draft') THEN
+        RAISE EXCEPTION 'TRUNCATE %: there are final invoices, which can never be deleted', TG_TABLE_NAME
+            USING ERRCODE = '55000';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER invoice_no_truncate BEFORE TRUNCATE ON @extschema@.invoice
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.invoice_no_truncate();
+CREATE TRIGGER invoice_line_no_truncate BEFORE TRUNCATE ON @extschema@.invoice_line
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.invoice_no_truncate();
+
+-- Payments and their allocations are part of the money history, like the ledger.
+CREATE FUNCTION @extschema@.payment_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % is not allowed', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = '55000', HINT = 'Correct money with a credit note or convbill.adjust_balance.';
+END $$;
+CREATE TRIGGER payment_append_only BEFORE UPDATE OR DELETE ON @extschema@.payment
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.payment_append_only();
+CREATE TRIGGER payment_no_truncate BEFORE TRUNCATE ON @extschema@.payment
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.payment_append_only();
+CREATE TRIGGER payment_allocation_append_only BEFORE UPDATE OR DELETE ON @extschema@.payment_allocation
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.payment_append_only();
+CREATE TRIGGER payment_allocation_no_truncate BEFORE TRUNCATE ON @extschema@.payment_allocation
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.payment_append_only();
+
+-------------------------------------------------------------------------------
+-- finalize_invoice
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.finalize_invoice(p_invoice_id bigint)
+RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    acc bigint := @extschema@.invoice_account(p_invoice_id, 'finalize_invoice');
+    a @extschema@.account;
+    inv @extschema@.invoice;
+    n bigint;
+    num text;
+    issued timestamptz;
+BEGIN
+    -- the account first (as the bill run and payments lock it), then the invoice
+    SELECT * INTO a FROM @extschema@.account WHERE account_id = acc FOR NO KEY UPDATE;
+    SELECT * INTO inv FROM @extschema@.invoice
+    WHERE account_id = acc AND invoice_id = p_invoice_id FOR UPDATE;
+    IF inv.status = 'final' THEN
+        RETURN inv.number;                  -- finalized before: the same number
+    ELSIF inv.status = 'void' THEN
+        RAISE EXCEPTION 'finalize_invoice: invoice % (%) is void', p_invoice_id, inv.number
+            USING ERRCODE = '55000';
+    END IF;
+    IF inv.series !~ '^[A-Za-z0-9][A-Za-z0-9_/.-]{0,31}$' THEN
+        RAISE EXCEPTION 'finalize_invoice: invoice %: series "%" must be 1 to 32 letters, digits, "_", "/", "." or "-"',
+            p_invoice_id, inv.series USING ERRCODE = '22023';
+    END IF;
+    PERFORM @extschema@.invoice_check_lines(inv);
+    INSERT INTO @extschema@.invoice_series AS s (series, last_number) VALUES (inv.series, 1)
+    ON CONFLICT (series) DO UPDATE SET last_number = s.last_number + 1
+    RETURNING s.last_number INTO n;
+    num := @extschema@.invoice_number(inv.series, n);
+    issued := coalesce(inv.issued_at, now());
+    UPDATE @extschema@.invoice
+    SET status = 'final', number = num, issued_at = issued,
+        due_at = coalesce(inv.due_at,
+                          ((issued AT TIME ZONE a.timezone) + make_interval(days => a.payment_terms))
+                          AT TIME ZONE a.timezone)
+    WHERE account_id = acc AND invoice_id = p_invoice_id;
+    RETURN num;
+END $$;
+COMMENT ON FUNCTION @extschema@.finalize_invoice(bigint) IS
+    'make a draft invoice final: checks its lines against its totals, gives it the next gap-free number of its series, sets issued_at (if unset) and due_at (issued + the account''s payment_terms days); returns the number (again, for an invoice already final)';
+
+-------------------------------------------------------------------------------
+-- What is paid, credited and open per final invoice
+-------------------------------------------------------------------------------
+CREATE VIEW @extschema@.invoice_settlement AS
+SELECT i.account_id, i.invoice_id, i.number, i.status, i.currency, i.issued_at, i.due_at,
+       i.total, i.amount_due, p.paid, c.credited,
+       greatest(i.amount_due - p.paid - c.credited, 0) AS open
+FROM @extschema@.invoice i
+CROSS JOIN LATERAL (SELECT coalesce(sum(pa.amount), 0) AS paid
+                    FROM @extschema@.payment_allocation pa
+                    WHERE pa.account_id = i.account_id AND pa.invoice_id = i.invoice_id) p
+CROSS JOIN LATERAL (SELECT -coalesce(sum(cn.total), 0) AS credited
+                    FROM @extschema@.invoice cn
+                    WHERE cn.account_id = i.account_id AND cn.credits_invoice_id = i.invoice_id
+                      AND cn.kind = 'credit_note' AND cn.status = 'final') c
+WHERE i.kind = 'invoice' AND i.status IN ('final', 'void');
+COMMENT ON VIEW @extschema@.invoice_settlement IS
+    'final and void invoices: payments allocated (paid), credit notes (credited) and open = amount_due - paid - credited, never below zero';
+
+-------------------------------------------------------------------------------
+-- credit_note
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.credit_note(p_invoice_id bigint, p_amount numeric, p_reason text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    acc bigint := @extschema@.invoice_account(p_invoice_id, 'credit_note');
+    a @extschema@.account;
+    inv @extschema@.invoice;
+    credited numeric;
+    e integer;
+    cn bigint;
+    num text;
+    b bigint;
+BEGIN
+    IF p_amount IS NULL OR p_reason IS NULL THEN
+        RAISE EXCEPTION 'credit_note: amount and reason must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF p_amount <= 0 OR p_amount = 'NaN' OR p_amount = 'Infinity' THEN
+        RAISE EXCEPTION 'credit_note: amount must be a positive number, not %', p_amount USING ERRCODE = '22023';
+    END IF;
+    IF btrim(p_reason) = '' THEN
+        RAISE EXCEPTION 'credit_note: reason must not be empty' USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO a FROM @extschema@.account WHERE account_id = acc FOR NO KEY UPDATE;
+    SELECT * INTO inv FROM @extschema@.invoice
+    WHERE account_id = acc AND invoice_id = p_invoice_id FOR UPDATE;
+    IF inv.kind <> 'invoice' THEN
+        RAISE EXCEPTION 'credit_note: % is a credit note; only invoices can be credited', inv.number
+            USING ERRCODE = '22023';
+    END IF;
+    IF inv.status = 'draft' THEN
+        RAISE EXCEPTION 'credit_note: invoice % is a draft', p_invoice_id
+            USING ERRCODE = '55000', HINT = 'Change or delete the draft; only final invoices take credit notes.';
+    ELSIF inv.status = 'void' THEN
+        RAISE EXCEPTION 'credit_note: invoice % (%) is void: it is credited in full already', p_invoice_id, inv.number
+            USING ERRCODE = '55000';
+    END IF;
+    e := @extschema@.currency_exponent(inv.currency);
+    IF p_amount <> round(p_amount, e) THEN
+        RAISE EXCEPTION 'credit_note: % has more decimals than % allows (%)', p_amount, inv.currency, e
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT -coalesce(sum(c.total), 0) INTO credited
+    FROM @extschema@.invoice c
+    WHERE c.account_id = acc AND c.credits_invoice_id = p_invoice_id
+      AND c.kind = 'credit_note' AND c.status = 'final';
+    IF p_amount > inv.total - credited THEN
+        RAISE EXCEPTION 'credit_note: % exceeds what invoice % can still be credited: % (total %, credited %)',
+            p_amount, inv.number, inv.total - credited, inv.total, credited USING ERRCODE = '22023';
+    END IF;
+
+    INSERT INTO @extschema@.invoice (account_id, kind, status, series, currency, subtotal, total, amount_due,
+                                     credits_invoice_id, reason)
+    VALUES (acc, 'credit_note', 'draft', 'CN', inv.currency, -p_amount, -p_amount, -p_amount,
+            p_invoice_id, p_reason)
+    RETURNING invoice_id INTO cn;
+    INSERT INTO @extschema@.invoice_line (account_id, invoice_id, line_no, kind, description, amount,
+                                          source_account_id)
+    VALUES (acc, cn, 1, 'credit', 'Credit for invoice ' || inv.number || ': ' || p_reason, -p_amount, acc);
+    num := @extschema@.finalize_invoice(cn);
+
+    IF credited + p_amount = inv.total THEN
+        UPDATE @extschema@.invoice SET status = 'void' WHERE account_id = acc AND invoice_id = p_invoice_id;
+    END IF;
+
+    UPDATE @extschema@.bucket SET balance = balance + p_amount
+    WHERE account_id = acc AND origin = 'main'
+    RETURNING bucket_id INTO b;
+    INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, reference)
+    VALUES (acc, 'adjustment', b, inv.currency, p_amount, num);
+    RETURN cn;
+END $$;
+COMMENT ON FUNCTION @extschema@.credit_note(bigint, numeric, text) IS
+    'credit (part of) a final invoice: a final credit note (series CN, total = -amount, one credit line) whose amount goes back to the account''s money (ledger adjustment) and lowers what is open; credit notes for the whole total void the invoice; returns the credit note''s invoice_id';
+
+-------------------------------------------------------------------------------
+-- record_payment
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.record_payment(p_account_id bigint, p_amount numeric, p_reference text,
+                                           p_received_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a @extschema@.account;
+    e integer;
+    pid bigint;
+    b bigint;
+BEGIN
+    IF p_account_id IS NULL OR p_amount IS NULL OR p_reference IS NULL OR p_received_at IS NULL THEN
+        RAISE EXCEPTION 'record_payment: account_id, amount, reference and received_at must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    IF p_amount <= 0 OR p_amount = 'NaN' OR p_amount = 'Infinity' THEN
+        RAISE EXCEPTION 'record_payment: amount must be a positive number, not %', p_amount USING ERRCODE = '22023';
+    END IF;
+    IF btrim(p_reference) = '' THEN
+        RAISE EXCEPTION 'record_payment: reference must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF NOT isfinite(p_received_at) THEN
+        RAISE EXCEPTION 'record_payment: received_at must be a finite time' USING ERRCODE = '22008';
+    END IF;
+    SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
+    END IF;
+    -- a retry (the account lock makes concurrent retries wait for the first)
+    SELECT payment_id INTO pid FROM @extschema@.payment
+    WHERE account_id = p_account_id AND reference = p_reference;
+    IF FOUND THEN
+        RETURN pid;
+    END IF;
+    IF a.bill_to_parent THEN
+        RAISE EXCEPTION 'record_payment: account % is billed to its parent %', p_account_id, a.parent_id
+            USING ERRCODE = '22023', HINT = 'Record the payment on the paying account (convbill.payer_of).';
+    END IF;
+    e := @extschema@.currency_exponent(a.currency);
+    IF p_amount <> round(p_amount, e) THEN
+        RAISE EXCEPTION 'record_payment: % has more decimals than % allows (%)', p_amount, a.currency, e
+            USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO @extschema@.payment (account_id, amount, currency, reference, received_at)
+    VALUES (p_account_id, p_amount, a.currency, p_reference, p_received_at)
+    ON CONFLICT (account_id, reference) DO NOTHING
+    RETURNING payment_id INTO pid;
+    IF pid IS NULL THEN
+        SELECT payment_id INTO pid FROM @extschema@.payment
+        WHERE account_id = p_account_id AND reference = p_reference;
+        RETURN pid;
+    END IF;
+
+    UPDATE @extschema@.bucket SET balance = balance + p_amount
+    WHERE account_id = p_account_id AND origin = 'main'
+    RETURNING bucket_id INTO b;
+    INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, reference)
+    VALUES (p_account_id, 'payment', b, a.currency, p_amount, p_reference);
+
+    -- oldest open invoice first; what is left stays on the balance as credit
+    INSERT INTO @extschema@.payment_allocation (account_id, payment_id, invoice_id, amount)
+    SELECT p_account_id, pid, o.invoice_id, least(o.open, p_amount - o.before)
+    FROM (SELECT s.invoice_id, s.open,
+                 coalesce(sum(s.open) OVER (ORDER BY s.issued_at, s.invoice_id
+                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+          FROM @extschema@.invoice_settlement s
+          WHERE s.account_id = p_account_id AND s.open > 0) o
+    WHERE o.before < p_amount;
+    RETURN pid;
+END $$;
+COMMENT ON FUNCTION @extschema@.record_payment(bigint, numeric, text, timestamptz) IS
+    'record money received: credits the account''s main money bucket (ledger payment) and allocates it to its open final invoices, oldest first; the rest stays as credit; idempotent on (account_id, reference): a retry returns the first payment_id';
+
+-------------------------------------------------------------------------------
+-- account_statement
+-------------------------------------------------------------------------------
+CREATE VIEW @extschema@.account_statement AS
+SELECT d.account_id, d.at, d.kind, d.document, d.description, d.debit, d.credit,
+       sum(coalesce(d.debit, 0) - coalesce(d.credit, 0))
+           OVER (PARTITION BY d.account_id ORDER BY d.at, d.ord, d.id
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS balance
+FROM (
+    SELECT i.account_id, i.issued_at AS at, 'invoice'::text AS kind, i.number AS document,
+           CASE WHEN i.period_start IS NULL THEN 'Invoice'
+                ELSE 'Invoice for ' || to_char(i.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD') || ' to '
+                     || to_char((i.period_end AT TIME ZONE a.timezone) - interval '1 day', 'YYYY-MM-DD') END
+           || CASE WHEN i.status = 'void' THEN ' (void)' ELSE '' END AS description,
+           i.total AS debit, NULL::numeric AS credit, 1 AS ord, i.invoice_id AS id
+    FROM @extschema@.invoice i JOIN @extschema@.account a ON a.account_id = i.account_id
+    WHERE i.kind = 'invoice' AND i.status IN ('final', 'void')
+    UNION ALL
+    SELECT i.account_id, i.issued_at, 'prepaid', i.number, 'Prepaid balance applied to ' || i.number,
+           NULL, i.prepaid_applied, 2, i.invoice_id
+    FROM @extschema@.invoice i
+    WHERE i.kind = 'invoice' AND i.status IN ('final', 'void') AND i.prepaid_applied <> 0
+    UNION ALL
+    SELECT c.account_id, c.issued_at, 'credit_note', c.number,
+           'Credit note for ' || o.number || ': ' || c.reason,
+           NULL, -c.total, 3, c.invoice_id
+    FROM @extschema@.invoice c
+    JOIN @extschema@.invoice o ON o.account_id = c.account_id AND o.invoice_id = c.credits_invoice_id
+    WHERE c.kind = 'credit_note' AND c.status = 'final'
+    UNION ALL
+    SELECT p.account_id, p.received_at, 'payment', p.reference, 'Payment received',
+           NULL, p.amount, 4, p.payment_id
+    FROM @extschema@.payment p
+) d;
+COMMENT ON VIEW @extschema@.account_statement IS
+    'what an account was invoiced and paid: final and void invoices (debit = total), prepaid money applied to them, credit notes and payments (credit), in time order with a running balance (positive = owed by the customer, negative = in credit); unbilled charges and top-ups are not on it';

@@ -1,0 +1,351 @@
+-- Invoice lifecycle and presentation (SPEC section 5): finalize_invoice with
+-- gap-free numbers, immutability of final invoices, credit notes, payments
+-- allocated oldest first, account_statement, invoice_json and invoice_html.
+-- Invoices are made here by plain INSERTs (drafts with their lines), not by
+-- the bill run.  Every expected number is worked out in the comment next to
+-- it; times printed are fixed ones, now() is only compared with.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS convbill CASCADE;
+CREATE EXTENSION convbill;
+RESET client_min_messages;
+SET search_path = convbill, public;
+SET TimeZone = 'UTC';
+\set VERBOSITY terse
+\set SHOW_CONTEXT never
+
+-- errors as "SQLSTATE: message", so each refusal shows its code
+CREATE FUNCTION pg_temp.fails(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+-- a draft invoice with its totals; the lines are inserted separately
+CREATE FUNCTION pg_temp.draft(id bigint, acc bigint, cur text, sub numeric, disc numeric, tax numeric,
+                              prepaid numeric DEFAULT 0, issued timestamptz DEFAULT NULL,
+                              ps timestamptz DEFAULT NULL, pe timestamptz DEFAULT NULL, ser text DEFAULT 'INV')
+RETURNS bigint LANGUAGE sql AS $$
+    INSERT INTO convbill.invoice (invoice_id, account_id, period_start, period_end, currency, series,
+                                  subtotal, discount, tax, total, prepaid_applied, amount_due, issued_at)
+    VALUES (id, acc, ps, pe, cur, ser, sub, disc, tax, sub + disc + tax, prepaid, sub + disc + tax - prepaid, issued)
+    RETURNING invoice_id
+$$;
+-- one line
+CREATE FUNCTION pg_temp.line(inv bigint, no integer, k text, amt numeric, src bigint DEFAULT NULL,
+                             svc text DEFAULT NULL, qty numeric DEFAULT NULL, descr text DEFAULT NULL)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO convbill.invoice_line (account_id, invoice_id, line_no, kind, service, description, quantity,
+                                       amount, source_account_id)
+    SELECT i.account_id, inv, no, k, svc, descr, qty, amt, coalesce(src, i.account_id)
+    FROM convbill.invoice i WHERE i.invoice_id = inv
+$$;
+-- the account's main money bucket and whether the ledger adds up to it
+CREATE FUNCTION pg_temp.money(acc bigint)
+RETURNS TABLE (balance numeric, ledger_sum numeric)
+LANGUAGE sql AS $$
+    SELECT b.balance, (SELECT sum(l.amount) FROM convbill.ledger l
+                       WHERE l.account_id = b.account_id AND l.bucket_id = b.bucket_id)
+    FROM convbill.bucket b WHERE b.account_id = acc AND b.origin = 'main'
+$$;
+
+INSERT INTO service VALUES ('voice', 'second'), ('sms', 'message');
+INSERT INTO seller (name, address, tax_id, email, payment_details) VALUES
+    ('Telco & Sons GmbH', E'Hauptstrasse 1\n10115 Berlin', 'DE123456789', 'billing@telco.example',
+     'IBAN DE00 1234 5678 9012 3456 78');
+INSERT INTO account (account_id, external_ref, name, currency, timezone, parent_id, bill_to_parent, tax_code) VALUES
+    (100, 'ACME', 'Acme Ltd', 'EUR', 'Europe/Berlin', NULL, false, 'VAT'),
+    (101, 'ACME-SUB', 'Acme Field Team', 'EUR', 'Europe/Berlin', 100, true, NULL),
+    (200, 'NIPPON', 'Nippon KK', 'JPY', 'Asia/Tokyo', NULL, false, NULL),
+    (300, 'GULF', 'Gulf Trading', 'KWD', 'Asia/Kuwait', NULL, false, NULL),
+    (400, 'PAYER', 'Payer Inc', 'EUR', 'UTC', NULL, false, NULL),
+    (500, 'EVIL', 'Evil <script>alert("x")</script> & Sons', 'EUR', 'UTC', NULL, false, NULL);
+
+-------------------------------------------------------------------------------
+-- finalize_invoice
+-------------------------------------------------------------------------------
+-- 1001, Acme, March 2024 in Berlin: fee 10.00 + voice 12.34 (Acme) + sms 1.20
+-- (the sub-account) = subtotal 23.54; discount -2.00; VAT 19 % of 21.54 =
+-- 4.0926 -> 4.09; total 23.54 - 2.00 + 4.09 = 25.63; prepaid 5.00, due 20.63.
+-- Issued 2024-03-20 12:00 Berlin (+01); due 14 local days later, 2024-04-03
+-- 12:00 Berlin, which is +02 by then: 10:00 UTC (not 11:00).
+SELECT pg_temp.draft(1001, 100, 'EUR', 23.54, -2.00, 4.09, 5.00, '2024-03-20 12:00+01',
+                     '2024-03-01 00:00+01', '2024-04-01 00:00+02');
+SELECT pg_temp.line(1001, 1, 'recurring', 10.00, NULL, NULL, 1, 'Business plan');
+SELECT pg_temp.line(1001, 2, 'usage', 12.34, NULL, 'voice', 3600.000, NULL);
+SELECT pg_temp.line(1001, 3, 'usage', 1.20, 101, 'sms', 12, 'Text messages');
+SELECT pg_temp.line(1001, 4, 'discount', -2.00, NULL, NULL, NULL, 'Loyalty 2.00 off');
+INSERT INTO invoice_line (account_id, invoice_id, line_no, kind, description, amount, source_account_id, tax_code, tax_rate)
+VALUES (100, 1001, 5, 'tax', 'VAT 19 %', 4.09, 100, 'VAT', 19);
+-- 1002 and 1003: 10.00 each, one line
+SELECT pg_temp.draft(1002, 100, 'EUR', 10.00, 0, 0);
+SELECT pg_temp.line(1002, 1, 'one_time', 9.99);     -- wrong on purpose: 9.99 <> 10.00
+SELECT pg_temp.draft(1003, 400, 'EUR', 10.00, 0, 0);
+SELECT pg_temp.line(1003, 1, 'one_time', 10.00);
+
+-- refusals: the lines must make up the totals exactly, rounded to the minor unit
+SELECT pg_temp.fails('SELECT convbill.finalize_invoice(1002)') AS sum_mismatch;
+UPDATE invoice_line SET amount = 10.004 WHERE invoice_id = 1002;       -- a draft may change
+SELECT pg_temp.fails('SELECT convbill.finalize_invoice(1002)') AS unrounded;
+UPDATE invoice_line SET amount = 10.00, kind = 'tax' WHERE invoice_id = 1002;
+SELECT pg_temp.fails('SELECT convbill.finalize_invoice(1002)') AS breakdown_mismatch;
+UPDATE invoice_line SET kind = 'one_time' WHERE invoice_id = 1002;
+SELECT pg_temp.fails('SELECT convbill.finalize_invoice(999999)') AS unknown;
+SELECT pg_temp.fails('SELECT convbill.finalize_invoice(NULL)') AS null_id;
+-- the same check guards a hand-made UPDATE to final
+SELECT pg_temp.fails($$UPDATE convbill.invoice SET status = 'final', number = 'X-1', total = 11.00, subtotal = 11.00,
+                       amount_due = 11.00 WHERE invoice_id = 1002$$) AS update_to_final;
+-- nothing was numbered by the failures
+SELECT count(*) AS series_rows FROM invoice_series;
+
+-- gap-free: a rolled-back number is given again
+SELECT finalize_invoice(1001);                                          -- INV-000001
+BEGIN;
+SELECT finalize_invoice(1002);                                          -- INV-000002 ...
+ROLLBACK;                                                               -- ... given back
+SELECT finalize_invoice(1003);                                          -- INV-000002 again
+SELECT finalize_invoice(1002);                                          -- INV-000003
+-- a failure inside a savepoint gives its number back too
+BEGIN;
+SELECT pg_temp.draft(1004, 400, 'EUR', 5.00, 0, 0);
+SELECT pg_temp.line(1004, 1, 'one_time', 5.00);
+SAVEPOINT s;
+SELECT finalize_invoice(1004);                                          -- INV-000004 ...
+ROLLBACK TO SAVEPOINT s;                                                -- ... given back
+SELECT finalize_invoice(1004);                                          -- INV-000004
+COMMIT;
+SELECT finalize_invoice(1001) AS again;                                 -- idempotent: INV-000001
+SELECT * FROM invoice_series ORDER BY series;                           -- INV 4
+SELECT invoice_id, number, status, issued_at, due_at FROM invoice WHERE invoice_id = 1001;
+-- no issued_at given: now, and due 14 local days later
+SELECT issued_at <= now() AND issued_at > now() - interval '1 hour' AS issued_now,
+       (due_at AT TIME ZONE 'UTC')::date - (issued_at AT TIME ZONE 'UTC')::date AS terms_days
+FROM invoice WHERE invoice_id = 1003;
+-- payment terms per account; a due_at set by the bill run is kept
+UPDATE account SET payment_terms = 30 WHERE account_id = 200;
+SELECT pg_temp.fails('UPDATE convbill.account SET payment_terms = -1 WHERE account_id = 200') AS bad_terms;
+-- 2001, Nippon, JPY: 1000 + 234 = 1234, issued 2024-05-01 09:00 Tokyo, due +30 days;
+-- 2002 with due_at set beforehand
+SELECT pg_temp.draft(2001, 200, 'JPY', 1234, 0, 0, 0, '2024-05-01 09:00+09',
+                     '2024-04-01 00:00+09', '2024-05-01 00:00+09');
+SELECT pg_temp.line(2001, 1, 'recurring', 1000, NULL, NULL, 1, 'Plan S');
+SELECT pg_temp.line(2001, 2, 'usage', 234, NULL, 'voice', 1170);
+SELECT pg_temp.draft(2002, 200, 'JPY', 0, 0, 0, 0, '2024-05-01 09:00+09');
+UPDATE invoice SET due_at = '2024-05-02 09:00+09' WHERE invoice_id = 2002;
+SELECT finalize_invoice(2001), finalize_invoice(2002);                  -- INV-000005, INV-000006 (empty invoice)
+SELECT invoice_id, number, due_at FROM invoice WHERE account_id = 200 ORDER BY invoice_id;
+-- other series; numbers past 999999 are written in full
+SELECT pg_temp.draft(3001, 300, 'KWD', 1.250, 0, 0, 0, '2024-05-01 09:00+03',
+                     '2024-04-01 00:00+03', '2024-05-01 00:00+03', 'KW');
+SELECT pg_temp.line(3001, 1, 'one_time', 1.250, NULL, NULL, NULL, 'Setup fee');
+INSERT INTO invoice_series VALUES ('KW', 999999);
+SELECT finalize_invoice(3001);                                          -- KW-1000000
+SELECT invoice_number('INV', 42) AS n42, invoice_number('INV', 123456) AS n6;
+SELECT pg_temp.draft(3002, 300, 'KWD', 0, 0, 0, ser => 'bad series!');
+SELECT pg_temp.fails('SELECT convbill.finalize_invoice(3002)') AS bad_series;
+DELETE FROM invoice WHERE invoice_id = 3002;                            -- a draft may go
+
+-------------------------------------------------------------------------------
+-- immutability
+-------------------------------------------------------------------------------
+SELECT pg_temp.fails('UPDATE convbill.invoice SET total = 0, subtotal = 0, discount = 0, tax = 0, prepaid_applied = 0, amount_due = 0 WHERE invoice_id = 1001') AS update_final;
+SELECT pg_temp.fails('UPDATE convbill.invoice SET due_at = due_at + interval ''1 day'' WHERE invoice_id = 1001') AS update_due;
+SELECT pg_temp.fails('UPDATE convbill.invoice SET status = ''draft'', number = NULL WHERE invoice_id = 1001') AS back_to_draft;
+SELECT pg_temp.fails('UPDATE convbill.invoice SET status = ''void'' WHERE invoice_id = 1001') AS void_by_hand;
+SELECT pg_temp.fails('DELETE FROM convbill.invoice WHERE invoice_id = 1003') AS delete_final;
+SELECT pg_temp.fails('UPDATE convbill.invoice_line SET amount = 0 WHERE invoice_id = 1001 AND line_no = 1') AS update_line;
+SELECT pg_temp.fails('UPDATE convbill.invoice_line SET description = ''x'' WHERE invoice_id = 1001 AND line_no = 1') AS update_line_text;
+SELECT pg_temp.fails('DELETE FROM convbill.invoice_line WHERE invoice_id = 1001') AS delete_lines;
+SELECT pg_temp.fails('SELECT pg_temp.line(1001, 9, ''one_time'', 0)') AS add_line;
+SELECT pg_temp.fails('TRUNCATE convbill.invoice_line') AS truncate_lines;
+SELECT pg_temp.fails('TRUNCATE convbill.invoice CASCADE') AS truncate_invoices;
+SELECT pg_temp.fails($$INSERT INTO convbill.invoice (account_id, status, number, currency) VALUES (400, 'final', 'INV-999999', 'EUR')$$) AS insert_final;
+-- a line moved from a draft into a final invoice is refused too
+SELECT pg_temp.draft(1005, 100, 'EUR', 1.00, 0, 0);
+SELECT pg_temp.line(1005, 1, 'one_time', 1.00);
+SELECT pg_temp.fails('UPDATE convbill.invoice_line SET invoice_id = 1001, line_no = 99 WHERE invoice_id = 1005') AS move_line;
+SELECT pg_temp.fails('UPDATE convbill.invoice SET status = ''void'', number = ''V-1'' WHERE invoice_id = 1005') AS void_draft;
+DELETE FROM invoice_line WHERE invoice_id = 1005;
+DELETE FROM invoice WHERE invoice_id = 1005;
+-- everything is as it was
+SELECT invoice_id, number, status, total, (SELECT count(*) FROM invoice_line l WHERE l.invoice_id = i.invoice_id) AS lines
+FROM invoice i ORDER BY invoice_id;
+
+-------------------------------------------------------------------------------
+-- invoice_json and invoice_html (1001 before any credit note)
+-------------------------------------------------------------------------------
+SELECT jsonb_pretty(invoice_json(1001));
+SELECT invoice_json(1001) #>> '{sections,1,name}' AS second_section,
+       invoice_json(2001) -> 'totals' AS jpy_totals,
+       invoice_json(3001) -> 'totals' ->> 'total' AS kwd_total,
+       invoice_json(1002) -> 'settlement' AS settlement_1002;
+SELECT pg_temp.fails('SELECT convbill.invoice_json(999999)') AS json_unknown;
+-- amounts in the currency's minor unit, half-up
+SELECT format_amount(1234567.891, 'EUR') AS eur, format_amount(-0.5, 'EUR') AS eur_neg,
+       format_amount(1234.5, 'JPY') AS jpy, format_amount(-1234.5, 'JPY') AS jpy_neg,
+       format_amount(1.2345, 'KWD') AS kwd, format_amount(0, 'KWD') AS kwd_zero,
+       format_amount(999.9999, 'KWD') AS kwd_carry;
+SELECT pg_temp.fails('SELECT convbill.format_amount(1, ''XXX'')') AS bad_currency;
+SELECT pg_temp.fails('SELECT convbill.format_amount(''NaN'', ''EUR'')') AS nan;
+SELECT html_escape($$<a href="x">Tom & Jerry's</a>$$) AS escaped;
+-- the pages: totals as printed, sections in order, self-contained
+SELECT h ~ '<td class="num" id="total">EUR 25\.63</td>' AS eur_total,
+       h ~ '<td class="num" id="amount-due">EUR 20\.63</td>' AS eur_due,
+       h ~ 'Prepaid balance applied</th><td class="num">-5\.00<' AS prepaid,
+       h ~ '>INV-000001<' AS number,
+       h ~ '2024-03-01 &ndash; 2024-03-31' AS local_period,
+       h ~ '>2024-04-03<' AS due_date,
+       strpos(h, '>Acme Ltd <') < strpos(h, '>Acme Field Team <') AS payer_section_first,
+       h ~ 'Text messages</td><td>sms</td><td class="num">12 message</td><td class="num">1\.20<' AS sms_line,
+       h ~ '3,600 second' AS voice_quantity,
+       h ~ 'Telco &amp; Sons GmbH' AS seller_escaped,
+       h ~ 'Hauptstrasse 1<br>10115 Berlin' AS address,
+       h !~* '(https?:|src=|<link|<script|@import|url\()' AS self_contained
+FROM invoice_html(1001) h;
+SELECT h ~ 'id="total">JPY 1,234<' AS jpy_total, h ~ '>234<' AS jpy_line, h ~ '1,170 second' AS qty
+FROM invoice_html(2001) h;
+SELECT h ~ 'id="total">KWD 1\.250<' AS kwd_total, h ~ '>KW-1000000<' AS number FROM invoice_html(3001) h;
+-- text from the database is escaped: no script element can come from a name
+SELECT pg_temp.draft(5001, 500, 'EUR', 3.50, 0, 0);
+SELECT pg_temp.line(5001, 1, 'one_time', 3.50, NULL, NULL, NULL, $$<img src=x onerror="alert(1)"> & 'more'$$);
+SELECT h ~ '>DRAFT<' AS draft_number, h ~ 'class="stamp">DRAFT' AS draft_stamp,
+       strpos(h, '<script') AS script_tags, strpos(h, '<img') AS img_tags,
+       h ~ 'Evil &lt;script&gt;alert\(&quot;x&quot;\)&lt;/script&gt; &amp; Sons' AS name_escaped,
+       h ~ '&lt;img src=x onerror=&quot;alert\(1\)&quot;&gt; &amp; &#39;more&#39;' AS description_escaped
+FROM invoice_html(5001) h;
+SELECT invoice_json(5001) -> 'customer' ->> 'name' AS json_name_raw, invoice_json(5001) ->> 'number' AS json_number;
+
+-------------------------------------------------------------------------------
+-- credit notes: 1001 (total 25.63, due 20.63) credited 5.63, then the rest
+-------------------------------------------------------------------------------
+SELECT pg_temp.fails('SELECT convbill.credit_note(1001, 0, ''x'')') AS zero;
+SELECT pg_temp.fails('SELECT convbill.credit_note(1001, -1, ''x'')') AS negative;
+SELECT pg_temp.fails('SELECT convbill.credit_note(1001, ''NaN'', ''x'')') AS nan;
+SELECT pg_temp.fails('SELECT convbill.credit_note(1001, 25.64, ''x'')') AS too_much;
+SELECT pg_temp.fails('SELECT convbill.credit_note(1001, 1.001, ''x'')') AS decimals;
+SELECT pg_temp.fails('SELECT convbill.credit_note(1001, 1, NULL)') AS null_reason;
+SELECT pg_temp.fails('SELECT convbill.credit_note(1001, 1, '' '')') AS empty_reason;
+SELECT pg_temp.fails('SELECT convbill.credit_note(5001, 1, ''x'')') AS draft;
+SELECT pg_temp.fails('SELECT convbill.credit_note(999999, 1, ''x'')') AS unknown;
+SELECT credit_note(1001, 5.63, 'Dropped calls') AS cn1 \gset
+SELECT number AS cn1 FROM invoice WHERE invoice_id = :cn1;   -- CN-000001
+SELECT kind, status, series, number, total, subtotal, amount_due, credits_invoice_id, reason, period_start IS NULL AS no_period
+FROM invoice WHERE kind = 'credit_note';
+SELECT l.line_no, l.kind, l.amount, l.description, l.source_account_id
+FROM invoice_line l JOIN invoice i USING (account_id, invoice_id) WHERE i.kind = 'credit_note';
+-- 1001 stays final; open = 20.63 - 5.63 = 15.00
+SELECT invoice_id, number, status, total, amount_due, paid, credited, open FROM invoice_settlement WHERE invoice_id = 1001;
+SELECT pg_temp.fails('SELECT convbill.credit_note(1001, 20.01, ''x'')') AS beyond_rest;    -- 25.63 - 5.63 = 20.00 left
+SELECT pg_temp.fails('SELECT convbill.credit_note((SELECT invoice_id FROM convbill.invoice WHERE number = ''CN-000001''), 1, ''x'')') AS credit_a_credit_note;
+SELECT pg_temp.fails('UPDATE convbill.invoice SET status = ''void'' WHERE invoice_id = 1001') AS void_partly_credited;
+SELECT credit_note(1001, 20.00, 'Contract cancelled') AS cn2 \gset
+SELECT number AS cn2 FROM invoice WHERE invoice_id = :cn2;  -- CN-000002
+-- credited in full: void; open = max(20.63 - 25.63, 0) = 0
+SELECT invoice_id, number, status, total, amount_due, paid, credited, open FROM invoice_settlement WHERE invoice_id = 1001;
+SELECT pg_temp.fails('SELECT convbill.credit_note(1001, 0.01, ''x'')') AS void_again;
+SELECT pg_temp.fails('SELECT convbill.finalize_invoice(1001)') AS finalize_void;
+SELECT pg_temp.fails('UPDATE convbill.invoice SET status = ''final'' WHERE invoice_id = 1001') AS unvoid;
+SELECT pg_temp.fails('DELETE FROM convbill.invoice WHERE kind = ''credit_note''') AS delete_credit_note;
+-- the money came back: adjustments +5.63 and +20.00 = 25.63 on Acme's main bucket
+SELECT kind, amount, reference FROM ledger WHERE account_id = 100 ORDER BY entry_id;
+SELECT * FROM pg_temp.money(100);
+SELECT * FROM invoice_series ORDER BY series;                           -- CN 2, INV 6, KW 1000000
+-- the credit note's page and JSON
+SELECT h ~ '<h1>Credit note</h1>' AS title, h ~ 'Credits invoice <b>INV-000001</b> of 2024-03-20' AS credits,
+       h ~ 'Reason: Dropped calls' AS reason, h ~ 'id="total">EUR -5\.63<' AS total,
+       h !~ 'Amount due' AS no_amount_due
+FROM invoice_html((SELECT invoice_id FROM invoice WHERE number = 'CN-000001')) h;
+SELECT invoice_json(invoice_id) -> 'credits' ->> 'number' AS credits, invoice_json(invoice_id) -> 'totals' ->> 'total' AS total
+FROM invoice WHERE number = 'CN-000002';
+SELECT h ~ 'class="stamp">VOID' AS void_stamp FROM invoice_html(1001) h;
+
+-------------------------------------------------------------------------------
+-- record_payment: Payer Inc (400) owes, oldest first,
+--   A 4002 issued 2024-01-05: 30.00 due
+--   B 4001 issued 2024-02-05: total 50.00, prepaid 10.00, due 40.00
+--   C 4003 issued 2024-03-05: 20.00 due, credited 5.00 -> 15.00 open
+-- (and 1003 = INV-000002, 10.00, issued now: the newest, and 1004 = 5.00)
+-------------------------------------------------------------------------------
+SELECT pg_temp.draft(4001, 400, 'EUR', 50.00, 0, 0, 10.00, '2024-02-05 10:00+00');
+SELECT pg_temp.line(4001, 1, 'one_time', 50.00);
+SELECT pg_temp.draft(4002, 400, 'EUR', 30.00, 0, 0, 0, '2024-01-05 10:00+00');
+SELECT pg_temp.line(4002, 1, 'one_time', 30.00);
+SELECT pg_temp.draft(4003, 400, 'EUR', 20.00, 0, 0, 0, '2024-03-05 10:00+00');
+SELECT pg_temp.line(4003, 1, 'one_time', 20.00);
+SELECT pg_temp.draft(4004, 400, 'EUR', 99.00, 0, 0, 0, '2024-01-01 10:00+00');   -- stays a draft
+SELECT pg_temp.line(4004, 1, 'one_time', 99.00);
+SELECT finalize_invoice(4001), finalize_invoice(4002), finalize_invoice(4003);  -- INV-000007..9
+SELECT credit_note(4003, 5.00, 'Goodwill') AS cn3 \gset
+SELECT number AS cn3 FROM invoice WHERE invoice_id = :cn3;  -- CN-000003
+
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, 0, ''P'')') AS zero;
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, -5, ''P'')') AS negative;
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, ''NaN'', ''P'')') AS nan;
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, ''Infinity'', ''P'')') AS inf;
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, 1.234, ''P'')') AS decimals;
+SELECT pg_temp.fails('SELECT convbill.record_payment(200, 100.5, ''P'')') AS jpy_decimals;
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, NULL, ''P'')') AS null_amount;
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, 1, NULL)') AS null_reference;
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, 1, '''')') AS empty_reference;
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, 1, ''P'', ''infinity'')') AS infinite_time;
+SELECT pg_temp.fails('SELECT convbill.record_payment(999, 1, ''P'')') AS unknown_account;
+SELECT pg_temp.fails('SELECT convbill.record_payment(101, 1, ''P'')') AS billed_to_parent;
+SELECT count(*) AS payments FROM payment;
+
+-- 45.00: A 30.00 (paid), B 15.00 of 40.00
+SELECT record_payment(400, 45.00, 'PAY-1', '2024-03-10 09:00+00') AS pay1 \gset
+SELECT p.reference, a.invoice_id, i.number, a.amount
+FROM payment_allocation a JOIN payment p USING (account_id, payment_id) JOIN invoice i USING (account_id, invoice_id)
+ORDER BY p.payment_id, i.issued_at;
+-- a retry, even with another amount, returns the first payment and changes nothing
+SELECT record_payment(400, 45.00, 'PAY-1', '2024-03-10 09:00+00') = :pay1 AS same,
+       record_payment(400, 99.00, 'PAY-1') = :pay1 AS same_other_amount;
+SELECT (SELECT count(*) FROM payment) AS payments, (SELECT count(*) FROM payment_allocation) AS allocations,
+       (SELECT count(*) FROM ledger WHERE kind = 'payment') AS payment_entries;
+-- 50.00: B 25.00 (rest), C 15.00, INV-000002 (1003) 10.00; nothing left over
+-- 12.00: INV-000004 (1004) 5.00, 7.00 stays as credit
+SELECT record_payment(400, 50.00, 'PAY-2', '2024-03-20 09:00+00') > :pay1 AS pay2;
+SELECT record_payment(400, 12.00, 'PAY-3', '2024-04-01 09:00+00') > :pay1 AS pay3;
+SELECT p.reference, i.number, a.amount
+FROM payment_allocation a JOIN payment p USING (account_id, payment_id) JOIN invoice i USING (account_id, invoice_id)
+ORDER BY p.payment_id, i.issued_at, i.invoice_id;
+-- every invoice settled; a payment with nothing open stays whole on the balance
+SELECT number, total, amount_due, paid, credited, open FROM invoice_settlement WHERE account_id = 400 ORDER BY issued_at;
+SELECT record_payment(400, 3.00, 'PAY-4', '2024-04-02 09:00+00') > :pay1 AS pay4;
+SELECT count(*) AS pay4_allocations FROM payment_allocation a JOIN payment p USING (account_id, payment_id)
+WHERE p.reference = 'PAY-4';
+-- money: credit note +5.00, payments 45 + 50 + 12 + 3 = 110 -> 115.00
+SELECT kind, amount, reference FROM ledger WHERE account_id = 400 ORDER BY entry_id;
+SELECT * FROM pg_temp.money(400);
+SELECT pg_temp.fails('UPDATE convbill.payment SET amount = 1') AS update_payment;
+SELECT pg_temp.fails('DELETE FROM convbill.payment_allocation') AS delete_allocation;
+SELECT pg_temp.fails('TRUNCATE convbill.payment CASCADE') AS truncate_payment;
+-- payments in yen: whole yen only, allocated to 2001 (1234 due)
+SELECT record_payment(200, 2000, 'JP-1', '2024-05-10 00:00+09') > 0 AS jpy_paid;
+SELECT number, paid, open FROM invoice_settlement WHERE account_id = 200 ORDER BY invoice_id;
+
+-------------------------------------------------------------------------------
+-- account_statement
+-------------------------------------------------------------------------------
+-- Payer Inc: A +30 = 30; B +50 = 80, prepaid -10 = 70; C +20 = 90;
+-- PAY-1 -45 = 45; PAY-2 -50 = -5; PAY-3 -12 = -17; PAY-4 -3 = -20;
+-- then, issued now (in the order they were finalized): INV-000002 +10 = -10,
+-- INV-000004 +5 = -5, CN-000003 -5 = -10: in credit by 10.00
+-- (= 115.00 money received and credited - 105.00 due on the invoices).
+SELECT CASE WHEN at > '2025-01-01' THEN 'now' ELSE at::text END AS at,
+       kind, document, description, debit, credit, balance
+FROM account_statement WHERE account_id = 400;
+-- Acme: INV-000001 +25.63, prepaid -5.00 = 20.63; issued now: INV-000003
+-- +10.00 = 30.63, CN-000001 -5.63 = 25.00, CN-000002 -20.00 = 5.00 (INV-000001
+-- is void and its prepaid 5.00 is the customer's again: 10.00 - 5.00 owed)
+SELECT CASE WHEN at > '2025-01-01' THEN 'now' ELSE at::text END AS at,
+       kind, document, description, debit, credit, balance
+FROM account_statement WHERE account_id = 100;
+-- the last balance of each account is what was invoiced minus prepaid, credits and payments
+SELECT s.account_id, s.balance,
+       (SELECT coalesce(sum(i.total - i.prepaid_applied), 0) FROM invoice i
+        WHERE i.account_id = s.account_id AND i.status <> 'draft')
+       - (SELECT coalesce(sum(p.amount), 0) FROM payment p WHERE p.account_id = s.account_id) AS recomputed
+FROM (SELECT DISTINCT ON (account_id) account_id, balance FROM account_statement
+      ORDER BY account_id, at DESC, kind DESC) s
+ORDER BY s.account_id;

@@ -1,0 +1,177 @@
+-- Jobs (SPEC section 7): the job catalog, run_job() and run_job_proc() with
+-- their log in job_run, and schedule_jobs() where pg_cron is not installed
+-- (this database: pg_cron runs from database "postgres").  Registration in
+-- pg_cron, jobs fired by it and overlapping runs: test/jobs/jobs.sh.
+-- a fresh, empty catalog for this file (pg_regress runs every file in one database)
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS convbill CASCADE;
+CREATE EXTENSION convbill;
+SET search_path = convbill, public;
+SET TimeZone = 'UTC';
+SET IntervalStyle = 'postgres';
+\set SHOW_CONTEXT never
+
+-- a run in a few columns, without timestamps
+CREATE FUNCTION pg_temp.runs(p_job text)
+RETURNS TABLE (job text, status text, steps integer, rows bigint, error text, sqlstate text, timed boolean)
+LANGUAGE sql AS $$
+    SELECT r.job, r.status, r.steps, r.rows, r.error, r.sqlstate,
+           r.started_at <= r.finished_at AND r.finished_at <= clock_timestamp()
+    FROM convbill.job_run r WHERE r.job = p_job ORDER BY r.run_id
+$$;
+
+-------------------------------------------------------------------------------
+-- 1. The built-in jobs
+-------------------------------------------------------------------------------
+SELECT name, schedule, command, repeat, time_budget, enabled, builtin FROM job ORDER BY name;
+
+-------------------------------------------------------------------------------
+-- 2. Without pg_cron in this database: 55000 and what to do
+-------------------------------------------------------------------------------
+SELECT * FROM schedule_jobs();
+\echo :LAST_ERROR_SQLSTATE
+SELECT unschedule_jobs();
+\echo :LAST_ERROR_SQLSTATE
+-- the statements to run in pg_cron's database instead: enabled jobs only,
+-- each named after this database too
+UPDATE job SET enabled = false WHERE name = 'analytics';
+SELECT schedule_jobs_sql();
+UPDATE job SET enabled = true WHERE name = 'analytics';
+
+-------------------------------------------------------------------------------
+-- 3. Each built-in job's work
+-------------------------------------------------------------------------------
+INSERT INTO service VALUES ('voice', 'second');
+INSERT INTO plan (code, name, currency, allowances) VALUES ('BARE', 'No allowances', 'EUR', '{}');
+-- whole minutes at 0.01/s: 0.60 a minute
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES
+    ('BARE', 'voice', '{"price": "0.01", "increment": {"first": 60, "next": 60}}');
+INSERT INTO account (account_id, external_ref, name, currency, credit_limit) VALUES (1, 'JOBS', 'jobs', 'EUR', 100);
+SELECT count(subscribe(1, 'BARE', now() - interval '70 days')) AS subscriptions;
+
+-- rate: 3 calls of last month and one event of an unknown account are
+-- pending; the first step handles all 4 (3 rated, 1 rejected), the second
+-- finds none: 2 steps, 4 rows
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+SELECT a, 'sw', 'e' || g, 'voice', 30 * g, now() - interval '40 days' + g * interval '1 minute'
+FROM generate_series(1, 4) g, LATERAL (SELECT CASE WHEN g = 4 THEN 99 ELSE 1 END AS a) x;
+SELECT run_job('rate');
+SELECT * FROM pg_temp.runs('rate');
+SELECT external_id, status, reject_reason FROM usage_event ORDER BY external_id;
+-- 30 s, 60 s, 90 s in whole minutes: 0.60 + 0.60 + 1.20
+SELECT sum(amount) AS charged FROM charge WHERE account_id = 1;
+-- nothing pending: one step, 0 rows
+SELECT run_job('rate');
+SELECT * FROM pg_temp.runs('rate');
+
+-- expire: a session and a top-up that lapse after a millisecond: the first
+-- step ends 1 session + zeroes 1 bucket = 2, the second finds none
+SELECT top_up(1, 5.00, 'pay-1') IS NOT NULL AS topped_up;
+SELECT (reserve(1, 'voice', 's1', 60, '{}', '1 millisecond')).result;
+SELECT top_up(1, 2.00, 'short', now() + interval '1 millisecond') IS NOT NULL AS topped_up;
+SELECT pg_sleep(0.01);
+SELECT run_job('expire');
+SELECT * FROM pg_temp.runs('expire');
+SELECT status FROM reservation WHERE session_id = 's1';
+SELECT origin, reference, balance FROM bucket WHERE account_id = 1 AND reference = 'short';
+
+-- bill: last month's period ended; the run's rows are the invoices it made
+SELECT run_job('bill') AS invoices \gset
+SELECT :invoices > 0 AS invoiced, :invoices = (SELECT count(*) FROM invoice) AS rows_are_invoices;
+SELECT job, status, steps, rows = :invoices AS logged_rows, error, timed FROM pg_temp.runs('bill');
+
+-- analytics and anomaly call functions by name at run time: they succeed, or
+-- fail with 42883 (logged, no exception) while their function does not exist
+SET client_min_messages = error;     -- no WARNING while the functions are missing
+SELECT run_job('analytics') IS NOT NULL AS analytics_ran, run_job('anomaly') IS NOT NULL AS anomaly_ran \gset
+SET client_min_messages = warning;
+SELECT j.name,
+       CASE WHEN to_regproc('convbill.' || f) IS NULL
+            THEN r.status = 'failed' AND r.sqlstate = '42883' AND r.error LIKE '%' || f || '% does not exist'
+                 AND NOT ran
+            ELSE r.status = 'succeeded' AND r.error IS NULL AND ran END AS as_expected
+FROM (VALUES ('analytics', 'refresh_analytics', :'analytics_ran'::boolean),
+             ('anomaly', 'detect_anomalies', :'anomaly_ran'::boolean)) j(name, f, ran),
+     LATERAL (SELECT * FROM job_run r WHERE r.job = j.name) r
+ORDER BY 1;
+
+-------------------------------------------------------------------------------
+-- 4. A step that fails is rolled back, logged, and earlier steps stay
+-------------------------------------------------------------------------------
+-- a queue worked off 2 rows per step; row 4 is poison (division by zero)
+CREATE TABLE public.q (id integer PRIMARY KEY, poison boolean NOT NULL DEFAULT false);
+INSERT INTO job (name, schedule, command, repeat) VALUES
+    ('queue', '* * * * *',
+     'WITH d AS (DELETE FROM public.q WHERE id IN (SELECT id FROM public.q ORDER BY id LIMIT 2) RETURNING poison)
+      SELECT count(*) / (1 - coalesce(max(poison::int), 0)) FROM d', true);
+INSERT INTO public.q SELECT g, g = 4 FROM generate_series(1, 5) g;
+-- run_job: step 1 deletes 1 and 2; step 2 (3 and 4) fails and is rolled back:
+-- NULL with a WARNING, the failure logged with 1 step and 2 rows
+SELECT run_job('queue');
+SELECT * FROM pg_temp.runs('queue');
+SELECT id FROM public.q ORDER BY id;
+-- run_job_proc: the same, committed step by step, and the error is raised
+-- after the log row is committed
+DELETE FROM public.q;
+INSERT INTO public.q SELECT g, g = 4 FROM generate_series(1, 5) g;
+CALL run_job_proc('queue');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pg_temp.runs('queue');
+SELECT id FROM public.q ORDER BY id;
+-- without the poison: 3 and 4, then 5, then none: 3 steps, 3 rows
+UPDATE public.q SET poison = false;
+CALL run_job_proc('queue');
+SELECT * FROM pg_temp.runs('queue');
+SELECT count(*) AS left_in_queue FROM public.q;
+
+-- a run still 'running' when the job's lock is free belongs to a session
+-- that ended: the next run marks it interrupted
+INSERT INTO job_run (job, started_at, status) VALUES ('queue', now() - interval '1 hour', 'running');
+CALL run_job_proc('queue');
+SELECT status, error, finished_at IS NULL AS unfinished FROM job_run WHERE job = 'queue' ORDER BY run_id;
+
+-------------------------------------------------------------------------------
+-- 5. repeat stops when the time budget is spent
+-------------------------------------------------------------------------------
+-- every step returns 1 after 20 ms or more; with a 100 ms budget the run
+-- repeats (a step takes far less than 100 ms) and stops after at most 5
+-- steps (the check after step k sees >= 20k ms)
+INSERT INTO job (name, schedule, command, repeat, time_budget) VALUES
+    ('tick', '* * * * *', 'SELECT 1 FROM pg_sleep(0.02)', true, '100 milliseconds');
+CALL run_job_proc('tick');
+SELECT status, steps BETWEEN 2 AND 5 AS steps_within_budget, rows = steps AS rows_counted,
+       finished_at - started_at >= interval '100 milliseconds' AS spent_budget
+FROM job_run WHERE job = 'tick';
+
+-------------------------------------------------------------------------------
+-- 6. Bad calls and bad jobs
+-------------------------------------------------------------------------------
+SELECT run_job('nope');
+\echo :LAST_ERROR_SQLSTATE
+CALL run_job_proc('nope');
+\echo :LAST_ERROR_SQLSTATE
+-- run_job_proc commits: not inside a transaction block (nothing is logged)
+BEGIN;
+CALL run_job_proc('tick');
+ROLLBACK;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS tick_runs FROM job_run WHERE job = 'tick';
+-- run_job works there, and its log goes with the transaction
+BEGIN;
+SELECT run_job('tick') > 0 AS ran;
+SELECT count(*) AS tick_runs FROM job_run WHERE job = 'tick';
+ROLLBACK;
+INSERT INTO job (name, schedule, command) VALUES ('Bad Name', '* * * * *', 'SELECT 1');
+INSERT INTO job (name, schedule, command, time_budget) VALUES ('zero', '* * * * *', 'SELECT 1', '0 s');
+-- a command that returns no row counts 0; one that returns text fails
+INSERT INTO job (name, schedule, command) VALUES
+    ('empty', '* * * * *', 'SELECT 1 WHERE false'), ('texty', '* * * * *', 'SELECT ''many''');
+SELECT run_job('empty'), run_job('texty');
+SELECT * FROM pg_temp.runs('empty') UNION ALL SELECT * FROM pg_temp.runs('texty');
+-- user-added jobs are dumped, built-in ones are created by CREATE EXTENSION
+SELECT c.relname, d.cfg
+FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS d(cfg_oid, cfg)
+JOIN pg_class c ON c.oid = d.cfg_oid
+WHERE e.extname = 'convbill' AND c.relname LIKE 'job%' ORDER BY 1;
+
+DROP TABLE public.q;
