@@ -11,7 +11,7 @@ MODULE_big  = convbill
 PURE_SRCS   = src/decimal.c src/json_lite.c src/currency.c src/tariff_parse.c \
               src/tariff_format.c src/tariff_eval.c
 GLUE_SRCS   = src/convbill.c src/numeric_scaled.c src/tariff_type.c src/catalog.c \
-              src/destination.c src/billing_period.c src/local_time.c src/reservation.c src/allowance.c src/invoice_math.c src/charge_batch.c
+              src/destination.c src/billing_period.c src/local_time.c src/reservation.c src/allowance.c src/invoice_math.c src/charge_batch.c src/anomaly.c
 OBJS        = $(PURE_SRCS:.c=.o) $(GLUE_SRCS:.c=.o)
 
 # The versioned install script is built from the per-domain sources in sql/ext/.
@@ -22,7 +22,7 @@ DATA        = $(wildcard sql/$(EXTENSION)--*--*.sql)
 # pg_regress: sql/NAME.sql against expected/NAME.out, one file per concern.
 REGRESS      = tariff_io tariff_errors tariff_models tariff_increments_rounding \
                tariff_time_bands tariff_cycle \
-               catalog_destination catalog_accounts rating online invoice_math invoice_lifecycle jobs
+               catalog_destination catalog_accounts rating online invoice_math invoice_lifecycle bill_run jobs analytics
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 EXTRA_CLEAN = test/fuzz/tariff_fuzz results regression.diffs regression.out

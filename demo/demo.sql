@@ -621,6 +621,9 @@ SELECT count(*) AS charges, sum(amount) AS charged FROM charge WHERE account_id 
 \echo '=== 24. Taxes, and a corporate customer: Nordlicht Logistik GmbH (Hamburg) ==='
 \echo '    two staff phones and a tablet SIM billed to the company, an IoT fleet and the API;'
 \echo '    10% off the fleet for three months; 250.00 EUR paid in advance'
+INSERT INTO seller (name, address, tax_id, email, payment_details) VALUES
+    ('Nordwind Telecom GmbH', E'Am Sandtorkai 1\n20457 Hamburg\nGermany', 'DE123456789', 'billing@nordwind.example',
+     'IBAN DE02 1001 0010 0123 4567 89 - BIC PBNKDEFF');
 INSERT INTO tax_rate (code, rate, valid_from) VALUES
     ('DE-VAT', 19, '-infinity'), ('US-NY', 8.875, '-infinity'), ('JP-CT', 10, '-infinity');
 UPDATE account SET tax_code = CASE currency WHEN 'EUR' THEN 'DE-VAT' WHEN 'USD' THEN 'US-NY' ELSE 'JP-CT' END;

@@ -535,3 +535,23 @@ SELECT * FROM balance(70);
 SELECT count(*) AS open_sessions, coalesce(sum(held), 0) AS ledger_held FROM reservation r
 LEFT JOIN ledger l ON l.session_id = r.session_id WHERE r.status = 'open';
 SELECT sum(held) AS all_holds_released FROM ledger;
+
+-- 15. A hold is never backed by money or allowances that expire before it:
+-- a top-up valid for 30 s and 600 granted units valid for 30 s do not back a
+-- 5-minute grant (else the commit after they lapsed would push a prepaid
+-- account below zero without any overuse); the main bucket's 3.00 does.
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (90, 'EXP', 'Short-lived credit', 'EUR');
+SELECT subscribe(90, 'BARE', '2020-01-01') IS NOT NULL AS subscribed;
+SELECT top_up(90, 10.00, 'short', now() + interval '30 seconds') IS NOT NULL AS short_top_up;
+SELECT grant_allowance(90, 'voice', 600, now(), now() + interval '30 seconds') IS NOT NULL AS short_allowance;
+-- 10.00 and 600 s are available now, but none of it for 5 minutes
+SELECT * FROM balance(90);
+SELECT * FROM pg_temp.a(reserve(90, 'voice', 's90a', 600));
+-- 3.00 that does not expire backs 300 s (300 × 0.01), in whole minutes
+SELECT top_up(90, 3.00, 'lasting') IS NOT NULL AS lasting_top_up;
+SELECT * FROM pg_temp.a(reserve(90, 'voice', 's90b', 600));
+-- with a validity within the short buckets' life, they count again: 600 s from
+-- the allowance (the 3.00 stays held by s90b)
+SELECT * FROM pg_temp.a(reserve(90, 'voice', 's90c', 600, '{}', '10 seconds'));
+SELECT * FROM pg_temp.a(release('s90b'));
+SELECT * FROM pg_temp.a(release('s90c'));

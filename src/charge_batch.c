@@ -270,9 +270,18 @@ charge_batch_final(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	st = (ChargeBatchState *) PG_GETARG_POINTER(0);
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupdesc = BlessTupleDesc(tupdesc);
+	/* the result's descriptor, once per call site (a batch calls this per event) */
+	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
+	if (tupdesc == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
+		fcinfo->flinfo->fn_extra = tupdesc;
+		MemoryContextSwitchTo(old);
+	}
 	values[0] = BoolGetDatum(st->granted);
 	values[1] = NumericGetDatum(quantity_to_numeric(i128_load(st->bq), QTY_DECIMALS));
 	values[2] = NumericGetDatum(quantity_to_numeric(i128_load(st->covered), QTY_DECIMALS));

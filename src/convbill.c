@@ -7,6 +7,7 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 
+#include "anomaly.h"
 #include "json_lite.h"
 
 PG_MODULE_MAGIC;
@@ -19,6 +20,10 @@ static bool realtime_rating = false;
 /* Bill run settings, read by run_billing() through current_setting(). */
 static bool finalize_invoices = false;
 static bool invoice_empty_periods = false;
+
+/* Leakage thresholds (minutes), read by the leakage view through current_setting(). */
+static int	leakage_pending_age = 60;
+static int	leakage_billing_grace = 1440;
 
 /* Pure-C modules allocate through these: palloc in the current memory context. */
 void *
@@ -43,6 +48,81 @@ Datum
 realtime_rating_enabled(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(realtime_rating);
+}
+
+/*
+ * The settings of detect_anomalies() (sql/ext/85_anomaly.sql); the variables
+ * live in src/anomaly.c, which hands them to SQL through anomaly_settings().
+ */
+static void
+define_anomaly_settings(void)
+{
+	DefineCustomIntVariable("convbill.anomaly_baseline_days",
+							"Days of daily totals in an account's usage baseline (7 to 366).",
+							"detect_anomalies() recomputes the baselines once a day from the days before the last 24 hours.",
+							&anomaly_baseline_days,
+							28, 7, 366,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.anomaly_min_history",
+							"Days of history an account needs before its own baseline is trusted (1 to 366).",
+							"Below it there are no spike alerts, and velocity alerts use convbill.velocity_min_events alone.",
+							&anomaly_min_history,
+							7, 1, 366,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("convbill.anomaly_spike_score",
+							 "Robust z-score of the last 24 hours' usage above which a spike is raised (1 to 1000).",
+							 "z = (observed - median) / (1.4826 x MAD) of the account's daily totals for the service.",
+							 &anomaly_spike_score,
+							 6.0, 1.0, 1000.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("convbill.anomaly_spike_ratio",
+							 "A spike is also at least this many times the account's median daily usage (1 to 1000).",
+							 NULL,
+							 &anomaly_spike_ratio,
+							 3.0, 1.0, 1000.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.anomaly_spike_min_events",
+							"A spike has at least this many events of the service in the last 24 hours (1 to 1000000).",
+							"The materiality floor: one long call of a light user is not a spike.",
+							&anomaly_spike_min_events,
+							10, 1, 1000000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.irsf_window",
+							"Window in which traffic to high-risk zones (convbill.risk_zone) is counted (1min to 1d).",
+							NULL,
+							&irsf_window,
+							60, 1, 1440,
+							PGC_USERSET, GUC_UNIT_MIN, NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.irsf_min_events",
+							"Events to high-risk zones within convbill.irsf_window that raise an irsf alert (1 to 1000000).",
+							NULL,
+							&irsf_min_events,
+							5, 1, 1000000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.irsf_min_seconds",
+							"Seconds of calls to high-risk zones within convbill.irsf_window that raise an irsf alert (1s to 30d).",
+							"Counts the quantity of services whose unit is 'second'.",
+							&irsf_min_seconds,
+							3600, 1, 2592000,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.velocity_window",
+							"Window in which an account's events of a service are counted for velocity alerts (1min to 1d).",
+							NULL,
+							&velocity_window,
+							10, 1, 1440,
+							PGC_USERSET, GUC_UNIT_MIN, NULL, NULL, NULL);
+	DefineCustomRealVariable("convbill.velocity_factor",
+							 "A velocity alert needs this many times the account's usual busiest window of a day (1 to 1000000).",
+							 NULL,
+							 &velocity_factor,
+							 10.0, 1.0, 1000000.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.velocity_min_events",
+							"A velocity alert needs at least this many events within convbill.velocity_window (2 to 1000000).",
+							NULL,
+							&velocity_min_events,
+							30, 2, 1000000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 }
 
 /* Load-time setup: define the settings and reserve the convbill.* namespace. */
@@ -73,5 +153,22 @@ _PG_init(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.leakage_pending_age",
+							"The leakage view reports usage events still pending this long after they were received.",
+							"A duration (60min, 2h, 1d); the rate job normally rates events within a minute.",
+							&leakage_pending_age,
+							60, 0, 525600,
+							PGC_USERSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.leakage_billing_grace",
+							"The leakage view reports charges of periods that ended this long ago and have no invoice.",
+							"A duration (1d, 36h); the bill job invoices a period within the hour after it ends.",
+							&leakage_billing_grace,
+							1440, 0, 525600,
+							PGC_USERSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+	define_anomaly_settings();
 	MarkGUCPrefixReserved("convbill");
 }

@@ -116,7 +116,16 @@ run_concurrency() {
     log "parallel rating (4 sessions) vs serial rating"
     test/concurrency/rate_parallel.sh 2>&1 | grep -v NOTICE
     [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
-    test/concurrency/zone_cache.sh
+    test/concurrency/zone_cache.sh || return 1
+    log "two bill runs at once vs a serial bill run"
+    test/concurrency/bill_run_parallel.sh
+}
+
+# Online charging: pgbench, 16 clients, 30 s, then kill -9 of the server
+# mid-run; in a throwaway cluster of its own (test/online/stress.sh).
+run_online_stress() {
+    log "online charging under 16 clients and a crash (pgbench)"
+    test/online/stress.sh
 }
 
 run_render() {
@@ -151,6 +160,7 @@ case "$mode" in
         run_regress || fail=1
         run_pgtap || fail=1
         run_concurrency || fail=1
+        run_online_stress || fail=1
         run_render || fail=1
         fuzz_run "$FUZZ_SECONDS_TEST" || fail=1
         [ $jobs_started -eq 1 ] && { run_jobs check || fail=1; }

@@ -295,32 +295,33 @@ BEGIN
                ON rc.account_id = c.account_id AND rc.period_start = c.period_start
               AND rc.counter = 'rate:' || c.rate_id
     ),
+    -- every event of the batch in claim order (account, time): charges and
+    -- event updates written in that order keep the indexes' inserts local
     priced AS MATERIALIZED (
         SELECT p.*, CASE WHEN p.amount IS NOT NULL THEN nextval('@extschema@.charge_charge_id_seq') END AS charge_id
-        FROM (SELECT w.idx, w.account_id, w.rate_id, w.cycle, w.bq, coalesce(cv.covered, 0) AS covered,
-                     w.bq - coalesce(cv.covered, 0) AS rest, w.period_start,
-                     @extschema@.rate_billed_or_null(t.tariff, w.bq - coalesce(cv.covered, 0), w.started_at,
-                                                     w.timezone, coalesce(cu.used_before, 0)) AS amount
+        FROM (SELECT w.*, coalesce(cv.covered, 0) AS covered, w.bq - coalesce(cv.covered, 0) AS rest,
+                     CASE WHEN w.status = 'billable'
+                          THEN @extschema@.rate_billed_or_null(t.tariff, w.bq - coalesce(cv.covered, 0), w.started_at,
+                                                               w.timezone, coalesce(cu.used_before, 0)) END AS amount
               FROM convbill_work w
-              JOIN @extschema@.plan_rate t ON t.rate_id = w.rate_id
+              LEFT JOIN @extschema@.plan_rate t ON t.rate_id = w.rate_id AND w.status = 'billable'
               LEFT JOIN covered cv USING (idx)
               LEFT JOIN cycle_used cu USING (idx)
-              WHERE w.status = 'billable') p
+              ORDER BY w.idx) p
     ),
     charges AS (
         INSERT INTO @extschema@.charge
             (account_id, charge_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount,
              currency, occurred_at, period_start, period_end, source, external_id, rate_id)
-        SELECT w.account_id, p.charge_id, 'usage', w.service, w.zone, w.quantity, w.bq, p.covered, p.amount,
-               w.currency, w.started_at, w.period_start, w.period_end, w.source, w.external_id, w.rate_id
-        FROM convbill_work w JOIN priced p USING (idx)
+        SELECT p.account_id, p.charge_id, 'usage', p.service, p.zone, p.quantity, p.bq, p.covered, p.amount,
+               p.currency, p.started_at, p.period_start, p.period_end, p.source, p.external_id, p.rate_id
+        FROM priced p
         WHERE p.charge_id IS NOT NULL
     ),
     debits AS (
-        SELECT w.account_id, t.bucket_id, w.service AS unit, sum(t.taken) AS taken, count(*)::integer AS events
+        SELECT p.account_id, t.bucket_id, p.service AS unit, sum(t.taken) AS taken, count(*)::integer AS events
         FROM convbill_take t
         JOIN priced p ON p.idx = t.idx AND p.charge_id IS NOT NULL
-        JOIN convbill_work w ON w.idx = t.idx
         GROUP BY 1, 2, 3
     ),
     bucket_update AS (
@@ -340,13 +341,13 @@ BEGIN
         ON CONFLICT (account_id, period_start, counter) DO UPDATE SET used = uc.used + excluded.used
     )
     UPDATE @extschema@.usage_event e
-    SET status = CASE WHEN w.status <> 'billable' THEN w.status
+    SET status = CASE WHEN p.status <> 'billable' THEN p.status
                       WHEN p.charge_id IS NULL THEN 'rejected' ELSE 'rated' END,
-        reject_reason = CASE WHEN w.status = 'billable' AND p.charge_id IS NULL THEN 'out_of_range'
-                             ELSE w.reject_reason END,
+        reject_reason = CASE WHEN p.status = 'billable' AND p.charge_id IS NULL THEN 'out_of_range'
+                             ELSE p.reject_reason END,
         rated_at = now(), charge_id = p.charge_id
-    FROM convbill_work w LEFT JOIN priced p USING (idx)
-    WHERE e.tableoid = w.part AND e.ctid = w.tid;
+    FROM priced p
+    WHERE e.tableoid = p.part AND e.ctid = p.tid;
 
     DROP TABLE pg_temp.convbill_claim, pg_temp.convbill_work, pg_temp.convbill_take;
     RETURN n;

@@ -121,7 +121,13 @@ CREATE FUNCTION @extschema@.payer_of(p_account_id bigint)
 RETURNS bigint
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    btp boolean;
 BEGIN
+    SELECT a.bill_to_parent INTO btp FROM @extschema@.account a WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id;
+    IF NOT btp THEN
+        RETURN p_account_id;            -- the usual case: an account pays for itself
+    END IF;
     RETURN (
     WITH RECURSIVE up(account_id, parent_id, bill_to_parent, depth) AS (
         SELECT a.account_id, a.parent_id, a.bill_to_parent, 1
@@ -285,15 +291,19 @@ COMMENT ON FUNCTION @extschema@.debit_buckets(text, bigint[], text[], numeric[],
     'internal: take amounts from accounts'' buckets in consumption order and write the ledger (callers lock the accounts)';
 
 -- Money an account can spend now: valid money + credit limit - open holds.
--- p_account_id must be a payer (see payer_of).
-CREATE FUNCTION @extschema@.money_available(p_account_id bigint, p_at timestamptz DEFAULT now())
+-- p_account_id must be a payer (see payer_of).  With p_until (a grant's
+-- expiry), only money still valid then counts: a hold is never backed by a
+-- bucket that expires before the hold does.
+CREATE FUNCTION @extschema@.money_available(p_account_id bigint, p_at timestamptz DEFAULT now(),
+                                            p_until timestamptz DEFAULT NULL)
 RETURNS numeric
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
         WHERE b.account_id OPERATOR(pg_catalog.=) p_account_id AND b.kind OPERATOR(pg_catalog.=) 'money'
-          AND b.valid_from OPERATOR(pg_catalog.<=) p_at AND b.valid_until OPERATOR(pg_catalog.>) p_at)
+          AND b.valid_from OPERATOR(pg_catalog.<=) p_at AND b.valid_until OPERATOR(pg_catalog.>) p_at
+          AND b.valid_until OPERATOR(pg_catalog.>=) coalesce(p_until, p_at))
        OPERATOR(pg_catalog.+)
        (SELECT a.credit_limit FROM @extschema@.account a WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id)
        OPERATOR(pg_catalog.-)
@@ -301,11 +311,12 @@ BEGIN
         WHERE r.payer_id OPERATOR(pg_catalog.=) p_account_id AND r.status OPERATOR(pg_catalog.=) 'open'
           AND r.expires_at OPERATOR(pg_catalog.>) p_at);
 END $$;
-COMMENT ON FUNCTION @extschema@.money_available(bigint, timestamptz) IS
-    'money a paying account can spend at p_at: valid money buckets + credit_limit - holds of open, unexpired sessions';
+COMMENT ON FUNCTION @extschema@.money_available(bigint, timestamptz, timestamptz) IS
+    'money a paying account can spend at p_at (and still at p_until): valid money buckets + credit_limit - holds of open, unexpired sessions';
 
--- Allowance units of a service an account can use now.
-CREATE FUNCTION @extschema@.allowance_available(p_account_id bigint, p_service text, p_at timestamptz DEFAULT now())
+-- Allowance units of a service an account can use now (and still at p_until).
+CREATE FUNCTION @extschema@.allowance_available(p_account_id bigint, p_service text, p_at timestamptz DEFAULT now(),
+                                                p_until timestamptz DEFAULT NULL)
 RETURNS numeric
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -313,13 +324,14 @@ BEGIN
     RETURN (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
         WHERE b.account_id OPERATOR(pg_catalog.=) p_account_id AND b.kind OPERATOR(pg_catalog.=) 'allowance'
           AND b.unit OPERATOR(pg_catalog.=) p_service
-          AND b.valid_from OPERATOR(pg_catalog.<=) p_at AND b.valid_until OPERATOR(pg_catalog.>) p_at)
+          AND b.valid_from OPERATOR(pg_catalog.<=) p_at AND b.valid_until OPERATOR(pg_catalog.>) p_at
+          AND b.valid_until OPERATOR(pg_catalog.>=) coalesce(p_until, p_at))
        OPERATOR(pg_catalog.-)
        (SELECT coalesce(sum(r.held_units), 0) FROM @extschema@.reservation r
         WHERE r.account_id OPERATOR(pg_catalog.=) p_account_id AND r.service OPERATOR(pg_catalog.=) p_service
           AND r.status OPERATOR(pg_catalog.=) 'open' AND r.expires_at OPERATOR(pg_catalog.>) p_at);
 END $$;
-COMMENT ON FUNCTION @extschema@.allowance_available(bigint, text, timestamptz) IS
+COMMENT ON FUNCTION @extschema@.allowance_available(bigint, text, timestamptz, timestamptz) IS
     'allowance units of a service an account can use at p_at: valid allowance buckets - holds of open, unexpired sessions';
 
 -- NOTIFY convbill_balance when a payer's available money crossed below its
@@ -581,34 +593,62 @@ RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer;
+    m_account bigint[];
+    m_ps timestamptz[];
+    m_subscription bigint[];
+    m_service text[];
+    m_vf timestamptz[];
+    m_pe timestamptz[];
+    m_units numeric[];
 BEGIN
+    -- what is missing: usually nothing (a period's buckets are granted once),
+    -- and finding that out alone costs far less than also preparing the inserts
     WITH k AS (
         SELECT DISTINCT k.account_id, k.ps,
                @extschema@.billing_period_end(k.ps, a.timezone, a.billing_day) AS pe, a.timezone
         FROM unnest(p_account_ids, p_period_starts) AS k(account_id, ps)
         JOIN @extschema@.account a ON a.account_id = k.account_id
     ),
-    g AS (
-        SELECT k.account_id, k.ps, s.subscription_id, al.key AS service,
-               greatest(s.started_at, k.ps) AS vf, k.pe,
-               trunc(al.value::numeric * s.quantity
-                     * ((k.pe AT TIME ZONE k.timezone)::date - (greatest(s.started_at, k.ps) AT TIME ZONE k.timezone)::date)
-                     / ((k.pe AT TIME ZONE k.timezone)::date - (k.ps AT TIME ZONE k.timezone)::date),
-                     scale(al.value::numeric)) AS units
+    -- every plan's allowances, expanded once (not once per subscription)
+    pa AS MATERIALIZED (
+        SELECT p.code, al.key, al.value
+        FROM @extschema@.plan p CROSS JOIN LATERAL jsonb_each_text(p.allowances) al
+    ),
+    -- the (subscription, service) pairs without their bucket, found before any
+    -- proration is computed
+    m AS MATERIALIZED (
+        SELECT k.account_id, k.ps, k.pe, k.timezone, s.subscription_id, s.started_at, s.quantity,
+               pa.key, pa.value
         FROM k
         JOIN @extschema@.subscription s ON s.account_id = k.account_id
              AND s.started_at < k.pe AND coalesce(s.ended_at, 'infinity') > k.ps
-        JOIN @extschema@.plan p ON p.code = s.plan_code
-        CROSS JOIN LATERAL jsonb_each_text(p.allowances) al
+        JOIN pa ON pa.code = s.plan_code
         WHERE NOT EXISTS (SELECT 1 FROM @extschema@.bucket b
                           WHERE b.account_id = k.account_id AND b.origin = 'plan' AND b.period_start = k.ps
-                            AND b.subscription_id = s.subscription_id AND b.unit = al.key)
+                            AND b.subscription_id = s.subscription_id AND b.unit = pa.key)
     ),
-    ins AS (
+    g AS (
+        SELECT m.account_id, m.ps, m.subscription_id, m.key AS service,
+               greatest(m.started_at, m.ps) AS vf, m.pe,
+               trunc(m.value::numeric * m.quantity
+                     * ((m.pe AT TIME ZONE m.timezone)::date - (greatest(m.started_at, m.ps) AT TIME ZONE m.timezone)::date)
+                     / ((m.pe AT TIME ZONE m.timezone)::date - (m.ps AT TIME ZONE m.timezone)::date),
+                     scale(m.value::numeric)) AS units
+        FROM m
+    )
+    SELECT array_agg(g.account_id), array_agg(g.ps), array_agg(g.subscription_id), array_agg(g.service),
+           array_agg(g.vf), array_agg(g.pe), array_agg(g.units)
+    INTO m_account, m_ps, m_subscription, m_service, m_vf, m_pe, m_units
+    FROM g WHERE g.units > 0 AND g.vf < g.pe;
+    IF m_account IS NULL THEN
+        RETURN 0;
+    END IF;
+    WITH ins AS (
         INSERT INTO @extschema@.bucket (account_id, kind, unit, balance, valid_from, valid_until, priority,
                                         origin, subscription_id, period_start)
-        SELECT g.account_id, 'allowance', g.service, g.units, g.vf, g.pe, 0, 'plan', g.subscription_id, g.ps
-        FROM g WHERE g.units > 0 AND g.vf < g.pe
+        SELECT m.account_id, 'allowance', m.service, m.units, m.vf, m.pe, 0, 'plan', m.subscription_id, m.ps
+        FROM unnest(m_account, m_ps, m_subscription, m_service, m_vf, m_pe, m_units)
+             AS m(account_id, ps, subscription_id, service, vf, pe, units)
         ON CONFLICT DO NOTHING
         RETURNING account_id, bucket_id, unit, balance
     )

@@ -188,9 +188,10 @@ BEGIN
             SELECT coalesce(max(u.used), 0) INTO ub FROM @extschema@.usage_counter u
             WHERE u.account_id = p_account_id AND u.period_start = lower(per) AND u.counter = 'rate:' || rt.rate_id;
         END IF;
-        money := @extschema@.money_available(payer);
+        -- only money and allowances still valid when the grant lapses back it
+        money := @extschema@.money_available(payer, now(), exp);
         g := @extschema@.grant_quantity(rt.tariff, now(), a.timezone, ub, 0,
-                                        @extschema@.allowance_available(p_account_id, p_service),
+                                        @extschema@.allowance_available(p_account_id, p_service, now(), exp),
                                         0, 0, p_units, money);
         IF g.granted = p_units THEN
             res := 'granted';
@@ -248,6 +249,7 @@ DECLARE
     c record;
     g record;
     d_money numeric;
+    watch boolean;
     money_before numeric;
     money numeric;
     hold_u numeric := 0;
@@ -266,7 +268,12 @@ BEGIN
         SELECT coalesce(max(u.used), 0) INTO ub FROM @extschema@.usage_counter u
         WHERE u.account_id = r.account_id AND u.period_start = r.period_start AND u.counter = 'rate:' || r.rate_id;
     END IF;
-    money_before := @extschema@.money_available(r.payer_id);
+    -- the money before, for the low-balance notice only (the payer is locked:
+    -- its threshold cannot change under us)
+    SELECT p.low_balance_threshold IS NOT NULL INTO watch FROM @extschema@.account p WHERE p.account_id = r.payer_id;
+    IF watch THEN
+        money_before := @extschema@.money_available(r.payer_id);
+    END IF;
 
     -- what the session has cost so far; its own hold is available to it
     c := @extschema@.session_cost(t, r.started_at, a.timezone, ub, r.covered,
@@ -283,9 +290,11 @@ BEGIN
 
     IF p_finish IS NULL THEN
         -- CCR-UPDATE: hold `units` more on what is left (its own hold released)
-        money := @extschema@.money_available(r.payer_id) + r.held_money;
+        -- (only money and allowances still valid when the new grant lapses)
+        money := @extschema@.money_available(r.payer_id, now(), now() + r.validity) + r.held_money;
         g := @extschema@.grant_quantity(t, r.started_at, a.timezone, ub, c.covered,
-                                        @extschema@.allowance_available(r.account_id, r.service) + r.held_units,
+                                        @extschema@.allowance_available(r.account_id, r.service, now(), now() + r.validity)
+                                        + r.held_units,
                                         total, c.amount, p_units, money);
         IF @extschema@.account_refusal(r.account_id, r.payer_id) IS NOT NULL AND p_units > 0 THEN
             g.granted := 0;
@@ -343,7 +352,9 @@ BEGIN
         INSERT INTO @extschema@.reservation_answer (account_id, session_id, request_no, answer)
         VALUES (r.account_id, r.session_id, p_request_no, ans);
     END IF;
-    PERFORM @extschema@.notify_low_balance(r.payer_id, money_before, @extschema@.money_available(r.payer_id));
+    IF watch THEN
+        PERFORM @extschema@.notify_low_balance(r.payer_id, money_before, @extschema@.money_available(r.payer_id));
+    END IF;
     RETURN ans;
 END $$;
 COMMENT ON FUNCTION @extschema@.session_step(@extschema@.reservation, integer, numeric, numeric, text) IS

@@ -89,7 +89,8 @@ CREATE TYPE @extschema@.charge_events_work AS (
     billed       numeric,
     covered      numeric,
     amount       numeric,
-    charge_id    bigint
+    charge_id    bigint,
+    credit_limit numeric        -- the payer's
 );
 COMMENT ON TYPE @extschema@.charge_events_work IS 'internal: an event being charged by charge_events()';
 
@@ -107,7 +108,6 @@ DECLARE
     bad @extschema@.charge_events_work;
     first_bad @extschema@.charge_events_work;
     lim integer;
-    ids bigint[];
     debit record;
 BEGIN
     IF coalesce(cardinality(p_events), 0) = 0 THEN
@@ -126,7 +126,7 @@ BEGIN
                                    OR (a.bill_to_parent AND @extschema@.payer_of(a.account_id) IS NULL) THEN 'account'
                          END,
                          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                         NULL, NULL, NULL, NULL, NULL)::@extschema@.charge_events_work ORDER BY e.ord)
+                         NULL, NULL, NULL, NULL, NULL, NULL)::@extschema@.charge_events_work ORDER BY e.ord)
     INTO w
     FROM unnest(p_events) WITH ORDINALITY AS e(account_id, service, event_id, units, attrs, ord)
     LEFT JOIN @extschema@.account a ON a.account_id = e.account_id;
@@ -135,20 +135,18 @@ BEGIN
     lim := coalesce(first_bad.ord, 2147483647);
 
     -- 2. lock the accounts and payers of the events up to the first bad one
-    SELECT array_agg(DISTINCT k.id ORDER BY k.id) INTO ids
-    FROM unnest(w) x, LATERAL (VALUES (x.account_id), (x.payer_id)) k(id)
-    WHERE x.ord < lim;
     PERFORM 1 FROM @extschema@.account a
-    WHERE a.account_id = ANY (ids)
+    WHERE a.account_id IN (SELECT x.account_id FROM unnest(w) x WHERE x.ord < lim
+                           UNION SELECT x.payer_id FROM unnest(w) x WHERE x.ord < lim)
     ORDER BY a.account_id FOR NO KEY UPDATE OF a;
 
     -- 3 and 4. duplicates and stored answers; for new events the refusal, the
     -- zone, the rate and the period
-    SELECT array_agg(ROW(x.ord, x.account_id, x.payer_id, x.service, x.event_id, x.units, x.attrs, NULL,
+    SELECT array_agg(ROW(x.ord, x.account_id, x.payer_id, x.service, x.event_id, x.units, NULL, NULL,
                          x.is_first, x.is_new, x.service_ok, x.stored, x.reason, x.zone,
                          x.rate_id, x.currency, x.timezone, lower(x.period), upper(x.period),
                          @extschema@.tariff_scope(x.tariff) = 'cycle',
-                         NULL, NULL, NULL, NULL, NULL)::@extschema@.charge_events_work ORDER BY x.ord)
+                         NULL, NULL, NULL, NULL, NULL, x.credit_limit)::@extschema@.charge_events_work ORDER BY x.ord)
     INTO w
     FROM (
         SELECT y.*, rt.rate_id, rt.tariff,
@@ -168,22 +166,31 @@ BEGIN
         FROM (
             SELECT d.*, st.answer AS stored, d.is_first AND st.answer IS NULL AS is_new,
                    s.code IS NOT NULL AS service_ok,
-                   a.currency, a.timezone, a.billing_day,
+                   a.currency, a.timezone, a.billing_day, d.payer_credit_limit AS credit_limit,
                    -- as account_refusal()
                    CASE WHEN NOT d.is_first OR st.answer IS NOT NULL OR s.code IS NULL THEN NULL
-                        WHEN a.status = 'closed' OR p.status = 'closed' THEN 'account_closed'
-                        WHEN a.status = 'suspended' OR p.status = 'suspended' THEN 'account_suspended' END AS refusal,
+                        WHEN a.status = 'closed' OR d.payer_status = 'closed' THEN 'account_closed'
+                        WHEN a.status = 'suspended' OR d.payer_status = 'suspended' THEN 'account_suspended' END AS refusal,
                    CASE WHEN jsonb_typeof(d.attrs -> 'destination') = 'string'
                         THEN @extschema@.zone_of(d.attrs ->> 'destination') END AS zone
             FROM (SELECT x.ord, x.account_id, x.payer_id, x.service, x.event_id, x.units, x.attrs,
                          x.ord = min(x.ord) OVER (PARTITION BY x.account_id, x.event_id) AS is_first
-                  FROM unnest(w) x WHERE x.ord < lim) d
-            JOIN @extschema@.account a ON a.account_id = d.account_id
-            JOIN @extschema@.account p ON p.account_id = d.payer_id
+                  FROM unnest(w) x WHERE x.ord < lim) d0
+            JOIN @extschema@.account a ON a.account_id = d0.account_id
+            -- the payer: the account itself, or (billed to its parent) another row
+            CROSS JOIN LATERAL (
+                SELECT d0.*,
+                       CASE WHEN d0.payer_id = d0.account_id THEN a.status
+                            ELSE (SELECT p.status FROM @extschema@.account p WHERE p.account_id = d0.payer_id) END
+                           AS payer_status,
+                       CASE WHEN d0.payer_id = d0.account_id THEN a.credit_limit
+                            ELSE (SELECT p.credit_limit FROM @extschema@.account p WHERE p.account_id = d0.payer_id) END
+                           AS payer_credit_limit) d
             LEFT JOIN @extschema@.service s ON s.code = d.service
             LEFT JOIN LATERAL (SELECT e.answer FROM @extschema@.event_answer e
                                WHERE e.account_id = d.account_id AND e.event_id = d.event_id AND d.is_first) st
                    ON true
+            OFFSET 0
         ) y
         -- as resolve_rate(): the most specific zone, the latest valid_from, the newest subscription
         LEFT JOIN LATERAL (
@@ -198,6 +205,7 @@ BEGIN
               AND r.valid_from <= now() AND r.valid_until > now()
             ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC
             LIMIT 1) rt ON true
+        OFFSET 0                        -- each event's period and zone computed once
     ) x;
 
     -- an unknown service of a new event before the first bad event comes first
@@ -233,21 +241,18 @@ BEGIN
                          coalesce(x.reason, CASE WHEN x.is_new AND NOT x.granted THEN 'insufficient_funds' END),
                          x.zone, x.rate_id, x.currency, x.timezone, x.period_start, x.period_end, x.cycle,
                          x.granted, x.billed, x.covered, x.amount,
-                         CASE WHEN x.granted THEN nextval('@extschema@.charge_charge_id_seq') END
-                        )::@extschema@.charge_events_work ORDER BY x.ord)
+                         CASE WHEN x.granted THEN nextval('@extschema@.charge_charge_id_seq') END,
+                         x.credit_limit)::@extschema@.charge_events_work ORDER BY x.ord)
     INTO w
     FROM (
         SELECT z.ord, z.account_id, z.payer_id, z.service, z.event_id, z.units, z.attrs, z.is_first, z.is_new,
                z.service_ok, z.answer, z.reason, z.zone, z.rate_id, z.currency, z.timezone, z.period_start,
-               z.period_end, z.cycle, (z.d).granted, (z.d).billed, (z.d).covered, (z.d).amount
+               z.period_end, z.cycle, (z.d).granted, (z.d).billed, (z.d).covered, (z.d).amount, z.credit_limit
         FROM (
             SELECT k.*,
-                   @extschema@.charge_batch(k.tariff, now(), k.timezone, k.units,
+                   @extschema@.charge_batch(t.tariff, now(), k.timezone, k.units,
                                             k.ak, CASE WHEN k.ak_first THEN
-                                                (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
-                                                 WHERE b.account_id = k.account_id AND b.kind = 'allowance'
-                                                   AND b.unit = k.service
-                                                   AND b.valid_from <= now() AND b.valid_until > now())
+                                                bk.allowance
                                                 - (SELECT coalesce(sum(r.held_units), 0) FROM @extschema@.reservation r
                                                    WHERE r.account_id = k.account_id AND r.service = k.service
                                                      AND r.status = 'open' AND r.expires_at > now())
@@ -259,18 +264,18 @@ BEGIN
                                                    AND u.counter = 'rate:' || k.rate_id)
                                                 ELSE 0 END,
                                             k.pk, CASE WHEN k.pk_first THEN
-                                                (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
-                                                 WHERE b.account_id = k.payer_id AND b.kind = 'money'
-                                                   AND b.valid_from <= now() AND b.valid_until > now())
-                                                + (SELECT a.credit_limit FROM @extschema@.account a
-                                                   WHERE a.account_id = k.payer_id)
+                                                CASE WHEN k.payer_id = k.account_id THEN bk.money
+                                                     ELSE (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
+                                                           WHERE b.account_id = k.payer_id AND b.kind = 'money'
+                                                             AND b.valid_from <= now() AND b.valid_until > now()) END
+                                                + k.credit_limit
                                                 - (SELECT coalesce(sum(r.held_money), 0) FROM @extschema@.reservation r
                                                    WHERE r.payer_id = k.payer_id AND r.status = 'open'
                                                      AND r.expires_at > now())
                                                 ELSE 0 END)
                        OVER (ORDER BY k.ord ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS d
             FROM (
-                SELECT x.*, t.tariff,
+                SELECT x.*,
                        dense_rank() OVER (ORDER BY x.account_id, x.service)::integer AS ak,
                        row_number() OVER (PARTITION BY x.account_id, x.service ORDER BY x.ord) = 1 AS ak_first,
                        dense_rank() OVER (ORDER BY x.account_id, x.period_start, x.rate_id)::integer AS ck,
@@ -278,14 +283,22 @@ BEGIN
                        dense_rank() OVER (ORDER BY x.payer_id)::integer AS pk,
                        row_number() OVER (PARTITION BY x.payer_id ORDER BY x.ord) = 1 AS pk_first
                 FROM unnest(w) x
-                JOIN @extschema@.plan_rate t ON t.rate_id = x.rate_id
                 WHERE x.is_new AND x.reason IS NULL
             ) k
+            JOIN @extschema@.plan_rate t ON t.rate_id = k.rate_id
+            -- the account's valid buckets, read once for its allowance and (when it
+            -- pays for itself) its money
+            LEFT JOIN LATERAL (
+                SELECT coalesce(sum(b.balance) FILTER (WHERE b.kind = 'allowance' AND b.unit = k.service), 0) AS allowance,
+                       coalesce(sum(b.balance) FILTER (WHERE b.kind = 'money'), 0) AS money
+                FROM @extschema@.bucket b
+                WHERE (k.ak_first OR (k.pk_first AND k.payer_id = k.account_id))
+                  AND b.account_id = k.account_id AND b.valid_from <= now() AND b.valid_until > now()) bk ON true
         ) z
         UNION ALL
         SELECT x.ord, x.account_id, x.payer_id, x.service, x.event_id, x.units, x.attrs, x.is_first, x.is_new,
                x.service_ok, x.answer, x.reason, x.zone, x.rate_id, x.currency, x.timezone, x.period_start,
-               x.period_end, x.cycle, false, NULL, NULL, NULL
+               x.period_end, x.cycle, false, NULL, NULL, NULL, x.credit_limit
         FROM unnest(w) x
         WHERE NOT (x.is_new AND x.reason IS NULL)
     ) x;

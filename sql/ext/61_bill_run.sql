@@ -14,11 +14,13 @@
 --   2. the period is closed: later usage for it goes to the next period;
 --   3. lines: the period's charges folded by the C aggregate
 --      invoice_line_total() — usage per service (and per zone where the rate
---      is zone-specific), one line per subscription fee, one per one-time
---      charge or adjustment — each rounded once to the currency's minor unit;
+--      is zone-specific), one line per subscription and fee period, one per
+--      one-time charge or adjustment — each rounded once to the currency's
+--      minor unit; charges left in a period already invoiced join them;
 --   4. discounts (before tax, per section, percent rounded once, never below
---      zero, max_periods), then tax per tax code at the rate valid at the
---      period's end, rounded once per rate;
+--      zero, max_periods), then tax per tax code (a sub-account without one:
+--      its payer's) at the rate valid at the period's end, rounded once per
+--      rate;
 --   5. the invoice (draft; finalize_invoice numbers it), the charges marked
 --      with it, and the money: the charges already lowered the balance, so
 --      the invoice debits only the difference (taxes, discounts, rounding);
@@ -68,9 +70,16 @@ BEGIN
         FROM @extschema@.subscription s JOIN convbill_family f ON f.member = s.account_id GROUP BY 1
     ),
     unbilled AS (
-        SELECT f.payer, min(c.period_start) AS first_at
-        FROM @extschema@.charge c JOIN convbill_family f ON f.member = c.account_id
-        WHERE c.invoice_id IS NULL GROUP BY 1
+        SELECT u.payer, min(u.ps) AS first_at
+        FROM (SELECT DISTINCT f.payer, c.period_start AS ps
+              FROM @extschema@.charge c JOIN convbill_family f ON f.member = c.account_id
+              WHERE c.invoice_id IS NULL) u
+        -- charges left in a period the payer has invoiced (an account that
+        -- joined its parent's invoice with a period not billed yet) go on the
+        -- payer's next invoice
+        WHERE NOT EXISTS (SELECT 1 FROM @extschema@.invoice i
+                          WHERE i.account_id = u.payer AND i.kind = 'invoice' AND i.period_start = u.ps)
+        GROUP BY 1
     ),
     start AS (
         SELECT a.account_id AS payer, a.timezone, a.billing_day, a.currency, a.tax_code,
@@ -95,7 +104,11 @@ BEGIN
     LOOP
         DROP TABLE IF EXISTS pg_temp.convbill_chunk, pg_temp.convbill_lines, pg_temp.convbill_inv;
 
-        -- the next accounts, locked; accounts another run holds are its job
+        -- the next accounts, locked, then their sub-accounts (rating and
+        -- sessions of theirs wait for the run); an account another run holds
+        -- is its job, and one with a sub-account busy elsewhere waits for the
+        -- next run: never waiting for a lock here, the run cannot deadlock with
+        -- a rater that holds a sub-account and then wants its payer
         CREATE TEMP TABLE convbill_chunk ON COMMIT DROP AS
         WITH next AS (
             SELECT d.* FROM convbill_due d WHERE NOT d.done ORDER BY d.payer LIMIT chunk_size
@@ -105,9 +118,23 @@ BEGIN
             WHERE a.account_id IN (SELECT next.payer FROM next)
             ORDER BY a.account_id
             FOR UPDATE OF a SKIP LOCKED
+        ),
+        -- (another run never takes these: it has not got their payer)
+        members AS (
+            SELECT a.account_id FROM @extschema@.account a
+            WHERE a.account_id IN (SELECT f.member FROM convbill_family f
+                                   WHERE f.payer IN (SELECT locked.account_id FROM locked) AND f.member <> f.payer)
+            ORDER BY a.account_id
+            FOR UPDATE OF a SKIP LOCKED
+        ),
+        family AS (
+            SELECT f.payer, bool_and(f.member = f.payer OR members.account_id IS NOT NULL) AS all_locked
+            FROM convbill_family f LEFT JOIN members ON members.account_id = f.member
+            WHERE f.payer IN (SELECT locked.account_id FROM locked)
+            GROUP BY f.payer
         )
-        SELECT next.*, locked.account_id IS NOT NULL AS mine
-        FROM next LEFT JOIN locked ON locked.account_id = next.payer;
+        SELECT next.*, coalesce(family.all_locked, false) AS mine
+        FROM next LEFT JOIN family ON family.payer = next.payer;
         GET DIAGNOSTICS n = ROW_COUNT;
         EXIT WHEN n = 0;
         UPDATE convbill_due d SET done = true FROM convbill_chunk c WHERE d.payer = c.payer AND NOT d.done;
@@ -115,19 +142,15 @@ BEGIN
             -- a concurrent run invoiced it while we looked
             OR EXISTS (SELECT 1 FROM @extschema@.invoice i
                        WHERE i.account_id = c.payer AND i.kind = 'invoice' AND i.period_start = c.ps);
-        -- the sub-accounts too (rating and sessions of theirs wait for the run)
-        PERFORM 1 FROM @extschema@.account a
-        WHERE a.account_id IN (SELECT f.member FROM convbill_family f JOIN convbill_chunk c ON c.payer = f.payer
-                               WHERE f.member <> f.payer)
-        ORDER BY a.account_id FOR UPDATE OF a;
 
         -- a tax code without a rate at the period's end: not billed (reported)
         SELECT array_agg(DISTINCT c.payer) INTO skipped
         FROM convbill_chunk c
         JOIN convbill_family f ON f.payer = c.payer
         JOIN @extschema@.account a ON a.account_id = f.member
-        WHERE a.tax_code IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM @extschema@.tax_rate t WHERE t.code = a.tax_code AND t.valid_from < c.pe);
+        WHERE coalesce(a.tax_code, c.tax_code) IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM @extschema@.tax_rate t
+                          WHERE t.code = coalesce(a.tax_code, c.tax_code) AND t.valid_from < c.pe);
         IF skipped IS NOT NULL THEN
             RAISE WARNING 'run_billing: accounts % not billed: their tax code has no rate', skipped
                 USING HINT = 'Add the tax_rate, then run the bill run again.';
@@ -142,13 +165,18 @@ BEGIN
                x.subscription_id, x.fps,
                format('%s%s, %s to %s%s', x.plan_name,
                       CASE WHEN x.quantity > 1 THEN format(' × %s', x.quantity) ELSE '' END,
-                      (x.fps AT TIME ZONE x.timezone)::date, (x.fpe AT TIME ZONE x.timezone)::date - 1,
-                      CASE WHEN x.already <> 0 THEN ' (correction)'
+                      -- ISO dates whatever the session's DateStyle
+                      to_char(CASE WHEN x.already <> 0 THEN (x.fps AT TIME ZONE x.timezone)::date
+                                   ELSE (greatest(x.started_at, x.fps) AT TIME ZONE x.timezone)::date END, 'YYYY-MM-DD'),
+                      to_char(CASE WHEN x.already <> 0 THEN (x.fpe AT TIME ZONE x.timezone)::date - 1
+                                   ELSE (least(coalesce(x.ended_at, x.fpe), x.fpe) AT TIME ZONE x.timezone)::date - 1 END,
+                              'YYYY-MM-DD'),
+                      CASE WHEN x.already <> 0 THEN format(' (correction: %s of %s days)', x.days, x.period_days)
                            WHEN x.days < x.period_days THEN format(' (%s of %s days)', x.days, x.period_days)
                            ELSE '' END)
         FROM (
             SELECT f.member, c.currency, c.ps, c.pe, c.timezone, s.subscription_id, s.quantity, p.name AS plan_name,
-                   fp.fps, fp.fpe, d.days, d.period_days,
+                   s.started_at, s.ended_at, fp.fps, fp.fpe, d.days, d.period_days,
                    @extschema@.prorate(p.recurring_fee * s.quantity, d.days,
                                        d.period_days * CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END) AS due,
                    coalesce((SELECT sum(ch.amount) FROM @extschema@.charge ch
@@ -180,6 +208,7 @@ BEGIN
         CREATE TEMP TABLE convbill_lines ON COMMIT DROP AS
         SELECT c.payer, c.ps, ch.account_id AS src, ch.kind, ch.service, r.zone,
                CASE WHEN ch.kind = 'recurring' THEN ch.subscription_id END AS subscription_id,
+               CASE WHEN ch.kind = 'recurring' THEN ch.fee_period_start END AS fee_period,
                CASE WHEN ch.kind IN ('one_time', 'adjustment', 'discount') THEN ch.charge_id END AS one_charge,
                coalesce(sp.plan_code, r.plan_code) AS plan_code,
                @extschema@.invoice_line_total(ch.amount, ch.currency) AS amount,
@@ -189,11 +218,12 @@ BEGIN
                NULL::bigint AS discount_id, NULL::text AS tax_code, NULL::numeric AS tax_rate
         FROM convbill_chunk c
         JOIN convbill_family f ON f.payer = c.payer
-        JOIN @extschema@.charge ch ON ch.account_id = f.member AND ch.period_start = c.ps AND ch.invoice_id IS NULL
+        JOIN @extschema@.charge ch ON ch.account_id = f.member AND ch.period_start <= c.ps AND ch.invoice_id IS NULL
         LEFT JOIN @extschema@.plan_rate r ON r.rate_id = ch.rate_id
         LEFT JOIN @extschema@.subscription sp ON sp.account_id = ch.account_id AND sp.subscription_id = ch.subscription_id
         GROUP BY c.payer, c.ps, ch.account_id, ch.kind, ch.service, r.zone,
                  CASE WHEN ch.kind = 'recurring' THEN ch.subscription_id END,
+                 CASE WHEN ch.kind = 'recurring' THEN ch.fee_period_start END,
                  CASE WHEN ch.kind IN ('one_time', 'adjustment', 'discount') THEN ch.charge_id END,
                  coalesce(sp.plan_code, r.plan_code);
 
@@ -210,7 +240,7 @@ BEGIN
                 SELECT l.payer, l.ps, l.src, d.discount_id, d.plan_code, d.service,
                        least(CASE WHEN d.percent IS NOT NULL
                                   THEN round(sum(l.amount) * d.percent / 100, @extschema@.currency_exponent(c.currency))
-                                  ELSE d.amount END,
+                                  ELSE round(d.amount, @extschema@.currency_exponent(c.currency)) END,
                              sum(l.amount)) AS wanted,
                        (SELECT sum(l2.amount) FROM convbill_lines l2
                         WHERE l2.payer = l.payer AND l2.ps = l.ps AND l2.src = l.src
@@ -242,15 +272,17 @@ BEGIN
         SELECT t.payer, t.ps, t.payer, 'tax', round(t.base * t.rate / 100, @extschema@.currency_exponent(t.currency)),
                0, format('Tax %s %s%%', t.tax_code, trim_scale(t.rate)), t.tax_code, t.rate
         FROM (
-            SELECT l.payer, l.ps, c.currency, a.tax_code, tr.rate, sum(l.amount) AS base
+            SELECT l.payer, l.ps, c.currency, tc.tax_code, tr.rate, sum(l.amount) AS base
             FROM convbill_lines l
             JOIN convbill_chunk c ON c.payer = l.payer AND c.ps = l.ps
             JOIN @extschema@.account a ON a.account_id = l.src
+            -- a sub-account without a tax code of its own: its payer's
+            CROSS JOIN LATERAL (SELECT coalesce(a.tax_code, c.tax_code) AS tax_code) tc
             CROSS JOIN LATERAL (SELECT x.rate FROM @extschema@.tax_rate x
-                                WHERE x.code = a.tax_code AND x.valid_from < c.pe
+                                WHERE x.code = tc.tax_code AND x.valid_from < c.pe
                                 ORDER BY x.valid_from DESC LIMIT 1) tr
-            WHERE a.tax_code IS NOT NULL
-            GROUP BY l.payer, l.ps, c.currency, a.tax_code, tr.rate
+            WHERE tc.tax_code IS NOT NULL
+            GROUP BY l.payer, l.ps, c.currency, tc.tax_code, tr.rate
         ) t;
 
         -- 5. invoices, their lines, the billed charges
@@ -271,7 +303,7 @@ BEGIN
                                              subtotal, discount, tax, total, prepaid_applied, amount_due, charged,
                                              issued_at)
             SELECT t.payer, 'invoice', t.ps, t.pe, 'draft', t.currency, t.subtotal, t.discount, t.tax, t.total,
-                   0, t.total, t.charged, now()
+                   0, t.total, t.charged, NULL
             FROM tot t
             WHERE t.nlines > 0 OR empty_too
             ON CONFLICT DO NOTHING
@@ -286,7 +318,8 @@ BEGIN
                row_number() OVER (PARTITION BY i.invoice_id
                                   ORDER BY l.kind = 'tax', l.src <> i.account_id, l.src,
                                            array_position(ARRAY['recurring', 'usage', 'one_time', 'adjustment', 'discount'], l.kind),
-                                           l.service, l.zone, l.subscription_id, l.one_charge, l.discount_id, l.tax_code),
+                                           l.service, l.zone, l.subscription_id, l.fee_period, l.plan_code,
+                                           l.one_charge, l.discount_id, l.tax_code),
                l.kind, l.service, l.zone,
                CASE WHEN l.kind = 'usage' THEN coalesce(s.description, l.service) || coalesce(' — ' || l.zone, '')
                     ELSE l.description END,
@@ -297,7 +330,7 @@ BEGIN
 
         UPDATE @extschema@.charge ch SET invoice_id = i.invoice_id
         FROM convbill_inv i JOIN convbill_family f ON f.payer = i.account_id
-        WHERE ch.account_id = f.member AND ch.period_start = i.period_start AND ch.invoice_id IS NULL;
+        WHERE ch.account_id = f.member AND ch.period_start <= i.period_start AND ch.invoice_id IS NULL;
 
         -- the money: prepaid = what the balance held before this period's
         -- charges (later charges and open sessions' debits added back), up

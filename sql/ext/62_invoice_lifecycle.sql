@@ -31,7 +31,9 @@
 -- (pg_restore --disable-triggers), as account and bucket data already do.
 --
 -- Money: every charge already debited the payer's money when it was made (see
--- 50_balance.sql), so an invoice moves no money.  A payment credits the main
+-- 50_balance.sql); the bill run debits only what the invoice adds to its
+-- charges (taxes, discounts, rounding), so the balance carries the whole
+-- total, and finalizing moves no money.  A payment credits the main
 -- money bucket (ledger 'payment'); a credit note credits it too (ledger
 -- 'adjustment', reference = the credit note's number).  An overpayment, or a
 -- credit note on an invoice already paid, stays on the balance as credit,

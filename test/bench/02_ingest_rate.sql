@@ -171,6 +171,8 @@ ALTER TABLE convbill.usage_event_202610 SET (autovacuum_enabled = off);
 ALTER TABLE convbill.usage_event_default SET (autovacuum_enabled = off);
 ALTER TABLE convbill.charge SET (autovacuum_enabled = off);
 ALTER TABLE convbill.usage_counter SET (autovacuum_enabled = off);
+ALTER TABLE convbill.bucket SET (autovacuum_enabled = off);
+ALTER TABLE convbill.ledger SET (autovacuum_enabled = off);
 ALTER TABLE bench02_plain SET (autovacuum_enabled = off);
 ALTER TABLE bench02_charge_baseline SET (autovacuum_enabled = off);
 
@@ -397,6 +399,15 @@ BEGIN
             p_label, p_round, p_expect_rated, p_expect_unknown, p_expect_no_tariff, ev.rated, ch.n,
             ev.rated_distinct_charges, matched, ev.unknown, ev.no_tariff, ev.other;
     END IF;
+    -- the allowance covered is what the buckets' ledger debited
+    IF ch.covered IS DISTINCT FROM (SELECT -sum(l.amount) FROM convbill.ledger l
+                                    JOIN convbill.bucket b ON b.account_id = l.account_id AND b.bucket_id = l.bucket_id
+                                    WHERE l.kind = 'debit' AND b.kind = 'allowance') THEN
+        RAISE EXCEPTION '% round %: % units covered, but the allowance buckets were debited %', p_label, p_round,
+            ch.covered, (SELECT -sum(l.amount) FROM convbill.ledger l
+                         JOIN convbill.bucket b ON b.account_id = l.account_id AND b.bucket_id = l.bucket_id
+                         WHERE l.kind = 'debit' AND b.kind = 'allowance');
+    END IF;
     IF ch.amount IS NULL OR ch.amount <= 0 THEN
         RAISE EXCEPTION '% round %: the charges add up to %', p_label, p_round, ch.amount;
     END IF;
@@ -437,7 +448,9 @@ BEGIN
 END $$;
 
 -- back to "nothing rated yet"
-\set reset 'TRUNCATE convbill.charge, convbill.usage_counter; UPDATE convbill.usage_event SET status = ''pending'', reject_reason = NULL, rated_at = NULL, charge_id = NULL; VACUUM ANALYZE convbill.usage_event; CHECKPOINT;'
+-- (allowances are buckets: the plan allowance buckets go, the money buckets
+-- return to zero, and the append-only ledger is emptied with its guard off)
+\set reset 'TRUNCATE convbill.charge, convbill.usage_counter; ALTER TABLE convbill.ledger DISABLE TRIGGER ledger_no_truncate; TRUNCATE convbill.ledger; ALTER TABLE convbill.ledger ENABLE TRIGGER ledger_no_truncate; DELETE FROM convbill.bucket WHERE origin <> ''main''; UPDATE convbill.bucket SET balance = 0 WHERE balance <> 0; UPDATE convbill.usage_event SET status = ''pending'', reject_reason = NULL, rated_at = NULL, charge_id = NULL; VACUUM ANALYZE convbill.usage_event; CHECKPOINT;'
 \set base_reset 'TRUNCATE bench02_charge_baseline; CHECKPOINT;'
 
 -- round 1

@@ -16,8 +16,10 @@
 -- round(sum(amount), 2) and invoice_sum must equal sum(amount) in value and
 -- scale, serial and parallel (an exception stops the run if not).
 -- Each query runs 5 times, the order reversed every other round; the median
--- counts.  Reported: median ms, ns per row, time over the grouping floor,
--- and the ratios convbill / numeric.  Runtime: about a minute on 2 cores.
+-- counts.  Reported: wall-clock (median, best) and, for the serial queries,
+-- the backend's CPU time from /proc (steadier on a busy machine), ns per
+-- row, time over the grouping floor, and the ratios convbill / numeric.
+-- Runtime: about a minute on 2 cores.
 
 \set ON_ERROR_STOP 1
 \timing off
@@ -108,21 +110,37 @@ SELECT pg_temp.check_lines(true);
 -------------------------------------------------------------------------------
 -- Timing: wall-clock of each whole query (clock_timestamp), 5 rounds.
 -------------------------------------------------------------------------------
-CREATE TEMP TABLE bench_run (ord int, round int, ms double precision);
+CREATE TEMP TABLE bench_run (ord int, round int, ms double precision, cpu_ms double precision);
 
-CREATE FUNCTION pg_temp.time_query(sql text, parallel boolean) RETURNS double precision
+-- CPU time of this backend so far (user + system, /proc, 10 ms ticks), or NULL
+-- where /proc cannot be read: robust to other load on the machine, which
+-- wall-clock time is not.  Parallel workers' CPU is not counted.
+CREATE FUNCTION pg_temp.cpu_ms() RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE f text[];
+BEGIN
+    f := regexp_split_to_array(split_part(pg_read_file('/proc/' || pg_backend_pid() || '/stat'), ') ', 2), ' ');
+    RETURN (f[12]::bigint + f[13]::bigint) * 10.0;   -- fields 14 and 15 (utime, stime)
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION pg_temp.time_query(sql text, parallel boolean, OUT ms double precision,
+                                   OUT cpu_ms double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
     t0 timestamptz;
     t1 timestamptz;
+    c0 double precision;
     result record;
 BEGIN
     PERFORM pg_temp.set_parallel(parallel);
+    c0 := pg_temp.cpu_ms();
     t0 := clock_timestamp();
     EXECUTE sql INTO result;
     t1 := clock_timestamp();
+    cpu_ms := CASE WHEN NOT parallel THEN pg_temp.cpu_ms() - c0 END;
+    ms := extract(epoch FROM t1 - t0) * 1000;
     PERFORM pg_temp.set_parallel(false);
-    RETURN extract(epoch FROM t1 - t0) * 1000;
 END
 $$;
 
@@ -130,14 +148,15 @@ DO $$
 DECLARE
     rounds CONSTANT int := 5;
     q record;
-    ms double precision;
+    t record;
 BEGIN
     FOR r IN 1 .. rounds LOOP
         FOR q IN SELECT * FROM bench_query
                  ORDER BY CASE WHEN r % 2 = 1 THEN ord ELSE -ord END LOOP
-            ms := pg_temp.time_query(q.sql, q.parallel);
-            INSERT INTO bench_run VALUES (q.ord, r, ms);
-            RAISE NOTICE 'round % query % %: % ms', r, q.ord, q.name, round(ms::numeric, 1);
+            t := pg_temp.time_query(q.sql, q.parallel);
+            INSERT INTO bench_run VALUES (q.ord, r, t.ms, t.cpu_ms);
+            RAISE NOTICE 'round % query % %: % ms (cpu % ms)', r, q.ord, q.name, round(t.ms::numeric, 1),
+                round(t.cpu_ms::numeric);
         END LOOP;
     END LOOP;
 END
@@ -150,29 +169,37 @@ SELECT current_setting('server_version') AS server, current_setting('jit') AS ji
        current_setting('work_mem') AS work_mem, current_setting('shared_buffers') AS shared_buffers;
 
 CREATE TEMP TABLE bench_med AS
-SELECT ord, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS ms, min(ms) AS min_ms, max(ms) AS max_ms
+SELECT ord, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS ms, min(ms) AS min_ms, max(ms) AS max_ms,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu_ms) AS cpu_ms
 FROM bench_run GROUP BY ord;
 
 SELECT q.ord AS "#", q.name AS query,
        round(m.ms::numeric, 1) AS median_ms,
        round(m.min_ms::numeric, 1) AS min_ms,
        round(m.max_ms::numeric, 1) AS max_ms,
+       round(m.cpu_ms::numeric) AS cpu_ms,
        round((m.ms * 1e6 / 2000000)::numeric, 1) AS ns_per_row,
-       CASE WHEN q.ord BETWEEN 2 AND 5 THEN round((m.ms - f.ms)::numeric, 1) END AS ms_over_floor
-FROM bench_query q JOIN bench_med m USING (ord) CROSS JOIN (SELECT ms FROM bench_med WHERE ord = 1) f
+       CASE WHEN q.ord BETWEEN 2 AND 5 THEN round((m.ms - f.ms)::numeric, 1) END AS ms_over_floor,
+       CASE WHEN q.ord BETWEEN 2 AND 5 THEN round((m.cpu_ms - f.cpu_ms)::numeric) END AS cpu_ms_over_floor
+FROM bench_query q JOIN bench_med m USING (ord) CROSS JOIN (SELECT ms, cpu_ms FROM bench_med WHERE ord = 1) f
 ORDER BY q.ord;
 
--- convbill / numeric: whole query, and the aggregate's own share (over the floor).
-WITH m AS (SELECT ord, ms FROM bench_med)
+-- convbill / numeric: whole query (median and best wall-clock, median CPU),
+-- and the aggregate's own share, over the grouping floor.
+WITH m AS (SELECT * FROM bench_med), f AS (SELECT * FROM bench_med WHERE ord = 1)
 SELECT c.what,
        round(n.ms::numeric, 1) AS numeric_ms, round(v.ms::numeric, 1) AS convbill_ms,
        round((v.ms / n.ms)::numeric, 2) AS ratio,
-       CASE WHEN c.floor THEN round(((v.ms - f.ms) / nullif(n.ms - f.ms, 0))::numeric, 2) END AS ratio_over_floor
+       round((v.min_ms / n.min_ms)::numeric, 2) AS ratio_best,
+       round((v.cpu_ms / nullif(n.cpu_ms, 0))::numeric, 2) AS ratio_cpu,
+       CASE WHEN c.floor THEN round(((v.ms - f.ms) / nullif(n.ms - f.ms, 0))::numeric, 2) END AS ratio_over_floor,
+       CASE WHEN c.floor THEN round(((v.cpu_ms - f.cpu_ms) / nullif(n.cpu_ms - f.cpu_ms, 0))::numeric, 2) END
+           AS ratio_cpu_over_floor
 FROM (VALUES ('line total: invoice_line_total / round(sum, 2), 100,003 groups', 2, 3, true),
              ('exact sum:  invoice_sum / sum, 100,003 groups', 4, 5, true),
              ('line total, one group', 6, 7, false),
              ('line total, 100,003 groups, 2 workers', 8, 9, false)) c(what, num, cb, floor)
-JOIN m n ON n.ord = c.num JOIN m v ON v.ord = c.cb CROSS JOIN (SELECT ms FROM m WHERE ord = 1) f
+JOIN m n ON n.ord = c.num JOIN m v ON v.ord = c.cb CROSS JOIN f
 ORDER BY c.num;
 
 DROP TABLE bench04_charge;

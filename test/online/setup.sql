@@ -7,10 +7,12 @@
 -- One plan: voice 60/60, sms, data on a cycle-scoped graduated tariff, plan
 -- allowances, and granted allowance buckets of two priorities.
 --
--- No money or allowance bucket expires during the run on purpose: a hold
--- taken on money that expires before the hold does lets the balance fall below
--- -credit_limit without overuse (reported as a finding, see
--- test/online/stress.sh), which invariant 3 would flag.
+-- No money or allowance bucket expires during the run, on purpose: a grant
+-- counts the money and allowance valid now, not what is still valid when the
+-- grant lapses, so a hold on a top-up or allowance that expires before the
+-- hold does is later debited from the main bucket, below -credit_limit
+-- without any overuse.  That is an open problem of the grant decision, which
+-- invariant 3 would flag; this test keeps to what should hold today.
 --
 -- The traffic (test/online/*.pgbench) calls the stress.* functions below.  Each
 -- does one request and logs it with its answer in the same transaction, so the
@@ -29,11 +31,14 @@ INSERT INTO plan_rate (plan_code, service, tariff) VALUES
     ('S', 'sms', '{"price": "0.09"}'),
     ('S', 'data', '{"model": "graduated", "scope": "cycle", "tiers": [{"up_to": 2000, "price": "0.004"}, {"up_to": null, "price": "0.002"}]}');
 
+-- Billing day 1 or 15, whichever does not start a period (and end the plan
+-- allowances) in the account's time zone during the next minutes.
 INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day, credit_limit)
-SELECT g, 'STRESS-' || g, 'Account ' || g, 'EUR',
-       (ARRAY['UTC', 'Europe/Berlin', 'America/New_York'])[1 + g % 3], 1 + g % 28,
+SELECT g, 'STRESS-' || g, 'Account ' || g, 'EUR', tz,
+       CASE WHEN extract(day FROM (now() + interval '15 minutes') AT TIME ZONE tz) = 1 THEN 15 ELSE 1 END,
        CASE WHEN g = 1 THEN 20 WHEN g BETWEEN 26 AND 45 THEN 5 * (g - 25) ELSE 0 END
-FROM generate_series(1, 50) g;
+FROM generate_series(1, 50) g,
+     LATERAL (SELECT (ARRAY['UTC', 'Europe/Berlin', 'America/New_York'])[1 + g % 3] AS tz) z;
 -- a child billed to its parent shares its parent's time zone and billing day
 UPDATE account c SET parent_id = p.account_id, bill_to_parent = true, timezone = p.timezone, billing_day = p.billing_day
 FROM account p WHERE (c.account_id, p.account_id) IN ((46, 1), (47, 1), (48, 30), (5, 49));

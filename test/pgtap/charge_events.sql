@@ -3,7 +3,7 @@
 --
 -- Two universes of 13 accounts are set up identically (A: ids 9100001.., B:
 -- 9200001..): prepaid and postpaid accounts, a parent paying for two children
--- (one money pool for three accounts), a top-up bucket with an expiry, granted
+-- (one money pool and credit limit for three accounts), a top-up bucket with an expiry, granted
 -- allowances of two priorities, plan allowances, an open session holding money
 -- and units, a low-balance threshold, a suspended, a closed and a subscription-
 -- less account, a child whose payer is suspended, and an account whose
@@ -51,7 +51,7 @@ CREATE FUNCTION pg_temp.universe(base bigint) RETURNS void LANGUAGE plpgsql AS $
 BEGIN
     INSERT INTO convbill.account (account_id, external_ref, name, currency, credit_limit, low_balance_threshold)
     SELECT base + i, 'CE-' || (base + i), 'charge_events ' || i, CASE WHEN i = 9 THEN 'USD' ELSE 'EUR' END,
-           CASE WHEN i = 3 THEN 0.50 ELSE 0 END, CASE WHEN i IN (2, 4) THEN 0.20 END
+           CASE i WHEN 3 THEN 0.50 WHEN 4 THEN 0.30 ELSE 0 END, CASE WHEN i IN (2, 4) THEN 0.20 END
     FROM generate_series(1, 13) i;
     UPDATE convbill.account SET parent_id = base + 4, bill_to_parent = true WHERE account_id IN (base + 5, base + 6);
     UPDATE convbill.account SET parent_id = base + 7, bill_to_parent = true WHERE account_id = base + 13;

@@ -1,0 +1,506 @@
+-- The bill run (SPEC section 5): run_billing(as_of) over hand-computed
+-- invoices.  Every line amount, subtotal, discount, tax, total, prepaid_applied
+-- and amount_due printed below is worked out in the comment next to it.  The
+-- file walks forward in time (as_of from October 2025 to November 2026); each
+-- run bills every account whose period has ended, so each section's accounts
+-- end their subscriptions and later runs leave them alone (an empty period
+-- gives no invoice).  Times are fixed; now() only stamps issued_at.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS convbill CASCADE;
+CREATE EXTENSION convbill;
+RESET client_min_messages;
+SET search_path = convbill, public;
+SET TimeZone = 'UTC';
+\set VERBOSITY terse
+\set SHOW_CONTEXT never
+
+-- an account's invoices: local period, hours, totals
+CREATE FUNCTION pg_temp.invoices(acc bigint)
+RETURNS TABLE (period text, hours numeric, status text, subtotal numeric, discount numeric, tax numeric,
+               total numeric, prepaid numeric, due numeric)
+LANGUAGE sql AS $$
+    SELECT to_char(i.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD') || ' - '
+           || to_char(i.period_end AT TIME ZONE a.timezone, 'YYYY-MM-DD'),
+           round(extract(epoch FROM i.period_end - i.period_start) / 3600),
+           i.status, i.subtotal, i.discount, i.tax, i.total, i.prepaid_applied, i.amount_due
+    FROM convbill.invoice i JOIN convbill.account a ON a.account_id = i.account_id
+    WHERE i.account_id = acc AND i.kind = 'invoice'
+    ORDER BY i.period_start
+$$;
+-- an account's invoice lines (src: the section's account)
+CREATE FUNCTION pg_temp.lines(acc bigint)
+RETURNS TABLE (period text, no integer, kind text, src bigint, description text, quantity numeric, amount numeric)
+LANGUAGE sql AS $$
+    SELECT to_char(i.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD'), l.line_no, l.kind,
+           l.source_account_id, l.description, l.quantity, l.amount
+    FROM convbill.invoice i JOIN convbill.account a ON a.account_id = i.account_id
+    JOIN convbill.invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+    WHERE i.account_id = acc AND i.kind = 'invoice'
+    ORDER BY i.period_start, l.line_no
+$$;
+-- the main money bucket, and whether the ledger adds up to it
+CREATE FUNCTION pg_temp.money(acc bigint)
+RETURNS TABLE (balance numeric, ledger_sum numeric)
+LANGUAGE sql AS $$
+    SELECT b.balance, (SELECT sum(l.amount) FROM convbill.ledger l
+                       WHERE l.account_id = b.account_id AND l.bucket_id = b.bucket_id)
+    FROM convbill.bucket b WHERE b.account_id = acc AND b.origin = 'main'
+$$;
+-- an account's charges: when, which local period, on which invoice (by its period)
+CREATE FUNCTION pg_temp.charges(acc bigint)
+RETURNS TABLE (kind text, service text, occurred text, period text, amount numeric, invoiced_in text)
+LANGUAGE sql AS $$
+    SELECT c.kind, c.service, to_char(c.occurred_at AT TIME ZONE a.timezone, 'YYYY-MM-DD HH24:MI:SS'),
+           to_char(c.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD'), c.amount,
+           to_char(i.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD')
+    FROM convbill.charge c JOIN convbill.account a ON a.account_id = c.account_id
+    LEFT JOIN convbill.invoice i ON i.invoice_id = c.invoice_id     -- (a section's: its payer's)
+    WHERE c.account_id = acc
+    ORDER BY c.occurred_at, c.kind, c.amount
+$$;
+
+INSERT INTO service (code, unit, description) VALUES
+    ('voice', 'second', 'Calls'), ('sms', 'message', 'Text messages'), ('data', 'MB', 'Mobile data');
+INSERT INTO destination VALUES ('49', 'DE'), ('44', 'UK');
+-- M31: 31.00 a month, so that a fee of d days out of a 31-day period is d.00
+INSERT INTO plan (code, name, currency, recurring_fee, billing) VALUES
+    ('M31', 'Mobile 31', 'EUR', 31.00, 'arrears'),
+    ('BIG', 'Mobile Big', 'EUR', 62.00, 'arrears'),
+    ('ADV', 'Office (advance)', 'EUR', 30.00, 'advance'),
+    ('JP', 'Keitai', 'JPY', 980, 'arrears'),
+    ('KW', 'Gulf data', 'KWD', 3.500, 'arrears');
+INSERT INTO plan_rate (plan_code, service, zone, tariff) VALUES
+    ('M31', 'sms', NULL, '{"price": "0.10"}'),
+    ('M31', 'voice', NULL, '{"price": "0.01"}'),          -- 0.01 a second
+    ('M31', 'voice', 'UK', '{"price": "0.05"}'),          -- calls to the UK priced apart: a line of their own
+    ('M31', 'data', NULL, '{"price": "0.0125"}'),         -- 1.25 cents a MB: sums rounded once
+    ('BIG', 'sms', NULL, '{"price": "0.05"}'),
+    ('ADV', 'sms', NULL, '{"price": "0.10"}'),
+    ('JP', 'data', NULL, '{"price": "0.3"}'),             -- 0.3 yen a MB
+    ('KW', 'data', NULL, '{"price": "0.0015"}');          -- 1.5 fils a MB
+INSERT INTO tax_rate (code, rate, valid_from) VALUES
+    ('DE-VAT', 19, '-infinity'), ('DE-RED', 7, '-infinity'), ('JP-CT', 10, '-infinity'),
+    ('XX', 10, '-infinity'), ('XX', 12, '2026-06-15 00:00+00');
+
+
+-- Every account of the file, with its subscriptions (each ends, so later runs
+-- find nothing more to bill for it).
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day, parent_id, bill_to_parent, tax_code) VALUES
+    (10, 'KIRI',     'Kiritimati (UTC+14)',     'EUR', 'Pacific/Kiritimati', 1, NULL, false, NULL),
+    (11, 'PAGO',     'Pago Pago (UTC-11)',      'EUR', 'Pacific/Pago_Pago',  1, NULL, false, NULL),
+    (20, 'BER-OCT',  'Berlin, October',         'EUR', 'Europe/Berlin',      1, NULL, false, NULL),
+    (21, 'BER-MAR',  'Berlin, March',           'EUR', 'Europe/Berlin',      1, NULL, false, NULL),
+    (30, 'DAY28',    'New York, billing day 28','EUR', 'America/New_York',  28, NULL, false, NULL),
+    (40, 'CHANGE',   'Plan change',             'EUR', 'UTC',                1, NULL, false, NULL),
+    (41, 'ADVANCE',  'Advance, cancelled',      'EUR', 'UTC',                1, NULL, false, NULL),
+    (50, 'CORP',     'Corp AG',                 'EUR', 'UTC',                1, NULL, false, 'DE-VAT'),
+    (51, 'CORP-A',   'Corp AG, field team',     'EUR', 'UTC',                1, 50,   true,  'DE-RED'),
+    (52, 'CORP-B',   'Corp AG, office',         'EUR', 'UTC',                1, 50,   true,  NULL),
+    (60, 'DISC-A',   'Discounts A',             'EUR', 'UTC',                1, NULL, false, NULL),
+    (61, 'DISC-B',   'Discounts B',             'EUR', 'UTC',                1, NULL, false, 'DE-VAT'),
+    (65, 'TAXCHG',   'Tax rate change',         'EUR', 'UTC',               15, NULL, false, 'XX'),
+    (70, 'PRE-BIG',  'Prepaid, more than total','EUR', 'UTC',                1, NULL, false, 'DE-VAT'),
+    (71, 'PRE-SMALL','Prepaid, less than total','EUR', 'UTC',                1, NULL, false, 'DE-VAT'),
+    (80, 'LATE',     'Late event',              'EUR', 'UTC',                1, NULL, false, NULL),
+    (85, 'GROUP',    'Group',                   'EUR', 'UTC',                1, NULL, false, 'DE-VAT'),
+    (90, 'CATCHUP',  'Catch-up',                'EUR', 'UTC',                1, NULL, false, 'DE-VAT'),
+    (95, 'JPY',      'Yen',                     'JPY', 'Asia/Tokyo',         1, NULL, false, 'JP-CT'),
+    (96, 'KWD',      'Dinar',                   'KWD', 'Asia/Kuwait',        1, NULL, false, NULL),
+    (97, 'NORATE',   'Tax code without a rate', 'EUR', 'UTC',                1, NULL, false, 'FR-VAT');
+-- subscribe(account, plan, start) and, where given, unsubscribe at end
+SELECT count(*) AS subscriptions FROM (
+    SELECT x.acc, x.plan, CASE WHEN x.until IS NOT NULL THEN unsubscribe(s, x.until) END
+    FROM (VALUES
+        (10, 'M31', '2026-01-10 00:00 Pacific/Kiritimati'::timestamptz, '2026-02-15 00:00 Pacific/Kiritimati'::timestamptz),
+        (11, 'M31', '2026-01-20 12:00 Pacific/Pago_Pago', '2026-02-08 00:00 Pacific/Pago_Pago'),
+        (20, 'M31', '2025-10-15 00:00 Europe/Berlin', '2025-11-16 00:00 Europe/Berlin'),
+        (21, 'M31', '2026-03-10 00:00 Europe/Berlin', '2026-04-02 00:00 Europe/Berlin'),
+        (30, 'M31', '2026-02-10 00:00 America/New_York', '2026-03-14 00:00 America/New_York'),
+        (41, 'ADV', '2026-04-01 00:00+00', NULL),
+        (50, 'M31', '2026-05-01 00:00+00', '2026-06-01 00:00+00'),
+        (51, 'M31', '2026-05-01 00:00+00', '2026-06-01 00:00+00'),
+        (60, 'M31', '2026-05-01 00:00+00', '2026-08-01 00:00+00'),
+        (61, 'M31', '2026-05-01 00:00+00', '2026-06-01 00:00+00'),
+        (65, 'M31', '2026-05-15 00:00+00', '2026-07-15 00:00+00'),
+        (70, 'M31', '2026-05-01 00:00+00', '2026-06-01 00:00+00'),
+        (71, 'M31', '2026-05-01 00:00+00', '2026-06-01 00:00+00'),
+        (80, 'M31', '2026-05-01 00:00+00', '2026-07-01 00:00+00'),
+        (85, 'M31', '2026-11-01 00:00+00', '2027-01-01 00:00+00'),
+        (90, 'M31', '2026-08-01 00:00+00', '2026-11-01 00:00+00'),
+        (95, 'JP',  '2026-04-11 00:00 Asia/Tokyo', '2026-05-01 00:00 Asia/Tokyo'),
+        (96, 'KW',  '2026-04-01 00:00 Asia/Kuwait', '2026-04-16 00:00 Asia/Kuwait'),
+        (97, 'M31', '2026-04-01 00:00+00', '2026-05-01 00:00+00')) x(acc, plan, start, until)
+    CROSS JOIN LATERAL subscribe(x.acc, x.plan, x.start) s) y;
+-- 40: Mobile 31 from 1 April, changed to Mobile Big on 11 April 10:00 UTC,
+-- which ends on 1 May
+SELECT subscribe(40, 'M31', '2026-04-01 00:00+00') AS sub40 \gset
+SELECT change_plan(:sub40, 'BIG', '2026-04-11 10:00+00') AS sub40big \gset
+SELECT unsubscribe(:sub40big, '2026-05-01 00:00+00');
+SELECT subscription_id AS sub41 FROM subscription WHERE account_id = 41 \gset
+
+-------------------------------------------------------------------------------
+-- 1. A DST month: Europe/Berlin, October 2025 (31 local days, 745 hours)
+-------------------------------------------------------------------------------
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (20, 'net', 'b1', 'sms', 1, '2025-10-26 00:30+00'),   -- 02:30 CEST, before the clocks go back: October
+    (20, 'net', 'b2', 'sms', 1, '2025-10-31 22:59:59+00'),-- 23:59:59 CET on 31 October: October
+    (20, 'net', 'b3', 'sms', 1, '2025-10-31 23:00+00');   -- 00:00 on 1 November: November
+SELECT rate_pending() AS rated;
+-- nothing has ended yet one second before local midnight
+SELECT run_billing('2025-10-31 22:59:59+00') AS invoices;
+-- local midnight of 1 November: October has ended
+SELECT run_billing('2025-11-01 00:00 Europe/Berlin') AS invoices;
+-- October: 745 hours but 31 local days; 15..31 Oct = 17 days: 31.00 x 17/31
+-- = 17.00 (by hours it would be 31.00 x 409/745 = 17.02); sms 2 x 0.10 =
+-- 0.20; subtotal = total = due 17.20 (no tax code, nothing prepaid)
+SELECT * FROM pg_temp.invoices(20);
+SELECT * FROM pg_temp.lines(20);
+-- November (30 days): 1..15 Nov = 15 days: 31.00 x 15/30 = 15.50; sms 0.10;
+-- total 15.60.  (December and January are empty: no invoice.)
+SELECT run_billing('2025-12-01 00:00 Europe/Berlin') AS invoices;
+SELECT * FROM pg_temp.invoices(20) OFFSET 1;
+SELECT * FROM pg_temp.lines(20) OFFSET 2;
+
+-------------------------------------------------------------------------------
+-- 2. UTC+14 and UTC-11: events near midnight UTC on the period boundaries
+--    fall in the local period; billing day 28 through February
+-------------------------------------------------------------------------------
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    -- Kiritimati, UTC+14: local midnight of 1 Feb is 2026-01-31 10:00 UTC
+    (10, 'net', 'k1', 'sms', 1, '2026-01-31 09:59:59+00'),  -- 31 Jan 23:59:59 local: January
+    (10, 'net', 'k2', 'sms', 1, '2026-01-31 10:00:00+00'),  -- 1 Feb 00:00 local: February
+    (10, 'net', 'k3', 'sms', 1, '2026-01-31 23:59:59+00'),  -- 1 Feb 13:59:59 local: February
+    (10, 'net', 'k4', 'sms', 1, '2026-02-01 00:00:00+00'),  -- 1 Feb 14:00 local: February
+    -- Pago Pago, UTC-11: local midnight of 1 Feb is 2026-02-01 11:00 UTC
+    (11, 'net', 'p1', 'sms', 1, '2026-01-31 23:59:59+00'),  -- 31 Jan 12:59:59 local: January
+    (11, 'net', 'p2', 'sms', 1, '2026-02-01 00:00:00+00'),  -- 31 Jan 13:00 local: January
+    (11, 'net', 'p3', 'sms', 1, '2026-02-01 10:59:59+00'),  -- 31 Jan 23:59:59 local: January
+    (11, 'net', 'p4', 'sms', 1, '2026-02-01 11:00:00+00'),  -- 1 Feb 00:00 local: February
+    -- New York, billing day 28: 28 Feb 00:00 EST is 05:00 UTC
+    (30, 'net', 'n1', 'sms', 1, '2026-02-28 04:59:59+00'),  -- 27 Feb 23:59:59 local: 28 Jan - 28 Feb
+    (30, 'net', 'n2', 'sms', 1, '2026-02-28 05:00:00+00');  -- 28 Feb 00:00 local: 28 Feb - 28 Mar
+SELECT rate_pending() AS rated;
+SELECT * FROM pg_temp.charges(10);
+SELECT * FROM pg_temp.charges(11);
+-- 2026-02-01 00:00 UTC: Kiritimati's January has ended (at 31 Jan 10:00 UTC),
+-- Pago Pago's has not (it ends at 1 Feb 11:00 UTC)
+SELECT run_billing('2026-02-01 00:00+00') AS invoices;                  -- 1
+SELECT run_billing('2026-02-01 10:59:59+00') AS invoices;               -- 0
+SELECT run_billing('2026-02-01 11:00+00') AS invoices;                  -- 1
+-- 28 Feb 00:00 in New York: the period 28 Jan - 28 Feb has ended
+SELECT run_billing('2026-02-28 05:00+00') AS invoices;                  -- 1
+-- Kiritimati's and Pago Pago's Februaries
+SELECT run_billing('2026-03-01 11:00+00') AS invoices;                  -- 2
+-- 28 Mar 00:00 EDT (04:00 UTC): the period 28 Feb - 28 Mar has ended
+SELECT run_billing('2026-03-28 04:00+00') AS invoices;                  -- 1
+-- Kiritimati: January (31 days), subscribed from 10 Jan: 22 days: 31.00 x
+-- 22/31 = 22.00; sms k1 0.10; total 22.10.  February (28 days), ended 15 Feb:
+-- 1..14 Feb = 14 days: 31.00 x 14/28 = 15.50; sms k2, k3, k4 0.30; total 15.80.
+SELECT * FROM pg_temp.invoices(10);
+SELECT * FROM pg_temp.lines(10);
+-- Pago Pago: January from 20 Jan 12:00 (the start day counts): 20..31 Jan =
+-- 12 days: 31.00 x 12/31 = 12.00; sms p1, p2, p3 0.30; total 12.30.
+-- February, ended 8 Feb: 7 days: 31.00 x 7/28 = 7.75; sms p4 0.10; total 7.85.
+SELECT * FROM pg_temp.invoices(11);
+SELECT * FROM pg_temp.lines(11);
+-- Billing day 28: 28 Jan - 28 Feb has 31 days, subscribed from 10 Feb: 10..27
+-- Feb = 18 days: 31.00 x 18/31 = 18.00; sms n1 0.10; total 18.10.
+-- 28 Feb - 28 Mar has 28 days (671 hours: DST began on 8 March), ended 14
+-- Mar: 28 Feb..13 Mar = 14 days: 31.00 x 14/28 = 15.50; sms n2 0.10; total 15.60.
+SELECT * FROM pg_temp.invoices(30);
+SELECT * FROM pg_temp.lines(30);
+
+-------------------------------------------------------------------------------
+-- 3. The other DST month: Europe/Berlin, March 2026 (31 local days, 743 hours)
+-------------------------------------------------------------------------------
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (21, 'net', 'm1', 'sms', 1, '2026-03-29 00:30+00'),     -- 01:30 CET, before the clocks go forward: March
+    (21, 'net', 'm2', 'sms', 1, '2026-03-31 21:59:59+00'),  -- 31 Mar 23:59:59 CEST: March
+    (21, 'net', 'm3', 'sms', 1, '2026-03-31 22:00+00');     -- 1 Apr 00:00 CEST: April
+SELECT rate_pending() AS rated;
+SELECT run_billing('2026-04-01 00:00 Europe/Berlin') AS invoices;       -- 1
+-- March: 10..31 Mar = 22 days of 31: 31.00 x 22/31 = 22.00 (by hours 31.00 x
+-- 527/743 = 21.99); sms m1, m2 0.20; total 22.20
+SELECT * FROM pg_temp.invoices(21);
+SELECT * FROM pg_temp.lines(21);
+
+-------------------------------------------------------------------------------
+-- 4. April 2026: a plan change, an advance plan, yen and dinars, and a tax
+--    code without a rate
+-------------------------------------------------------------------------------
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (40, 'net', 'c1', 'sms', 1, '2026-04-05 12:00+00'),     -- on Mobile 31: 0.10
+    (40, 'net', 'c2', 'sms', 1, '2026-04-20 12:00+00'),     -- on Mobile Big: 0.05
+    (41, 'net', 'a1', 'sms', 1, '2026-04-10 12:00+00'),     -- 0.10
+    (41, 'net', 'a2', 'sms', 1, '2026-05-05 12:00+00'),     -- 0.10 (May)
+    (41, 'net', 'a3', 'sms', 1, '2026-05-06 12:00+00'),     -- 0.10 (May)
+    (95, 'net', 'j1', 'data', 5, '2026-04-20 12:00+00'),    -- 5 x 0.3 = 1.5 yen
+    (95, 'net', 'j2', 'data', 7, '2026-04-21 12:00+00'),    -- 7 x 0.3 = 2.1 yen
+    (96, 'net', 'w1', 'data', 333, '2026-04-10 12:00+00'),  -- 333 x 0.0015 = 0.4995 KWD
+    (97, 'net', 'f1', 'sms', 1, '2026-04-10 12:00+00');     -- 0.10
+SELECT rate_pending() AS rated;
+-- 97's tax code FR-VAT has no rate: 97 is not billed (a warning says so);
+-- the other five are: 21 (April), 40, 41, 95, 96
+SELECT run_billing('2026-05-01 00:00+00') AS invoices;                  -- 5
+SELECT count(*) AS norate_invoices FROM invoice WHERE account_id = 97;  -- 0
+INSERT INTO tax_rate (code, rate, valid_from) VALUES ('FR-VAT', 20, '-infinity');
+SELECT run_billing('2026-05-01 00:00+00') AS invoices;                  -- 1: now 97
+-- 97: April (30 days) 31.00 + sms 0.10 = 31.10; FR-VAT 20 %: 6.22; total 37.32
+SELECT * FROM pg_temp.invoices(97);
+-- 21, April: ended 2 Apr: 1 day of 30: 31.00 x 1/30 = 1.033333 -> 1.03; sms
+-- m3 0.10; total 1.13
+SELECT * FROM pg_temp.invoices(21) OFFSET 1;
+SELECT * FROM pg_temp.lines(21) OFFSET 2;
+-- 40, the plan change on 11 April (30 days): Mobile 31 for 1..10 Apr = 10
+-- days: 31.00 x 10/30 = 10.333333 -> 10.33; Mobile Big from 11 Apr: 20 days:
+-- 62.00 x 20/30 = 41.333333 -> 41.33; sms on each plan's rate: 0.10 and 0.05
+-- (one line per plan); subtotal = total 51.81
+SELECT * FROM pg_temp.invoices(40);
+SELECT * FROM pg_temp.lines(40);
+-- 41, advance billing: April's invoice has April's fee (30.00) and May's
+-- (30.00, in advance), sms a1 0.10: total 60.10
+SELECT * FROM pg_temp.invoices(41);
+SELECT * FROM pg_temp.lines(41);
+-- 95, JPY (0 decimals), Tokyo: 11..30 Apr = 20 days: 980 x 20/30 = 653.333333
+-- -> 653; data 1.5 + 2.1 = 3.6 -> 4 (rounded once); subtotal 657; JP-CT 10 %
+-- of 657 = 65.7 -> 66; total 723
+SELECT * FROM pg_temp.invoices(95);
+SELECT * FROM pg_temp.lines(95);
+-- 96, KWD (3 decimals), Kuwait: 1..15 Apr = 15 days: 3.500 x 15/30 = 1.750;
+-- data 0.4995 -> 0.500 (half up); total 2.250
+SELECT * FROM pg_temp.invoices(96);
+SELECT * FROM pg_temp.lines(96);
+-- 41 cancels its advance plan on 21 May, after May's fee was invoiced
+SELECT unsubscribe(:sub41, '2026-05-21 00:00+00');
+
+-------------------------------------------------------------------------------
+-- 5. May - July 2026: a corporate parent with a sub-account, discounts, two
+--    tax rates and a rate change, prepaid money, a late event
+-------------------------------------------------------------------------------
+INSERT INTO discount (discount_id, account_id, plan_code, service, percent, amount, max_periods) VALUES
+    (1, 50, 'M31', NULL,   10,   NULL, NULL),  -- Corp: 10 % off its Mobile 31 lines
+    (2, 51, NULL,  NULL,   NULL, 5.00, NULL),  -- the field team: 5.00 off its section
+    (3, 60, 'M31', NULL,   15,   NULL, 2),     -- 15 % off Mobile 31, for the first 2 periods
+    (4, 60, NULL,  'data', NULL, 0.02, NULL),  -- 0.02 off data
+    (5, 61, NULL,  NULL,   NULL, 50.00, NULL), -- more than the whole section
+    (6, 61, NULL,  NULL,   10,   NULL, NULL),  -- nothing left for it
+    (7, 61, NULL,  'sms',  NULL, 1.00, NULL);  -- nor for this one
+-- 0.015 off 80's June: discounts are in the currency's minor unit, 0.02
+INSERT INTO discount (discount_id, account_id, amount, valid_from, valid_until)
+VALUES (8, 80, 0.015, '2026-06-01 00:00+00', '2026-07-01 00:00+00');
+-- one-time charges: a headset for Corp's office (no tax code of its own: its
+-- payer's, DE-VAT); a SIM card and a goodwill credit for 80 in June
+SELECT add_charge(52, 10.00, 'Headset', 'one_time', '2026-05-20 12:00+00', 'hs-52') > 0 AS charged;
+SELECT add_charge(80, 4.99, 'SIM card', 'one_time', '2026-06-10 12:00+00', 'sim-80') > 0 AS charged,
+       add_charge(80, -1.50, 'Goodwill', 'adjustment', '2026-06-11 12:00+00', 'gw-80') > 0 AS charged;
+SELECT top_up(70, 100.00, 'pre-70') > 0 AS topped_up, top_up(71, 20.00, 'pre-71') > 0 AS topped_up;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs) VALUES
+    (50, 'net', 'v1', 'voice', 120, '2026-05-04 09:00+00', '{"destination": "+49 30 123"}'),  -- 1.20
+    (50, 'net', 'v2', 'voice', 60, '2026-05-04 10:00+00', '{"destination": "+44 20 123"}'),   -- UK: 3.00
+    (51, 'net', 'd1', 'data', 100, '2026-05-05 09:00+00', '{}'),                              -- 1.25
+    (51, 'net', 's1', 'sms', 3, '2026-05-05 10:00+00', '{}'),                                 -- 0.30
+    (60, 'net', 'v1', 'voice', 103, '2026-05-06 09:00+00', '{}'),                             -- 1.03
+    (60, 'net', 'd1', 'data', 1, '2026-05-06 10:00+00', '{}'),                                -- 0.0125
+    (60, 'net', 'd2', 'data', 1, '2026-05-06 11:00+00', '{}'),                                -- 0.0125
+    (60, 'net', 'v2', 'voice', 100, '2026-06-06 09:00+00', '{}'),                             -- June: 1.00
+    (60, 'net', 'd3', 'data', 4, '2026-07-06 09:00+00', '{}'),                                -- July: 0.05
+    (61, 'net', 's1', 'sms', 1, '2026-05-07 09:00+00', '{}'),                                 -- 0.10
+    (70, 'net', 'd1', 'data', 1, '2026-05-08 09:00+00', '{}'),
+    (70, 'net', 'd2', 'data', 1, '2026-05-08 10:00+00', '{}'),
+    (70, 'net', 'd3', 'data', 1, '2026-05-08 11:00+00', '{}'),                                -- 3 x 0.0125
+    (71, 'net', 'd1', 'data', 1, '2026-05-08 09:00+00', '{}'),
+    (71, 'net', 'd2', 'data', 1, '2026-05-08 10:00+00', '{}'),
+    (71, 'net', 'd3', 'data', 1, '2026-05-08 11:00+00', '{}'),                                -- 3 x 0.0125
+    (80, 'net', 'l1', 'sms', 1, '2026-05-10 09:00+00', '{}');                                 -- 0.10
+SELECT rate_pending() AS rated;
+-- 41, 50 (with 51), 60, 61, 70, 71, 80; not 65 (its period ends 15 June)
+SELECT run_billing('2026-06-01 00:00+00') AS invoices;                  -- 7
+-- 41, cancelled on 21 May: May's fee was 30.00 in advance, 1..20 May = 20
+-- days of 31 are used: 30.00 x 20/31 = 19.354839, so 30.00 - 19.354839 =
+-- 10.645161 is credited: -10.65; sms a2, a3 0.20; total -10.45, a credit
+-- (nothing prepaid: amount_due -10.45).  June: nothing.
+SELECT * FROM pg_temp.invoices(41);
+SELECT * FROM pg_temp.lines(41);
+
+-- The corporate invoice, May (31 days): one invoice for Corp with the
+-- sections of the field team (src 51) and the office (52); neither has an
+-- invoice of its own.
+--   Corp: Mobile 31 31.00, calls 1.20, calls to the UK 3.00 (its own line:
+--         the UK rate) = 35.20; 10 % off Mobile 31 lines: 3.52
+--   field team: Mobile 31 31.00, data 1.25, sms 0.30 = 32.55; 5.00 off
+--   office: headset 10.00
+--   DE-RED 7 % of the field team's 32.55 - 5.00 = 27.55: 1.9285 -> 1.93
+--   DE-VAT 19 % of Corp's 35.20 - 3.52 = 31.68 and the office's 10.00 =
+--         41.68: 7.9192 -> 7.92 (rounded once for the rate)
+--   subtotal 35.20 + 32.55 + 10.00 = 77.75, discount -8.52, tax 9.85,
+--   total 79.08
+SELECT * FROM pg_temp.invoices(50);
+SELECT * FROM pg_temp.lines(50);
+SELECT count(*) AS section_invoices FROM invoice WHERE account_id IN (51, 52);
+SELECT c.account_id, count(*) AS charges, count(*) FILTER (WHERE i.account_id = 50) AS on_corp_invoice
+FROM charge c LEFT JOIN invoice i ON i.invoice_id = c.invoice_id WHERE c.account_id IN (51, 52)
+GROUP BY 1 ORDER BY 1;
+
+-- 61: 31.00 + sms 0.10 = 31.10; the 50.00 discount takes all of it (never
+-- below zero), the 10 % and the sms discount find nothing left; tax 0.00;
+-- total 0.00
+SELECT * FROM pg_temp.invoices(61);
+SELECT * FROM pg_temp.lines(61);
+
+-- Prepaid (DE-VAT): 31.00 + data 3 x 0.0125 = 0.0375 -> 0.04 (one rounding:
+-- per charge it would be 0.03) = 31.04; tax 19 %: 5.8976 -> 5.90; total 36.94.
+--   70 had 100.00: prepaid 36.94, due 0.00; 100.00 - 36.94 = 63.06 stays
+--   71 had 20.00: prepaid 20.00, due 16.94; the balance is -16.94
+SELECT * FROM pg_temp.invoices(70);
+SELECT * FROM pg_temp.lines(70);
+SELECT * FROM pg_temp.money(70);
+SELECT * FROM pg_temp.invoices(71);
+SELECT * FROM pg_temp.money(71);
+
+-- A late event: 80's call of 20 May arrives after May was invoiced; it goes
+-- to June, the next open period
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (80, 'net', 'l2', 'sms', 1, '2026-05-20 09:00+00');
+SELECT rate_pending() AS rated;
+SELECT * FROM pg_temp.charges(80);
+-- 65, billing day 15: 15 May - 15 Jun (31 days): 31.00; the XX rate of
+-- 12 % is valid from 15 Jun 00:00, the period's end, so 10 % applies: 3.10;
+-- total 34.10
+SELECT run_billing('2026-06-15 00:00+00') AS invoices;                  -- 1
+-- 60's and 80's Junes
+SELECT run_billing('2026-07-01 00:00+00') AS invoices;                  -- 2
+-- 65: 15 Jun - 15 Jul (30 days): 31.00; 12 % now: 3.72; total 34.72
+SELECT run_billing('2026-07-15 00:00+00') AS invoices;                  -- 1
+-- 60's July
+SELECT run_billing('2026-08-01 00:00+00') AS invoices;                  -- 1
+SELECT * FROM pg_temp.invoices(65);
+SELECT * FROM pg_temp.lines(65);
+-- 80: May 31.00 + sms l1 0.10 = 31.10.  June (30 days): 31.00 + the late
+-- sms l2 0.10 + SIM card 4.99 + goodwill -1.50 = 34.59; discount 0.015 ->
+-- 0.02; total 34.57
+SELECT * FROM pg_temp.invoices(80);
+SELECT * FROM pg_temp.lines(80);
+SELECT * FROM pg_temp.charges(80);
+-- its lines are in whole cents: it can be finalized
+SELECT finalize_invoice(invoice_id) AS number FROM invoice WHERE account_id = 80 ORDER BY period_start;
+-- 60, discounts 3 (15 % of Mobile 31, 2 periods) and 4 (0.02 off data):
+--   May: 31.00 + calls 1.03 + data 2 x 0.0125 = 0.025 -> 0.03 = 32.06;
+--        15 % of 32.06 = 4.809 -> 4.81 (rounded once; line by line it would
+--        be 4.65 + 0.15 + 0.00 = 4.80); data 0.02; discount -4.83; total 27.23
+--   June: 31.00 + calls 1.00 = 32.00; 15 %: 4.80; no data; total 27.20
+--   July: 31.00 + data 4 x 0.0125 = 0.05 = 31.05; the 15 % had its 2
+--        periods; data 0.02; total 31.03
+SELECT * FROM pg_temp.invoices(60);
+SELECT * FROM pg_temp.lines(60);
+
+-------------------------------------------------------------------------------
+-- 6. Catch-up: three periods missed, invoiced in one run, in order; prepaid
+--    money spread over them; re-runs; empty periods
+-------------------------------------------------------------------------------
+SELECT top_up(90, 100.00, 'pre-90') > 0 AS topped_up;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (90, 'net', 'x1', 'sms', 1, '2026-08-10 09:00+00'),
+    (90, 'net', 'x2', 'sms', 2, '2026-09-10 09:00+00'),
+    (90, 'net', 'x3', 'sms', 3, '2026-10-10 09:00+00');
+SELECT rate_pending() AS rated;
+SET convbill.finalize_invoices = on;
+SELECT run_billing('2026-11-01 00:00+00') AS invoices;                  -- 3
+RESET convbill.finalize_invoices;
+-- Aug: 31.00 + 0.10 = 31.10, VAT 5.909 -> 5.91, total 37.01
+-- Sep: 31.00 + 0.20 = 31.20, VAT 5.928 -> 5.93, total 37.13
+-- Oct: 31.00 + 0.30 = 31.30, VAT 5.947 -> 5.95, total 37.25
+-- prepaid 100.00 pays Aug (37.01) and Sep (37.13), and 100.00 - 74.14 =
+-- 25.86 of Oct: due 37.25 - 25.86 = 11.39; the balance is -11.39
+SELECT * FROM pg_temp.invoices(90);
+SELECT i.number, to_char(i.period_start AT TIME ZONE 'UTC', 'YYYY-MM') AS period
+FROM invoice i WHERE i.account_id = 90 ORDER BY i.number;
+SELECT * FROM pg_temp.money(90);
+-- a re-run creates nothing
+SELECT run_billing('2026-11-01 00:00+00') AS invoices;                  -- 0
+
+-------------------------------------------------------------------------------
+-- 7. A charge written straight into a period already invoiced (an INSERT
+--    that did not ask open_period): it goes on the next invoice, and the
+--    account's billing goes on
+-------------------------------------------------------------------------------
+-- 85's November: 31.00, VAT 5.89, total 36.89; 90's November is empty: no
+-- invoice
+SELECT run_billing('2026-12-01 00:00+00') AS invoices;                  -- 1
+SELECT count(*) AS catch_up_invoices FROM invoice WHERE account_id = 90;   -- still 3
+INSERT INTO charge (account_id, kind, amount, currency, occurred_at, period_start, period_end, description)
+VALUES (85, 'one_time', 7.50, 'EUR', '2026-11-20 12:00+00', '2026-11-01 00:00+00', '2026-12-01 00:00+00', 'Installation');
+SELECT add_charge(85, 2.50, 'Cable', 'one_time', '2026-12-05 12:00+00', 'cable-85') > 0 AS charged;
+SELECT run_billing('2027-01-01 00:00+00') AS invoices;                  -- 1
+-- 85's December: 31.00 + installation 7.50 (November's) + cable 2.50 =
+-- 41.00; VAT 7.79; total 48.79
+SELECT * FROM pg_temp.invoices(85);
+SELECT * FROM pg_temp.lines(85);
+SELECT * FROM pg_temp.charges(85);
+
+-------------------------------------------------------------------------------
+-- 8. convbill.invoice_empty_periods = on: an empty period gets an invoice
+-------------------------------------------------------------------------------
+-- every paying account (all but 51 and 52) has an ended, empty period by
+-- 1 February 2027: 19 invoices of 0.00 without lines
+SET convbill.invoice_empty_periods = on;
+SELECT run_billing('2027-02-01 00:00+00') AS invoices;                  -- 19
+RESET convbill.invoice_empty_periods;
+SELECT count(*) AS empty_invoices, count(DISTINCT account_id) AS accounts,
+       bool_and(i.total = 0 AND i.subtotal = 0 AND i.amount_due = 0) AS all_zero,
+       bool_and(NOT EXISTS (SELECT 1 FROM invoice_line l WHERE l.account_id = i.account_id
+                                                           AND l.invoice_id = i.invoice_id)) AS no_lines
+FROM invoice i WHERE i.period_end > '2026-12-31 00:00+00' AND i.account_id <> 85
+   OR i.account_id = 85 AND i.period_start >= '2027-01-01 00:00+00';
+SELECT * FROM pg_temp.invoices(90) OFFSET 3;
+
+-------------------------------------------------------------------------------
+-- 9. Invariants over everything billed above (every period has ended)
+-------------------------------------------------------------------------------
+-- each invoice: total = the exact sum of its lines, subtotal, discount and tax
+-- = their lines, lines in the currency's minor unit, amount_due = total -
+-- prepaid_applied, prepaid between 0 and the total; one per account and period
+SELECT count(*) AS invoices,
+       count(*) FILTER (WHERE i.total = l.total AND i.subtotal = l.subtotal AND i.discount = l.discount
+                          AND i.tax = l.tax) AS lines_add_up,
+       count(*) FILTER (WHERE l.unrounded = 0) AS lines_rounded,
+       count(*) FILTER (WHERE i.amount_due = i.total - i.prepaid_applied AND i.prepaid_applied >= 0
+                          AND i.prepaid_applied <= greatest(i.total, 0)) AS due_ok,
+       count(DISTINCT (i.account_id, i.period_start)) AS periods
+FROM invoice i
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(x.amount), 0) AS total,
+           coalesce(sum(x.amount) FILTER (WHERE x.kind NOT IN ('discount', 'tax')), 0) AS subtotal,
+           coalesce(sum(x.amount) FILTER (WHERE x.kind = 'discount'), 0) AS discount,
+           coalesce(sum(x.amount) FILTER (WHERE x.kind = 'tax'), 0) AS tax,
+           count(*) FILTER (WHERE x.amount <> round(x.amount, currency_exponent(i.currency))) AS unrounded
+    FROM invoice_line x WHERE x.account_id = i.account_id AND x.invoice_id = i.invoice_id) l;
+-- every charge is on an invoice of its payer, for its period or (left over)
+-- a later one; each invoice's charged is the exact sum of the charges on it,
+-- so no charge counts twice
+SELECT count(*) AS charges, count(*) FILTER (WHERE c.invoice_id IS NULL) AS unbilled,
+       count(*) FILTER (WHERE i.account_id = payer_of(c.account_id) AND i.period_start >= c.period_start) AS on_payers_invoice
+FROM charge c LEFT JOIN invoice i ON i.invoice_id = c.invoice_id;
+SELECT count(*) AS invoices, count(*) FILTER (WHERE i.charged = coalesce(c.sum, 0)) AS charged_matches,
+       sum(i.charged) = (SELECT sum(amount) FROM charge) AS all_charges_once
+FROM invoice i LEFT JOIN (SELECT invoice_id, sum(amount) FROM charge GROUP BY 1) c ON c.invoice_id = i.invoice_id;
+-- every invoiced period is closed for the payer and its sections
+SELECT count(*) AS invoiced_periods,
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM closed_period cp WHERE cp.account_id = i.account_id
+                                                                   AND cp.period_start = i.period_start)) AS closed
+FROM invoice i;
+-- the ledger adds up to every bucket; a payer's money = its top-ups - the
+-- totals of its invoices (every charge is billed, so the invoices carry all)
+SELECT count(*) AS buckets, count(*) FILTER (WHERE b.balance = coalesce(l.sum, 0)) AS ledger_matches
+FROM bucket b LEFT JOIN (SELECT account_id, bucket_id, sum(amount) FROM ledger GROUP BY 1, 2) l
+    ON l.account_id = b.account_id AND l.bucket_id = b.bucket_id;
+SELECT count(*) AS payers,
+       count(*) FILTER (WHERE m.balance = coalesce(t.sum, 0) - coalesce(v.sum, 0)) AS money_matches
+FROM account a
+JOIN bucket m ON m.account_id = a.account_id AND m.origin = 'main'
+LEFT JOIN (SELECT account_id, sum(amount) FROM ledger WHERE kind = 'top_up' GROUP BY 1) t ON t.account_id = a.account_id
+LEFT JOIN (SELECT account_id, sum(total) FROM invoice GROUP BY 1) v ON v.account_id = a.account_id
+WHERE NOT a.bill_to_parent;
+-- and each of the 46 drafts passes finalize_invoice's checks (numbers 6 to 51)
+SELECT count(*) AS finalized, min(n) AS first, max(n) AS last
+FROM (SELECT finalize_invoice(invoice_id) AS n FROM invoice WHERE status = 'draft'
+      ORDER BY account_id, period_start) f;
