@@ -708,3 +708,52 @@ SELECT invoice_html(:nl_invoice);
 SELECT length(invoice_html(:nl_invoice)) AS html_bytes,
        position(i.number IN invoice_html(:nl_invoice)) > 0 AS has_number
 FROM invoice i WHERE i.invoice_id = :nl_invoice;
+
+\echo
+\echo '################################################################################'
+\echo '#  Part 5: what analysts and revenue assurance see                              #'
+\echo '################################################################################'
+
+\echo
+\echo '=== 27. Revenue by month, currency and kind (days and months in the session''s time zone) ==='
+SET TimeZone = 'Europe/Berlin';
+SELECT to_char(month, 'YYYY-MM') AS month, currency AS cur, kind, sum(amount) AS amount
+FROM revenue_monthly GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+\echo '    November, day by day: the busiest days for EUR usage'
+SELECT day, sum(amount) AS usage_eur, sum(charges) AS charges
+FROM revenue_daily WHERE currency = 'EUR' AND kind = 'usage' AND day >= '2026-11-01' AND day < '2026-12-01'
+GROUP BY day ORDER BY usage_eur DESC LIMIT 5;
+
+\echo
+\echo '=== 28. MRR and ARPU ==='
+SELECT to_char(month, 'YYYY-MM') AS month, currency AS cur, mrr, subscriptions, new_subscriptions AS new,
+       churned_subscriptions AS churned
+FROM mrr WHERE month >= '2026-10-01' AND month < '2026-12-01' ORDER BY 1, 2;
+SELECT to_char(month, 'YYYY-MM') AS month, currency AS cur, active_accounts, revenue, arpu
+FROM arpu WHERE month >= '2026-10-01' AND month < '2026-12-01' ORDER BY 1, 2;
+\echo '    The views reconcile with the charges and the invoices they come from:'
+SELECT r.currency AS cur, r.revenue, c.charged, coalesce(i.invoiced, 0) AS invoiced, coalesce(u.unbilled, 0) AS unbilled,
+       r.revenue = c.charged AND r.revenue = coalesce(i.invoiced, 0) + coalesce(u.unbilled, 0) AS reconciles
+FROM (SELECT currency, sum(amount) AS revenue FROM revenue_monthly GROUP BY 1) r
+JOIN (SELECT currency, sum(amount) AS charged FROM charge GROUP BY 1) c USING (currency)
+LEFT JOIN (SELECT currency, sum(charged) AS invoiced FROM invoice WHERE kind = 'invoice' GROUP BY 1) i USING (currency)
+LEFT JOIN (SELECT currency, sum(amount) AS unbilled FROM unbilled GROUP BY 1) u USING (currency)
+ORDER BY 1;
+RESET TimeZone;
+
+\echo
+\echo '=== 29. Revenue assurance: the leakage checks ==='
+SELECT check_name, items, amount, currency AS cur FROM leakage ORDER BY check_name, currency;
+
+\echo
+\echo '=== 30. Fraud: MS-007''s cloned SIM (section 10) called premium satellite ranges all Saturday night ==='
+\echo '    (premium is marked high-risk; detect_anomalies is what the anomaly job runs every 5 minutes)'
+INSERT INTO risk_zone (zone, reason) VALUES ('premium', 'premium-rate and satellite ranges (IRSF)');
+LISTEN convbill_alert;
+SELECT detect_anomalies('2026-11-21 06:00 Europe/Berlin') AS new_alerts;
+SELECT detect_anomalies('2026-11-21 06:05 Europe/Berlin') AS next_run_same_incident;
+UNLISTEN convbill_alert;
+SELECT a.external_ref AS account, u.service, u.kind, u.observed, u.expected, round(u.score, 1) AS score,
+       to_char(u.window_start AT TIME ZONE a.timezone, 'Dy DD Mon HH24:MI') AS from_local,
+       to_char(u.window_end AT TIME ZONE a.timezone, 'HH24:MI') AS until, u.detail
+FROM usage_alert u JOIN account a USING (account_id) ORDER BY u.alert_id;

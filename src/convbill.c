@@ -71,21 +71,21 @@ define_anomaly_settings(void)
 							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("convbill.anomaly_spike_score",
 							 "Robust z-score of the last 24 hours' usage above which a spike is raised (1 to 1000).",
-							 "z = (observed - median) / (1.4826 x MAD) of the account's daily totals for the service.",
+							 "z = (observed - level) / (1.4826 x MAD) of the account's daily events, or of its log daily quantity, of the service.",
 							 &anomaly_spike_score,
 							 6.0, 1.0, 1000.0,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("convbill.anomaly_spike_ratio",
-							 "A spike is also at least this many times the account's median daily usage (1 to 1000).",
+							 "A spike is also at least this many times the account's usual level (1 to 1000).",
 							 NULL,
 							 &anomaly_spike_ratio,
-							 3.0, 1.0, 1000.0,
+							 4.0, 1.0, 1000.0,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("convbill.anomaly_spike_min_events",
-							"A spike has at least this many events of the service in the last 24 hours (1 to 1000000).",
-							"The materiality floor: one long call of a light user is not a spike.",
+							"A spike has at least this many events of the service more than expected in 24 hours (1 to 1000000).",
+							"The materiality floor: a few long calls or big downloads are not a spike.",
 							&anomaly_spike_min_events,
-							10, 1, 1000000,
+							20, 1, 1000000,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("convbill.irsf_window",
 							"Window in which traffic to high-risk zones (convbill.risk_zone) is counted (1min to 1d).",

@@ -177,10 +177,14 @@ case "$mode" in
         build_install
         start_cluster
         psql -X -q -d postgres -c 'CREATE DATABASE convbill_bench' >/dev/null
-        # BENCH=02 runs only test/bench/02*.sql
-        for b in test/bench/${BENCH:-}*.sql; do
+        # BENCH=02 runs only test/bench/02*; a .sql runs in psql, a .sh runs
+        # as is (PGHOST/PGPORT/PGUSER set, database convbill_bench), in name order
+        for b in $(ls test/bench/${BENCH:-}*.sql test/bench/${BENCH:-}*.sh 2>/dev/null | sort); do
             log "benchmark $b"
-            psql -X -v ON_ERROR_STOP=1 -d convbill_bench -f "$b"
+            case "$b" in
+                *.sh) PGBIN=$PGBIN BENCH_DB=convbill_bench "$b" ;;
+                *) psql -X -v ON_ERROR_STOP=1 -d convbill_bench -f "$b" ;;
+            esac
         done
         ;;
     fuzz)

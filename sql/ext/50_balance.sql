@@ -676,9 +676,14 @@ BEGIN
           WHERE a.account_id IN (SELECT b.account_id FROM @extschema@.bucket b
                                  WHERE b.valid_until <= p_at AND b.balance > 0)
           ORDER BY a.account_id FOR NO KEY UPDATE OF a SKIP LOCKED) x;
+    -- a plan allowance stays until its period is closed: usage of the period
+    -- rated late still draws on it
     WITH old AS (
         SELECT b.account_id, b.bucket_id, b.balance FROM @extschema@.bucket b
         WHERE b.account_id = ANY (accs) AND b.valid_until <= p_at AND b.balance > 0
+          AND (b.origin <> 'plan'
+               OR EXISTS (SELECT 1 FROM @extschema@.closed_period cp
+                          WHERE cp.account_id = b.account_id AND cp.period_start = b.period_start))
     ),
     gone AS (
         UPDATE @extschema@.bucket b SET balance = 0
@@ -692,4 +697,4 @@ BEGIN
     RETURN n;
 END $$;
 COMMENT ON FUNCTION @extschema@.expire_buckets(timestamptz) IS
-    'zero the buckets that expired with money or units left (an expiry ledger entry each); returns how many';
+    'zero the buckets that expired with money or units left (an expiry ledger entry each; plan allowances once their period is closed); returns how many';

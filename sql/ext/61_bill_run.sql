@@ -37,7 +37,7 @@ SET jit = off AS $$
 DECLARE
     created integer := 0;
     n integer;
-    chunk_size constant integer := 5000;
+    chunk_size constant integer := 20000;
     empty_too boolean := coalesce(current_setting('convbill.invoice_empty_periods', true), 'off') IN ('on', 'true', '1');
     finalize boolean := coalesce(current_setting('convbill.finalize_invoices', true), 'off') IN ('on', 'true', '1');
     skipped bigint[];
@@ -195,6 +195,7 @@ BEGIN
                                               least(coalesce(s.ended_at, fp.fpe), fp.fpe), c.timezone) AS days,
                        @extschema@.local_days(fp.fps, fp.fpe, c.timezone) AS period_days) d
             WHERE s.started_at < fp.fpe
+            OFFSET 0   -- each fee and what was already charged for it once, not once per use
         ) x
         WHERE x.due <> x.already;
 
@@ -226,6 +227,8 @@ BEGIN
                  CASE WHEN ch.kind = 'recurring' THEN ch.fee_period_start END,
                  CASE WHEN ch.kind IN ('one_time', 'adjustment', 'discount') THEN ch.charge_id END,
                  coalesce(sp.plan_code, r.plan_code);
+        CREATE INDEX ON convbill_lines (payer, ps, src);
+        ANALYZE convbill_lines;
 
         -- 4a. discounts, per section, in discount order, never below zero
         INSERT INTO convbill_lines (payer, ps, src, kind, amount, charged, description, discount_id, plan_code, service)
@@ -250,18 +253,29 @@ BEGIN
                        || coalesce(' on ' || d.service, '') || coalesce(' (plan ' || d.plan_code || ')', '') AS description
                 FROM convbill_lines l
                 JOIN convbill_chunk c ON c.payer = l.payer AND c.ps = l.ps
-                JOIN @extschema@.discount d
-                  ON (d.account_id IS NULL OR d.account_id = l.src)
+                -- the discounts of the line's account or of every account (d.account_id
+                -- IS NULL OR = l.src) by a hash join on for_src, not a scan of every
+                -- discount for every line
+                JOIN (SELECT x.*, x.account_id AS for_src FROM @extschema@.discount x WHERE x.account_id IS NOT NULL
+                      UNION ALL
+                      SELECT x.*, s.src FROM @extschema@.discount x
+                      CROSS JOIN (SELECT DISTINCT l3.src FROM convbill_lines l3) s
+                      WHERE x.account_id IS NULL) d
+                  ON d.for_src = l.src
                  AND (d.plan_code IS NULL OR d.plan_code = l.plan_code)
                  AND (d.service IS NULL OR d.service = l.service)
                  AND d.valid_from < c.pe AND d.valid_until > c.ps
                 WHERE l.kind IN ('recurring', 'usage', 'one_time')
-                  AND (d.max_periods IS NULL
-                       OR (SELECT count(DISTINCT il.invoice_id) FROM @extschema@.invoice_line il
-                           WHERE il.account_id = l.payer AND il.discount_id = d.discount_id
-                             AND il.source_account_id = l.src) < d.max_periods)
-                GROUP BY l.payer, l.ps, l.src, d.discount_id, d.plan_code, d.service, d.percent, d.amount, c.currency
+                GROUP BY l.payer, l.ps, l.src, d.discount_id, d.plan_code, d.service, d.percent, d.amount,
+                         d.max_periods, c.currency
+                -- max_periods once per section and discount (in the join, its
+                -- estimated cost made the planner join the discounts to every
+                -- period of the chunk first)
                 HAVING sum(l.amount) > 0
+                   AND (d.max_periods IS NULL
+                        OR (SELECT count(DISTINCT il.invoice_id) FROM @extschema@.invoice_line il
+                            WHERE il.account_id = l.payer AND il.discount_id = d.discount_id
+                              AND il.source_account_id = l.src) < d.max_periods)
             ) m
         ) q
         WHERE least(q.wanted, greatest(q.section - coalesce(q.before, 0), 0)) > 0;
@@ -352,6 +366,7 @@ BEGIN
                           WHERE r.payer_id = i.account_id AND r.status = 'open'))),
                          @extschema@.currency_exponent(i.currency)) AS prepaid
             FROM convbill_inv i
+            OFFSET 0   -- once per invoice, not once per column set
         ) p
         WHERE v.account_id = p.account_id AND v.invoice_id = p.invoice_id;
 

@@ -21,8 +21,10 @@
 -- Freshness: the views are exact and current as of the reader's snapshot —
 -- every committed charge is in the rollup or in a delta; compaction only keeps
 -- the number of delta rows the views read small.  15-minute buckets make days
--- in any session time zone exact (every IANA zone's offset and every
--- transition is a multiple of 15 minutes: +05:30, +05:45, +12:45 included).
+-- in any session time zone exact: every offset and DST change in use since
+-- 1972 is a multiple of 15 minutes (+05:30, +05:45, +12:45, Lord Howe's
+-- 30-minute DST).  (Under an older local mean time such as Liberia's -00:44:30,
+-- a bucket counts on the local day it starts.)
 -- Charges are not supposed to change after they are made (the bill run only
 -- sets invoice_id); if one does change (UPDATE of an amount, time, kind,
 -- service, currency or quantity) or goes (DELETE, TRUNCATE), a trigger
@@ -31,11 +33,16 @@
 -- with pg_restore --disable-triggers; the rollup tables are not dumped, a
 -- restore with triggers refills them).
 --
--- Views over the rollup:  revenue_bucket, revenue_daily, revenue_monthly,
+-- Views over the rollup, one local day or month at a time (a filter on day or
+-- month limits the work):  revenue_bucket, revenue_daily, revenue_monthly,
 -- usage_daily.  Views over charges, one month at a time through a BRIN index
--- on occurred_at (filter them by month):  arpu, top_accounts,
+-- on charge.occurred_at (filter them by month):  arpu, top_accounts,
 -- revenue_by_plan, revenue_by_zone.  Others:  mrr (subscriptions), unbilled
--- (charges with no invoice), leakage (revenue-assurance checks).
+-- (charges on no invoice), leakage (revenue-assurance checks; thresholds in
+-- the settings convbill.leakage_pending_age and convbill.leakage_billing_grace).
+-- Indexes added to other tables: charge (BRIN on occurred_at), usage_event
+-- (rejected events), ledger (expiry entries) — each small or nearly free to
+-- maintain.
 -------------------------------------------------------------------------------
 
 CREATE TABLE @extschema@.revenue_rollup (
@@ -271,15 +278,39 @@ FROM (SELECT least((SELECT min(r.bucket) FROM @extschema@.revenue_rollup r WHERE
 COMMENT ON VIEW @extschema@.revenue_span IS
     'the first and last local day (session TimeZone) and 15-minute bucket with charges (charges at +-infinity are left out)';
 
+-- The local days and months with charges, as functions whose ROWS tell the
+-- planner what to expect (generate_series over timestamps is estimated at
+-- 1,000 rows, which makes every view over them look costly enough to be
+-- JIT-compiled: tens of milliseconds per query, more than the query takes).
+CREATE FUNCTION @extschema@.analytics_days()
+RETURNS SETOF date
+LANGUAGE sql STABLE PARALLEL SAFE ROWS 31 SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT g::date
+    FROM @extschema@.revenue_span s,
+         generate_series(s.first_day::timestamp, s.last_day::timestamp, '1 day'::interval) g;
+END;
+COMMENT ON FUNCTION @extschema@.analytics_days() IS
+    'the local days (session TimeZone) from the first to the last day with charges';
+
+CREATE FUNCTION @extschema@.analytics_months(OUT month date, OUT next_month date)
+RETURNS SETOF record
+LANGUAGE sql STABLE PARALLEL SAFE ROWS 12 SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT g::date, (g OPERATOR(pg_catalog.+) '1 month'::interval)::date
+    FROM @extschema@.revenue_span s,
+         generate_series(date_trunc('month', s.first_day::timestamp), s.last_day::timestamp, '1 month'::interval) g;
+END;
+COMMENT ON FUNCTION @extschema@.analytics_months() IS
+    'the local months (session TimeZone; first day, and first day of the next) from the first to the last month with charges';
+
 -- One local day at a time (LATERAL): a filter on day restricts the days, and
 -- each day reads its buckets by index.  A bucket belongs to the local day of
 -- its start (bucket::date); the range on bucket, a few hours wider than the
 -- day, only serves the index.
 CREATE VIEW @extschema@.revenue_daily AS
 SELECT d.day, x.currency, x.service, x.kind, x.amount, x.quantity, x.charges, x.billed_quantity, x.covered_quantity
-FROM (SELECT g::date AS day
-      FROM @extschema@.revenue_span s,
-           generate_series(s.first_day::timestamp, s.last_day::timestamp, interval '1 day') g) d
+FROM @extschema@.analytics_days() AS d(day)
 CROSS JOIN LATERAL (
     SELECT u.currency, u.service, u.kind, sum(u.amount) AS amount, sum(u.quantity) AS quantity,
            sum(u.charges)::bigint AS charges, sum(u.billed_quantity) AS billed_quantity,
@@ -306,9 +337,7 @@ COMMENT ON COLUMN @extschema@.revenue_daily.quantity IS 'sum of the charges'' qu
 
 CREATE VIEW @extschema@.revenue_monthly AS
 SELECT m.month, x.currency, x.service, x.kind, x.amount, x.quantity, x.charges
-FROM (SELECT g::date AS month, (g + interval '1 month')::date AS next_month
-      FROM @extschema@.revenue_span s,
-           generate_series(date_trunc('month', s.first_day::timestamp), s.last_day::timestamp, interval '1 month') g) m
+FROM @extschema@.analytics_months() m
 CROSS JOIN LATERAL (
     SELECT u.currency, u.service, u.kind, sum(u.amount) AS amount, sum(u.quantity) AS quantity,
            sum(u.charges)::bigint AS charges
@@ -338,17 +367,10 @@ COMMENT ON VIEW @extschema@.usage_daily IS
 -------------------------------------------------------------------------------
 -- Views over charges, a month at a time
 -------------------------------------------------------------------------------
-CREATE VIEW @extschema@.revenue_months AS
-SELECT g::date AS month, (g + interval '1 month')::date AS next_month
-FROM @extschema@.revenue_span s,
-     generate_series(date_trunc('month', s.first_day::timestamp), s.last_day::timestamp, interval '1 month') g;
-COMMENT ON VIEW @extschema@.revenue_months IS
-    'the local months (session TimeZone) from the first to the last month with charges';
-
 CREATE VIEW @extschema@.arpu AS
 SELECT m.month, x.currency, x.active_accounts, x.revenue,
        round(x.revenue / x.active_accounts, @extschema@.currency_exponent(x.currency)) AS arpu
-FROM @extschema@.revenue_months m
+FROM @extschema@.analytics_months() m
 CROSS JOIN LATERAL (
     SELECT c.currency, count(DISTINCT c.account_id) AS active_accounts, sum(c.amount) AS revenue
     FROM @extschema@.charge c
@@ -361,7 +383,7 @@ COMMENT ON VIEW @extschema@.arpu IS
 
 CREATE VIEW @extschema@.top_accounts AS
 SELECT m.month, x.currency, x.rank, x.account_id, a.external_ref, a.name, x.amount, x.charges
-FROM @extschema@.revenue_months m
+FROM @extschema@.analytics_months() m
 CROSS JOIN LATERAL (
     SELECT s.currency, s.account_id, s.amount, s.charges,
            rank() OVER (PARTITION BY s.currency ORDER BY s.amount DESC) AS rank
@@ -377,7 +399,7 @@ COMMENT ON VIEW @extschema@.top_accounts IS
 
 CREATE VIEW @extschema@.revenue_by_plan AS
 SELECT m.month, x.currency, x.plan_code, x.kind, x.amount, x.quantity, x.charges
-FROM @extschema@.revenue_months m
+FROM @extschema@.analytics_months() m
 CROSS JOIN LATERAL (
     SELECT c.currency, coalesce(r.plan_code, s.plan_code) AS plan_code, c.kind,
            sum(c.amount) AS amount, sum(c.quantity) AS quantity, count(*) AS charges
@@ -393,7 +415,7 @@ COMMENT ON VIEW @extschema@.revenue_by_plan IS
 
 CREATE VIEW @extschema@.revenue_by_zone AS
 SELECT m.month, x.currency, x.service, x.zone, x.amount, x.quantity, x.charges
-FROM @extschema@.revenue_months m
+FROM @extschema@.analytics_months() m
 CROSS JOIN LATERAL (
     SELECT c.currency, c.service, c.zone, sum(c.amount) AS amount, sum(c.quantity) AS quantity, count(*) AS charges
     FROM @extschema@.charge c
@@ -489,13 +511,16 @@ family(member, payer) AS (
     FROM @extschema@.account a JOIN family f ON a.parent_id = f.member
     WHERE a.bill_to_parent
 ),
+-- charges on no invoice, per account and period (few rows, however many charges)
 open_charges AS (
-    SELECT c.account_id, c.currency, c.amount, c.period_end,
+    SELECT g.account_id, g.currency, g.n, g.amount, g.period_end,
            EXISTS (SELECT 1 FROM @extschema@.invoice i
-                   WHERE i.account_id = f.payer AND i.kind = 'invoice' AND i.period_start = c.period_start) AS invoiced
-    FROM @extschema@.charge c
-    JOIN family f ON f.member = c.account_id
-    WHERE c.invoice_id IS NULL
+                   WHERE i.account_id = f.payer AND i.kind = 'invoice' AND i.period_start = g.period_start) AS invoiced
+    FROM (SELECT c.account_id, c.currency, c.period_start, c.period_end, count(*) AS n, sum(c.amount) AS amount
+          FROM @extschema@.charge c
+          WHERE c.invoice_id IS NULL
+          GROUP BY c.account_id, c.currency, c.period_start, c.period_end) g
+    JOIN family f ON f.member = g.account_id
 ),
 found(check_name, currency, items, amount, info) AS (
     SELECT 'pending_events', NULL::text, count(*), NULL::numeric, 'oldest received ' || min(e.received_at)
@@ -520,11 +545,11 @@ found(check_name, currency, items, amount, info) AS (
     WHERE r.granted > r.used AND (r.status = 'expired' OR (r.status = 'open' AND r.expires_at <= now()))
     GROUP BY a.currency
     UNION ALL
-    SELECT 'unbilled_closed_periods', u.currency, count(*), sum(u.amount), NULL
+    SELECT 'unbilled_closed_periods', u.currency, sum(u.n), sum(u.amount), NULL
     FROM open_charges u WHERE u.invoiced
     GROUP BY u.currency
     UNION ALL
-    SELECT 'unbilled_ended_periods', u.currency, count(*), sum(u.amount), NULL
+    SELECT 'unbilled_ended_periods', u.currency, sum(u.n), sum(u.amount), NULL
     FROM open_charges u, settings
     WHERE NOT u.invoiced AND u.period_end <= now() - settings.billing_grace
     GROUP BY u.currency

@@ -8,9 +8,9 @@
 -- to their parent (sections of its invoice), 1 in 10 families with a tax code
 -- (3 rates), 7 plans (arrears and advance, a yearly fee, an add-on), one or two
 -- subscriptions each (1 in 10 starting, 1 in 40 ending inside the period, some
--- with a quantity of 3), a top-up for 1 in 7 paying accounts (prepaid), 3
--- discounts for everybody (a plan percent, a service percent with max_periods)
--- and 500 fixed discounts for single accounts.  2,000,000 usage charges (voice
+-- with a quantity of 3), a top-up for 1 in 7 paying accounts (prepaid), 2
+-- discounts for every account (10% on a plan's fee, 5% on data for at most 3
+-- periods) and 500 fixed discounts for single accounts.  2,000,000 usage charges (voice
 -- in 3 zones priced per zone, sms, data; amounts with 4 to 6 decimals) go
 -- straight into convbill.charge, in the period of each account that contains
 -- 2026-10-15 12:00 UTC; the charge_debit trigger debits them (setup).  With no
@@ -25,6 +25,9 @@
 --       (then VACUUM), the second committed; median of the two.
 --       Target: <= 4x the baseline.
 --   (c) the same run_billing(as_of) again: nothing left to bill, 0 invoices.
+--   (d) context: UPDATE convbill.charge SET invoice_id = ... of the same
+--       2,000,000 rows alone (rolled back; run before (b)): what marking each
+--       charge with its invoice, as run_billing does, costs by itself.
 --
 -- Every round of (b) is checked before anything else: one invoice per paying
 -- account for its period, every charge (usage and the fees the run created)
@@ -34,9 +37,13 @@
 -- from the charges, the fees of full-period arrears subscriptions equal to
 -- fee x quantity, the taxes recomputed per rate, the money (balance = top-up -
 -- total) and prepaid_applied (= the top-up up to the total).
+-- Locks: at the end of round 1, before it commits, the run must hold no lock on
+-- a whole convbill table that blocks other sessions (checked), and another
+-- session (dblink, when available) counts the accounts it could still lock
+-- FOR NO KEY UPDATE, as reserve() and charge_event() do (reported).
 -- A missed target is reported, not raised: correctness is the only hard failure.
--- Runtime: about 3 minutes on 2 cores.  Everything the script creates is
--- dropped at the end (including the extension).
+-- Runtime: about 4 minutes on 2 cores (setup 1, (d) 1, (b) 2).  Everything the
+-- script creates is dropped at the end (including the extension).
 
 \set ON_ERROR_STOP 1
 \timing off
@@ -50,6 +57,13 @@ SET max_parallel_workers_per_gather = 0;
 SET jit = off;
 SET work_mem = '64MB';
 SET TimeZone = 'UTC';
+
+-- dblink (contrib), when available: another session probes the accounts' locks
+SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'dblink') AS have_dblink,
+       NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'dblink') AS own_dblink \gset
+\if :have_dblink
+CREATE EXTENSION IF NOT EXISTS dblink;
+\endif
 
 \set t0 '''2026-10-15 12:00+00'''
 \set as_of '''2026-11-15 00:00+00'''
@@ -238,7 +252,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     bad bigint;
     r record;
-    t bench_check;
+    totals bench_check;
 BEGIN
     -- one invoice per paying account, for its period
     SELECT count(*) AS n, count(DISTINCT i.account_id) AS accounts,
@@ -298,6 +312,34 @@ BEGIN
     IF bad <> 0 THEN
         RAISE EXCEPTION 'round %: % full-period arrears fees are not fee x quantity', p_round, bad;
     END IF;
+    -- the discounts for every account, per section: the percent of the lines
+    -- they apply to, rounded once (the sections are large enough for both)
+    SELECT count(*) INTO bad
+      FROM (SELECT l.account_id, l.invoice_id, l.source_account_id, d.discount_id,
+                   -round(sum(l.amount) * d.percent / 100, convbill.currency_exponent(min(i.currency))) AS amount
+              FROM convbill.invoice_line l
+              JOIN convbill.invoice i USING (account_id, invoice_id)
+              JOIN convbill.discount d ON d.account_id IS NULL
+                                      AND (d.plan_code IS NULL OR d.plan_code = l.plan_code)
+                                      AND (d.service IS NULL OR d.service = l.service)
+             WHERE l.kind IN ('recurring', 'usage', 'one_time')
+             GROUP BY 1, 2, 3, 4 HAVING sum(l.amount) > 0) e
+      FULL JOIN (SELECT l.account_id, l.invoice_id, l.source_account_id, l.discount_id, l.amount
+                   FROM convbill.invoice_line l JOIN convbill.discount d ON d.discount_id = l.discount_id
+                  WHERE l.kind = 'discount' AND d.account_id IS NULL) x
+        USING (account_id, invoice_id, source_account_id, discount_id)
+     WHERE x.amount IS DISTINCT FROM e.amount;
+    IF bad <> 0 THEN
+        RAISE EXCEPTION 'round %: % discount lines of the discounts for every account are wrong', p_round, bad;
+    END IF;
+    -- the 500 fixed discounts: 2.00 off each account's section
+    SELECT count(*) FILTER (WHERE l.amount <> -2.00 OR l.source_account_id <> d.account_id) + abs(count(*) - 500)
+      INTO bad
+      FROM convbill.invoice_line l JOIN convbill.discount d ON d.discount_id = l.discount_id
+     WHERE d.account_id IS NOT NULL;
+    IF bad <> 0 THEN
+        RAISE EXCEPTION 'round %: the 500 fixed discounts are not one line of -2.00 each (% off)', p_round, bad;
+    END IF;
     -- taxes: per invoice and rate, the sections with that tax code, net of discounts, rounded once
     SELECT count(*) INTO bad
       FROM (SELECT l.account_id, l.invoice_id, t.rate,
@@ -331,11 +373,12 @@ BEGIN
            (SELECT count(*) FROM convbill.charge WHERE invoice_id IS NOT NULL),
            (SELECT count(*) FROM convbill.charge WHERE kind = 'recurring'),
            sum(subtotal), sum(discount), sum(tax), sum(total), sum(prepaid_applied), sum(amount_due)
-      INTO t
+      INTO totals
       FROM convbill.invoice;
     RAISE NOTICE 'check round %: % invoices, % lines, % charges billed (% fees), total %, prepaid %, due %',
-        p_round, t.invoices, t.lines, t.charges_billed, t.fees, t.total, t.prepaid, t.amount_due;
-    RETURN t;
+        p_round, totals.invoices, totals.lines, totals.charges_billed, totals.fees, totals.total, totals.prepaid,
+        totals.amount_due;
+    RETURN totals;
 END $$;
 
 -------------------------------------------------------------------------------
@@ -379,6 +422,31 @@ SELECT pg_temp.time_baseline(3);
 
 
 -------------------------------------------------------------------------------
+-- (d) context: what marking every charge with its invoice costs by itself
+-- (the UPDATE of charge.invoice_id run_billing does), rolled back
+-------------------------------------------------------------------------------
+CREATE FUNCTION pg_temp.time_mark(OUT n bigint, OUT ms double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz;
+BEGIN
+    t0 := clock_timestamp();
+    UPDATE convbill.charge SET invoice_id = account_id WHERE invoice_id IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
+    RAISE NOTICE 'UPDATE of charge.invoice_id: % rows in % ms', n, round(ms::numeric, 1);
+END $$;
+BEGIN;
+SELECT * FROM pg_temp.time_mark() \gset m_
+ROLLBACK;
+INSERT INTO bench_run VALUES ('mark', 1, :m_ms, :m_n);
+SELECT clock_timestamp() AS vacuum_start \gset
+VACUUM ANALYZE convbill.charge;
+CHECKPOINT;
+INSERT INTO bench_phase
+SELECT 'VACUUM after the rolled-back UPDATE', extract(epoch FROM clock_timestamp() - :'vacuum_start'::timestamptz) * 1000;
+
+-------------------------------------------------------------------------------
 -- (b) the bill run: round 1 rolled back (its figures kept in psql variables),
 -- VACUUM, round 2 committed; then (c) the same run again
 -------------------------------------------------------------------------------
@@ -391,6 +459,20 @@ SELECT string_agg(c.relname || ' ' || l.mode, ', ' ORDER BY c.relname) AS strong
 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
 WHERE l.pid = pg_backend_pid() AND c.relnamespace = 'convbill'::regnamespace
   AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') \gset
+-- the accounts another session can lock now as reserve() or charge_event() do
+-- (FOR NO KEY UPDATE): those the run has locked stay locked until it commits
+\if :have_dblink
+SELECT t.n AS lockable_accounts
+FROM dblink(format('dbname=''%s'' user=''%s'' port=%s host=''%s''',
+                   replace(replace(current_database(), '\', '\\'), '''', '\'''),
+                   replace(replace(current_user, '\', '\\'), '''', '\'''),
+                   current_setting('port'),
+                   coalesce(host(inet_server_addr()),
+                            btrim(split_part(current_setting('unix_socket_directories'), ',', 1)))),
+            'SELECT count(*) FROM (SELECT 1 FROM convbill.account FOR NO KEY UPDATE SKIP LOCKED) x') AS t(n bigint) \gset
+\else
+\set lockable_accounts 'not measured (no dblink)'
+\endif
 ROLLBACK;
 \if :{?strong_locks}
 \echo 'run_billing holds table locks that block other sessions:' :strong_locks
@@ -447,6 +529,10 @@ WITH med AS (
     UNION ALL
     SELECT 3, 'c  run_billing(as_of) again: nothing to bill', r.ms, r.min_ms, r.max_ms, r.runs, r.n, r.ms / b.ms, ''
       FROM med r, med b WHERE r.label = 'run_billing again' AND b.label = 'baseline'
+    UNION ALL
+    SELECT 4, 'd  (context) UPDATE charge SET invoice_id of the same rows, alone', r.ms, r.min_ms, r.max_ms, r.runs,
+           r.n, r.ms / b.ms, ''
+      FROM med r, med b WHERE r.label = 'mark' AND b.label = 'baseline'
 )
 SELECT measurement, round(ms::numeric, 1) AS median_ms, round(min_ms::numeric, 1) AS min_ms,
        round(max_ms::numeric, 1) AS max_ms, runs, rows, round(ratio::numeric, 2) AS x_baseline, target,
@@ -454,6 +540,7 @@ SELECT measurement, round(ms::numeric, 1) AS median_ms, round(min_ms::numeric, 1
             WHEN ratio <= substr(target, 4)::double precision THEN 'met' ELSE 'MISSED' END AS status
   FROM res ORDER BY ord;
 
+\echo '=== locks: no table lock; accounts another session could lock (FOR NO KEY UPDATE) at the end of round 1, before its commit, of 100000:' :lockable_accounts
 \echo '=== rounds ==='
 SELECT label, round, round(ms::numeric, 1) AS ms, n FROM bench_run ORDER BY label, round;
 \echo '=== totals of each round (identical, checked) ==='
@@ -465,5 +552,10 @@ SELECT phase, round(ms::numeric) AS ms FROM bench_phase;
 -- Clean up
 -------------------------------------------------------------------------------
 DROP TABLE bench05_plain, bench05_period;
+\if :own_dblink
+\if :have_dblink
+DROP EXTENSION dblink;
+\endif
+\endif
 SET client_min_messages = warning;
 DROP EXTENSION convbill CASCADE;

@@ -10,7 +10,7 @@
 #                   for real, with work waiting, in "postgres" (schedule_jobs())
 #                   and in database convbill_jobs (schedule_jobs_sql() run in
 #                   "postgres": pg_cron running jobs in another database).
-#   jobs.sh check   waits (at most 90 s after scheduling; pg_cron fires at the
+#   jobs.sh check   waits (at most 170 s after scheduling; pg_cron fires at the
 #                   next minute) until pg_cron ran 'rate' and 'expire' in both
 #                   databases, checks their work and logs, unschedules all.
 #   jobs.sh         both.  test/run.sh runs `start` first and `check` last, so
@@ -20,7 +20,7 @@ set -euo pipefail
 here=$(dirname "$0")
 mode=${1:-all}
 OTHER_DB=convbill_jobs
-WAIT_SECONDS=${JOBS_WAIT_SECONDS:-90}
+WAIT_SECONDS=${JOBS_WAIT_SECONDS:-170}
 
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 val() { psql -X -At -v ON_ERROR_STOP=1 "$@"; }

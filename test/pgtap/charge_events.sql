@@ -3,11 +3,11 @@
 --
 -- Two universes of 13 accounts are set up identically (A: ids 9100001.., B:
 -- 9200001..): prepaid and postpaid accounts, a parent paying for two children
--- (one money pool and credit limit for three accounts), a top-up bucket with an expiry, granted
--- allowances of two priorities, plan allowances, an open session holding money
--- and units, a low-balance threshold, a suspended, a closed and a subscription-
--- less account, a child whose payer is suspended, and an account whose
--- currency no longer matches its plan.
+-- (one money pool and credit limit for three accounts), a top-up bucket with
+-- an expiry, granted allowances of two priorities, plan allowances, an open
+-- session holding money and units, a low-balance threshold, a suspended, a
+-- closed and a subscription-less account, a child whose payer is suspended,
+-- and an account whose currency no longer matches its plan.
 -- One random stream of events (sms, voice with and without a destination zone,
 -- data on a cycle-scoped tariff, api calls, a service without a rate; zero,
 -- whole and fractional units; event ids from a small pool per account, so
