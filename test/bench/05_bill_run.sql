@@ -314,7 +314,9 @@ BEGIN
     END IF;
     -- the discounts for every account, per section: the percent of the lines
     -- they apply to, rounded once (the sections are large enough for both)
-    SELECT count(*) INTO bad
+    SELECT count(*), min(format('invoice %s section %s discount %s: %s, expected %s', invoice_id,
+                                source_account_id, discount_id, x.amount, e.amount))
+      INTO r
       FROM (SELECT l.account_id, l.invoice_id, l.source_account_id, d.discount_id,
                    -round(sum(l.amount) * d.percent / 100, convbill.currency_exponent(min(i.currency))) AS amount
               FROM convbill.invoice_line l
@@ -328,9 +330,11 @@ BEGIN
                    FROM convbill.invoice_line l JOIN convbill.discount d ON d.discount_id = l.discount_id
                   WHERE l.kind = 'discount' AND d.account_id IS NULL) x
         USING (account_id, invoice_id, source_account_id, discount_id)
-     WHERE x.amount IS DISTINCT FROM e.amount;
-    IF bad <> 0 THEN
-        RAISE EXCEPTION 'round %: % discount lines of the discounts for every account are wrong', p_round, bad;
+     -- (a discount that rounds to zero makes no line)
+     WHERE coalesce(x.amount, 0) IS DISTINCT FROM e.amount;
+    IF r.count <> 0 THEN
+        RAISE EXCEPTION 'round %: % discount lines of the discounts for every account are wrong, e.g. %',
+            p_round, r.count, r.min;
     END IF;
     -- the 500 fixed discounts: 2.00 off each account's section
     SELECT count(*) FILTER (WHERE l.amount <> -2.00 OR l.source_account_id <> d.account_id) + abs(count(*) - 500)
