@@ -10,7 +10,7 @@
 #                   for real, with work waiting, in "postgres" (schedule_jobs())
 #                   and in database convbill_jobs (schedule_jobs_sql() run in
 #                   "postgres": pg_cron running jobs in another database).
-#   jobs.sh check   waits (at most 170 s after scheduling; pg_cron fires at the
+#   jobs.sh check   waits (at most 200 s after scheduling; pg_cron fires at the
 #                   next minute) until pg_cron ran 'rate' and 'expire' in both
 #                   databases, checks their work and logs, unschedules all.
 #   jobs.sh         both.  test/run.sh runs `start` first and `check` last, so
@@ -20,7 +20,7 @@ set -euo pipefail
 here=$(dirname "$0")
 mode=${1:-all}
 OTHER_DB=convbill_jobs
-WAIT_SECONDS=${JOBS_WAIT_SECONDS:-170}
+WAIT_SECONDS=${JOBS_WAIT_SECONDS:-200}
 
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 val() { psql -X -At -v ON_ERROR_STOP=1 "$@"; }
@@ -149,7 +149,7 @@ convbill-rate@$OTHER_DB|* * * * *|CALL convbill.run_job_proc('rate')|$OTHER_DB|t
 }
 
 check() {
-    local deadline db done_dbs
+    local deadline db done_dbs nudged=
     deadline=$(( $(date +%s) + WAIT_SECONDS ))
     while :; do
         done_dbs=0
@@ -160,6 +160,15 @@ check() {
                 && done_dbs=$((done_dbs + 1))
         done
         [ $done_dbs -eq 2 ] && break
+        # pg_cron 1.4 now and then misses the job-table change that follows a
+        # burst of schedule changes (seen under load: no job starts at all);
+        # touching its jobs once more makes it reload them
+        if [ -z "${nudged:-}" ] && [ "$(val -d postgres -c "SELECT clock_timestamp() > scheduled_at + interval '75 seconds'
+                                                           AND NOT EXISTS (SELECT 1 FROM cron.job_run_details) FROM public.jobs_probe")" = t ]; then
+            echo "# pg_cron has run nothing yet: making it reload its jobs"
+            val -d postgres -c "SELECT count(cron.alter_job(jobid, active := true)) FROM cron.job" >/dev/null
+            nudged=1
+        fi
         [ "$(val -d postgres -c "SELECT clock_timestamp() > scheduled_at + interval '$WAIT_SECONDS seconds' FROM public.jobs_probe")" = t ] \
             && fail "pg_cron did not run 'rate' and 'expire' within $WAIT_SECONDS s of scheduling: $(val -d postgres -c "SELECT string_agg(jobid || ' ' || status || ' ' || return_message, '; ') FROM cron.job_run_details")"
         [ "$(date +%s)" -lt "$deadline" ] || fail "gave up waiting for pg_cron"
