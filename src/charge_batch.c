@@ -120,22 +120,6 @@ key_arg(FunctionCallInfo fcinfo, int argno, const char *what)
 	return k;
 }
 
-static cb_int128
-quantity_arg(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	cb_int128	v;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", what)));
-	v = numeric_to_scaled(PG_GETARG_NUMERIC(argno), QTY_DECIMALS, what);
-	if (v < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be negative", what)));
-	return v;
-}
 
 PG_FUNCTION_INFO_V1(charge_batch_step);
 /*

@@ -5,6 +5,7 @@
 #define CONVBILL_NUMERIC_SCALED_H
 
 #include "postgres.h"
+#include "fmgr.h"
 #include "utils/numeric.h"
 
 #include "decimal.h"
@@ -18,5 +19,8 @@ extern cb_int128 numeric_to_scaled(Numeric num, int scale, const char *what);
 
 /* v / 10^scale as a numeric with display scale `scale`. */
 extern Numeric scaled_to_numeric(cb_int128 v, int scale);
+
+/* Argument argno as a non-negative quantity at 10^9 (NULL or negative: an error naming `what`). */
+extern cb_int128 quantity_arg(FunctionCallInfo fcinfo, int argno, const char *what);
 
 #endif
