@@ -160,16 +160,26 @@ check() {
                 && done_dbs=$((done_dbs + 1))
         done
         [ $done_dbs -eq 2 ] && break
-        # pg_cron 1.4 now and then misses the job-table change that follows a
-        # burst of schedule changes (seen under load: no job starts at all);
-        # touching its jobs once more makes it reload them
+        # pg_cron 1.4's scheduler now and then never picks up jobs created
+        # right after it started (seen in full runs: it logs no job at all,
+        # not even after the job table changes again); a scheduler started
+        # afresh reads the job table, so restart the server once (every other
+        # test is done by now) and give it the rest of the wait
         if [ -z "${nudged:-}" ] && [ "$(val -d postgres -c "SELECT clock_timestamp() > scheduled_at + interval '75 seconds'
                                                            AND NOT EXISTS (SELECT 1 FROM cron.job_run_details) FROM public.jobs_probe")" = t ]; then
-            echo "# pg_cron has run nothing yet: making it reload its jobs"
-            val -d postgres -c "SELECT count(cron.alter_job(jobid, active := true)) FROM cron.job" >/dev/null
+            local dd
+            dd=$(val -d postgres -c "SHOW data_directory")
+            echo "# pg_cron has run nothing yet: restarting the server for a fresh scheduler"
+            if [ "$(id -u)" -eq 0 ]; then
+                runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$dd" -l "$(dirname "$dd")/server.log" -m fast -w restart >/dev/null
+            else
+                /usr/lib/postgresql/15/bin/pg_ctl -D "$dd" -l "$(dirname "$dd")/server.log" -m fast -w restart >/dev/null
+            fi
             nudged=1
+            deadline=$(( $(date +%s) + 130 ))     # the next minute, and some
         fi
-        [ "$(val -d postgres -c "SELECT clock_timestamp() > scheduled_at + interval '$WAIT_SECONDS seconds' FROM public.jobs_probe")" = t ] \
+        [ -z "${nudged:-}" ] \
+            && [ "$(val -d postgres -c "SELECT clock_timestamp() > scheduled_at + interval '$WAIT_SECONDS seconds' FROM public.jobs_probe")" = t ] \
             && fail "pg_cron did not run 'rate' and 'expire' within $WAIT_SECONDS s of scheduling: $(val -d postgres -c "SELECT string_agg(jobid || ' ' || status || ' ' || return_message, '; ') FROM cron.job_run_details")"
         [ "$(date +%s)" -lt "$deadline" ] || fail "gave up waiting for pg_cron"
         sleep 2
