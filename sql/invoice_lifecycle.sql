@@ -297,9 +297,10 @@ SELECT record_payment(400, 45.00, 'PAY-1', '2024-03-10 09:00+00') AS pay1 \gset
 SELECT p.reference, a.invoice_id, i.number, a.amount
 FROM payment_allocation a JOIN payment p USING (account_id, payment_id) JOIN invoice i USING (account_id, invoice_id)
 ORDER BY p.payment_id, i.issued_at;
--- a retry, even with another amount, returns the first payment and changes nothing
-SELECT record_payment(400, 45.00, 'PAY-1', '2024-03-10 09:00+00') = :pay1 AS same,
-       record_payment(400, 99.00, 'PAY-1') = :pay1 AS same_other_amount;
+-- a retry returns the first payment and changes nothing; the same reference
+-- with another amount is refused (another payment must not vanish)
+SELECT record_payment(400, 45.00, 'PAY-1', '2024-03-10 09:00+00') = :pay1 AS same;
+SELECT pg_temp.fails('SELECT convbill.record_payment(400, 99.00, ''PAY-1'')') AS same_reference_other_amount;
 SELECT (SELECT count(*) FROM payment) AS payments, (SELECT count(*) FROM payment_allocation) AS allocations,
        (SELECT count(*) FROM ledger WHERE kind = 'payment') AS payment_entries;
 -- 50.00: B 25.00 (rest), C 15.00, INV-000002 (1003) 10.00; nothing left over

@@ -88,6 +88,33 @@ END $$;
 COMMENT ON FUNCTION @extschema@.ledger_hold(text, bigint, text, numeric, text) IS
     'internal: record a hold, release or expiry of held units or money';
 
+-- The running total of a cycle-scoped rate in an account's period (billed
+-- units it priced), and adding to it: the counters bulk rating keeps too.
+CREATE FUNCTION @extschema@.cycle_used(p_account_id bigint, p_period_start timestamptz, p_rate_id bigint)
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN coalesce((SELECT u.used FROM @extschema@.usage_counter u
+                     WHERE u.account_id = p_account_id AND u.period_start = p_period_start
+                       AND u.counter = 'rate:' || p_rate_id), 0);
+END $$;
+COMMENT ON FUNCTION @extschema@.cycle_used(bigint, timestamptz, bigint) IS
+    'internal: billed units a cycle-scoped rate priced for an account in a period so far';
+
+CREATE FUNCTION @extschema@.add_cycle_used(p_account_id bigint, p_period_start timestamptz, p_rate_id bigint,
+                                           p_units numeric)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_units > 0 THEN
+        INSERT INTO @extschema@.usage_counter AS uc (account_id, period_start, counter, used)
+        VALUES (p_account_id, p_period_start, 'rate:' || p_rate_id, p_units)
+        ON CONFLICT (account_id, period_start, counter) DO UPDATE SET used = uc.used + excluded.used;
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.add_cycle_used(bigint, timestamptz, bigint, numeric) IS
+    'internal: add billed units to a cycle-scoped rate''s running total of an account''s period';
+
 CREATE FUNCTION @extschema@.check_units(p_what text, p_units numeric)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -185,8 +212,7 @@ BEGIN
         per := @extschema@.open_period(p_account_id, now());
         PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[lower(per)]);
         IF @extschema@.tariff_scope(rt.tariff) = 'cycle' THEN
-            SELECT coalesce(max(u.used), 0) INTO ub FROM @extschema@.usage_counter u
-            WHERE u.account_id = p_account_id AND u.period_start = lower(per) AND u.counter = 'rate:' || rt.rate_id;
+            ub := @extschema@.cycle_used(p_account_id, lower(per), rt.rate_id);
         END IF;
         -- only money and allowances still valid when the grant lapses back it
         money := @extschema@.money_available(payer, now(), exp);
@@ -265,8 +291,7 @@ BEGIN
     SELECT p.tariff INTO t FROM @extschema@.plan_rate p WHERE p.rate_id = r.rate_id;
     cycle := @extschema@.tariff_scope(t) = 'cycle';
     IF cycle THEN
-        SELECT coalesce(max(u.used), 0) INTO ub FROM @extschema@.usage_counter u
-        WHERE u.account_id = r.account_id AND u.period_start = r.period_start AND u.counter = 'rate:' || r.rate_id;
+        ub := @extschema@.cycle_used(r.account_id, r.period_start, r.rate_id);
     END IF;
     -- the money before, for the low-balance notice only (the payer is locked:
     -- its threshold cannot change under us)
@@ -334,9 +359,7 @@ BEGIN
                          THEN format('overuse: %s units beyond the grant', greatest(total - r.granted, 0) + r.overuse) END)
             RETURNING charge_id INTO cid;
             IF cycle AND c.billed - c.covered > 0 THEN
-                INSERT INTO @extschema@.usage_counter AS uc (account_id, period_start, counter, used)
-                VALUES (r.account_id, lower(per), 'rate:' || r.rate_id, c.billed - c.covered)
-                ON CONFLICT (account_id, period_start, counter) DO UPDATE SET used = uc.used + excluded.used;
+                PERFORM @extschema@.add_cycle_used(r.account_id, lower(per), r.rate_id, c.billed - c.covered);
             END IF;
         END IF;
         UPDATE @extschema@.reservation
@@ -546,8 +569,7 @@ BEGIN
         per := @extschema@.open_period(p_account_id, now());
         PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[lower(per)]);
         IF @extschema@.tariff_scope(rt.tariff) = 'cycle' THEN
-            SELECT coalesce(max(u.used), 0) INTO ub FROM @extschema@.usage_counter u
-            WHERE u.account_id = p_account_id AND u.period_start = lower(per) AND u.counter = 'rate:' || rt.rate_id;
+            ub := @extschema@.cycle_used(p_account_id, lower(per), rt.rate_id);
         END IF;
         c := @extschema@.session_cost(rt.tariff, now(), a.timezone, ub, 0,
                                       @extschema@.allowance_available(p_account_id, p_service), p_units);
@@ -568,9 +590,7 @@ BEGIN
                 now(), lower(per), upper(per), 'event', p_event_id, rt.rate_id)
         RETURNING charge_id INTO cid;
         IF @extschema@.tariff_scope(rt.tariff) = 'cycle' AND c.billed - c.covered > 0 THEN
-            INSERT INTO @extschema@.usage_counter AS uc (account_id, period_start, counter, used)
-            VALUES (p_account_id, lower(per), 'rate:' || rt.rate_id, c.billed - c.covered)
-            ON CONFLICT (account_id, period_start, counter) DO UPDATE SET used = uc.used + excluded.used;
+            PERFORM @extschema@.add_cycle_used(p_account_id, lower(per), rt.rate_id, c.billed - c.covered);
         END IF;
         ans := ROW('granted', NULL, p_units, 0, c.amount, NULL)::@extschema@.grant;
     END IF;

@@ -259,9 +259,7 @@ BEGIN
                                                 ELSE 0 END,
                                             CASE WHEN k.cycle THEN k.ck END,
                                             CASE WHEN k.cycle AND k.ck_first THEN
-                                                (SELECT coalesce(max(u.used), 0) FROM @extschema@.usage_counter u
-                                                 WHERE u.account_id = k.account_id AND u.period_start = k.period_start
-                                                   AND u.counter = 'rate:' || k.rate_id)
+                                                @extschema@.cycle_used(k.account_id, k.period_start, k.rate_id)
                                                 ELSE 0 END,
                                             k.pk, CASE WHEN k.pk_first THEN
                                                 CASE WHEN k.payer_id = k.account_id THEN bk.money

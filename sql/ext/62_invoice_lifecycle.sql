@@ -403,6 +403,7 @@ DECLARE
     a @extschema@.account;
     e integer;
     pid bigint;
+    prev numeric;
     b bigint;
 BEGIN
     IF p_account_id IS NULL OR p_amount IS NULL OR p_reference IS NULL OR p_received_at IS NULL THEN
@@ -422,10 +423,16 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;
-    -- a retry (the account lock makes concurrent retries wait for the first)
-    SELECT payment_id INTO pid FROM @extschema@.payment
+    -- a retry (the account lock makes concurrent retries wait for the first);
+    -- the same reference with another amount is another payment, not a retry:
+    -- refused, never dropped
+    SELECT payment_id, amount INTO pid, prev FROM @extschema@.payment
     WHERE account_id = p_account_id AND reference = p_reference;
     IF FOUND THEN
+        IF prev <> p_amount THEN
+            RAISE EXCEPTION 'record_payment: reference "%" of account % was used for % already, not %',
+                p_reference, p_account_id, prev, p_amount USING ERRCODE = '23505';
+        END IF;
         RETURN pid;
     END IF;
     IF a.bill_to_parent THEN
@@ -465,7 +472,7 @@ BEGIN
     RETURN pid;
 END $$;
 COMMENT ON FUNCTION @extschema@.record_payment(bigint, numeric, text, timestamptz) IS
-    'record money received: credits the account''s main money bucket (ledger payment) and allocates it to its open final invoices, oldest first; the rest stays as credit; idempotent on (account_id, reference): a retry returns the first payment_id';
+    'record money received: credits the account''s main money bucket (ledger payment) and allocates it to its open final invoices, oldest first; the rest stays as credit; idempotent on (account_id, reference): a retry returns the first payment_id (the same reference with another amount: 23505)';
 
 -------------------------------------------------------------------------------
 -- account_statement

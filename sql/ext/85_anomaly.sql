@@ -250,7 +250,7 @@ DECLARE
     s record;
     upto_day date;
     first_day date;
-    todo date[];
+    days_due date[];
     n integer;
 BEGIN
     IF as_of IS NULL OR force IS NULL THEN
@@ -272,13 +272,13 @@ BEGIN
 
     -- 1. the daily summary: days missing or counted with another velocity
     -- window, and the last two days again (events arrive late); all with force
-    SELECT array_agg(d::date) INTO todo
+    SELECT array_agg(d::date) INTO days_due
     FROM generate_series(first_day, upto_day - 1, interval '1 day') d
     WHERE force OR d >= upto_day - 2
        OR NOT EXISTS (SELECT 1 FROM @extschema@.anomaly_daily_done x
                       WHERE x.day = d::date AND x.slot = s.velocity_window);
-    IF todo IS NOT NULL THEN
-        DELETE FROM @extschema@.anomaly_daily y WHERE y.day = ANY (todo);
+    IF days_due IS NOT NULL THEN
+        DELETE FROM @extschema@.anomaly_daily y WHERE y.day = ANY (days_due);
         INSERT INTO @extschema@.anomaly_daily (account_id, service, day, quantity, events, peak)
         SELECT account_id, service, day, coalesce(sum(quantity), 0), sum(events), max(events)
         FROM (
@@ -288,16 +288,16 @@ BEGIN
                    sum(CASE WHEN e.quantity >= 0 AND e.quantity < 'Infinity' THEN e.quantity END) AS quantity,
                    count(*) AS events
             FROM @extschema@.usage_event e
-            WHERE e.started_at >= (SELECT min(t) FROM unnest(todo) t)::timestamp AT TIME ZONE 'UTC'
-              AND e.started_at < ((SELECT max(t) FROM unnest(todo) t) + 1)::timestamp AT TIME ZONE 'UTC'
-              AND (e.started_at AT TIME ZONE 'UTC')::date = ANY (todo)
+            WHERE e.started_at >= (SELECT min(t) FROM unnest(days_due) t)::timestamp AT TIME ZONE 'UTC'
+              AND e.started_at < ((SELECT max(t) FROM unnest(days_due) t) + 1)::timestamp AT TIME ZONE 'UTC'
+              AND (e.started_at AT TIME ZONE 'UTC')::date = ANY (days_due)
               AND e.status IS DISTINCT FROM 'duplicate'
               AND e.account_id IS NOT NULL AND e.service IS NOT NULL
             GROUP BY e.account_id, e.service, day,
                      date_bin(s.velocity_window, e.started_at, timestamptz '2000-01-01 00:00+00')) slot
         GROUP BY account_id, service, day;
         INSERT INTO @extschema@.anomaly_daily_done (day, slot, summarized_at)
-        SELECT t, s.velocity_window, clock_timestamp() FROM unnest(todo) t
+        SELECT t, s.velocity_window, clock_timestamp() FROM unnest(days_due) t
         ON CONFLICT (day) DO UPDATE SET slot = excluded.slot, summarized_at = excluded.summarized_at;
     END IF;
     -- days no baseline can reach any more
