@@ -290,6 +290,51 @@ END $$;
 COMMENT ON FUNCTION @extschema@.debit_buckets(text, bigint[], text[], numeric[], bigint[], integer[], text, timestamptz) IS
     'internal: take amounts from accounts'' buckets in consumption order and write the ledger (callers lock the accounts)';
 
+-- debit_buckets() for one account and unit, as a request debits: the same
+-- consumption order, by an index probe per bucket instead of one set-based
+-- statement that costs more to start than a request's whole debit.
+CREATE FUNCTION @extschema@.debit_account(p_kind text, p_account_id bigint, p_unit text, p_amount numeric,
+                                          p_charge_id bigint, p_charges integer, p_session_id text,
+                                          p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rest numeric := p_amount;
+    b record;
+    take numeric;
+BEGIN
+    IF p_amount IS NULL OR p_amount = 0 THEN
+        RETURN;
+    END IF;
+    IF p_amount > 0 THEN
+        FOR b IN SELECT x.bucket_id, x.balance FROM @extschema@.bucket x
+                 WHERE x.account_id = p_account_id AND x.kind = p_kind AND x.unit = p_unit AND x.origin <> 'main'
+                   AND x.balance > 0 AND x.valid_from <= p_at AND x.valid_until > p_at
+                 ORDER BY x.priority, x.valid_until, x.bucket_id LOOP
+            take := least(b.balance, rest);
+            UPDATE @extschema@.bucket x SET balance = x.balance - take
+            WHERE x.account_id = p_account_id AND x.bucket_id = b.bucket_id;
+            INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, session_id, charge_id, charges)
+            VALUES (p_account_id, 'debit', b.bucket_id, p_unit, -take, p_session_id, p_charge_id, p_charges);
+            rest := rest - take;
+            EXIT WHEN rest = 0;
+        END LOOP;
+    END IF;
+    -- money left over (or a credit) goes to the main bucket
+    IF rest <> 0 AND p_kind = 'money' THEN
+        WITH m AS (
+            UPDATE @extschema@.bucket m SET balance = m.balance - rest
+            WHERE m.account_id = p_account_id AND m.origin = 'main'
+            RETURNING m.bucket_id
+        )
+        INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, session_id, charge_id, charges)
+        SELECT p_account_id, 'debit', m.bucket_id, p_unit, -rest, p_session_id, p_charge_id, p_charges FROM m;
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.debit_account(text, bigint, text, numeric, bigint, integer, text, timestamptz) IS
+    'internal: debit_buckets() for one account and unit (a request''s debit; the caller locks the account)';
+
 -- Money an account can spend now: valid money + credit limit - open holds.
 -- p_account_id must be a payer (see payer_of).  With p_until (a grant's
 -- expiry), only money still valid then counts: a hold is never backed by a
@@ -390,7 +435,11 @@ BEGIN
     INTO watch, before
     FROM @extschema@.account a
     WHERE a.low_balance_threshold IS NOT NULL AND a.account_id = ANY (payers);
-    PERFORM @extschema@.debit_buckets('money', payers, units, amounts, ids, counts, NULL, now());
+    IF cardinality(payers) = 1 THEN      -- one event's charge, add_charge
+        PERFORM @extschema@.debit_account('money', payers[1], units[1], amounts[1], ids[1], counts[1], NULL, now());
+    ELSE
+        PERFORM @extschema@.debit_buckets('money', payers, units, amounts, ids, counts, NULL, now());
+    END IF;
     IF watch IS NOT NULL THEN
         FOR i IN 1 .. cardinality(watch) LOOP
             PERFORM @extschema@.notify_low_balance(watch[i], before[i], @extschema@.money_available(watch[i]));

@@ -74,20 +74,6 @@ END $$;
 COMMENT ON FUNCTION @extschema@.lock_accounts(bigint, bigint) IS
     'internal: lock an account and its payer (FOR NO KEY UPDATE, in account order)';
 
--- A hold (positive) or its release (negative) in the ledger.
-CREATE FUNCTION @extschema@.ledger_hold(p_kind text, p_account_id bigint, p_unit text, p_held numeric, p_session_id text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF p_held OPERATOR(pg_catalog.<>) 0 THEN
-        INSERT INTO @extschema@.ledger (account_id, kind, unit, held, session_id)
-        VALUES (p_account_id, p_kind, p_unit, p_held, p_session_id);
-    END IF;
-END $$;
-COMMENT ON FUNCTION @extschema@.ledger_hold(text, bigint, text, numeric, text) IS
-    'internal: record a hold, release or expiry of held units or money';
-
 -- The running total of a cycle-scoped rate in an account's period (billed
 -- units it priced), and adding to it: the counters bulk rating keeps too.
 CREATE FUNCTION @extschema@.cycle_used(p_account_id bigint, p_period_start timestamptz, p_rate_id bigint)
@@ -129,20 +115,28 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.check_units(text, numeric) IS 'internal: units a request may carry (p_what names the argument: ''reserve: units'')';
 
--- Why an account may not be served now, or NULL.
-CREATE FUNCTION @extschema@.account_refusal(p_account_id bigint, p_payer_id bigint)
+-- Why an account may not be served now, or NULL, from the statuses of the
+-- using and the paying account (SQL: inlined where it is used).
+CREATE FUNCTION @extschema@.account_refusal(p_status text, p_payer_status text)
 RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN (SELECT CASE WHEN bool_or(a.status OPERATOR(pg_catalog.=) 'closed') THEN 'account_closed'
-                        WHEN bool_or(a.status OPERATOR(pg_catalog.=) 'suspended') THEN 'account_suspended' END
-            FROM @extschema@.account a
-            WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id OR a.account_id OPERATOR(pg_catalog.=) p_payer_id);
-END $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN p_status OPERATOR(pg_catalog.=) 'closed' OR p_payer_status OPERATOR(pg_catalog.=) 'closed'
+                THEN 'account_closed'
+                WHEN p_status OPERATOR(pg_catalog.=) 'suspended' OR p_payer_status OPERATOR(pg_catalog.=) 'suspended'
+                THEN 'account_suspended' END
+$$;
+COMMENT ON FUNCTION @extschema@.account_refusal(text, text) IS
+    'internal: account_closed or account_suspended when the using or the paying account is, else NULL';
 
 -------------------------------------------------------------------------------
 -- reserve (CCR-INITIAL)
+--
+-- The request path is kept to a few index probes and inserts (each statement
+-- costs its executor start more than its work): the account locked and read
+-- in one statement, one probe for a retransmission, the rate, the period,
+-- one statement for what the payer can spend, then the session, its holds
+-- and its answer.  Rare cases (a sub-account billed to its parent, a closed
+-- period, plan allowances not granted yet) take the general helpers.
 -------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.reserve(p_account_id bigint, p_service text, p_session_id text, p_units numeric,
                                     p_attrs jsonb DEFAULT '{}', p_validity interval DEFAULT '5 minutes')
@@ -150,20 +144,25 @@ RETURNS @extschema@.grant
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
-    a @extschema@.account;
-    payer bigint;
+    a @extschema@.account;              -- the using account
+    p @extschema@.account;              -- the paying account (a itself, usually)
     ans @extschema@.grant;
+    other bigint;
     reason text;
-    zone text;
+    dest_zone text;
     rt record;
+    ps timestamptz;
+    pe timestamptz;
     per tstzrange;
     ub numeric := 0;
     money numeric;
+    allowance numeric;
     g record;
     granted numeric := 0;
     hold_u numeric := 0;
     hold_m numeric := 0;
     res text;
+    t0 timestamptz := now();
     exp timestamptz := now() + p_validity;
 BEGIN
     IF p_account_id IS NULL OR p_service IS NULL OR p_session_id IS NULL OR p_validity IS NULL THEN
@@ -176,49 +175,86 @@ BEGIN
     IF length(p_session_id) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'reserve: session_id must have 1 to 255 characters' USING ERRCODE = '22023';
     END IF;
-    payer := @extschema@.payer_of(p_account_id);
-    IF payer IS NULL THEN
-        RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
+
+    -- the account, locked: one statement for an account paying for itself
+    SELECT * INTO a FROM @extschema@.account x
+    WHERE x.account_id = p_account_id AND NOT x.bill_to_parent
+    FOR NO KEY UPDATE;
+    IF FOUND THEN
+        p := a;
+    ELSE
+        -- billed to its parent: lock it and its payer in account order
+        p.account_id := @extschema@.payer_of(p_account_id);
+        IF p.account_id IS NULL THEN
+            RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
+        END IF;
+        PERFORM @extschema@.lock_accounts(p_account_id, p.account_id);
+        SELECT * INTO a FROM @extschema@.account x WHERE x.account_id = p_account_id;
+        SELECT * INTO p FROM @extschema@.account x WHERE x.account_id = p.account_id;
     END IF;
-    PERFORM @extschema@.lock_accounts(p_account_id, payer);
 
     -- a retransmission: the first answer, nothing changed
-    SELECT (r.answer).* INTO ans FROM @extschema@.reservation_answer r
-    WHERE r.account_id = p_account_id AND r.session_id = p_session_id AND r.request_no = 0;
+    SELECT r.account_id INTO other FROM @extschema@.reservation r WHERE r.session_id = p_session_id LIMIT 1;
     IF FOUND THEN
+        IF other <> p_account_id THEN
+            RAISE EXCEPTION 'session "%" already exists for another account', p_session_id USING ERRCODE = '23505';
+        END IF;
+        SELECT (r.answer).* INTO ans FROM @extschema@.reservation_answer r
+        WHERE r.account_id = p_account_id AND r.session_id = p_session_id AND r.request_no = 0;
         RETURN ans;
     END IF;
-    IF EXISTS (SELECT 1 FROM @extschema@.reservation r WHERE r.session_id = p_session_id) THEN
-        RAISE EXCEPTION 'session "%" already exists for another account', p_session_id USING ERRCODE = '23505';
+
+    IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
+        dest_zone := @extschema@.zone_of(p_attrs ->> 'destination');
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM @extschema@.service s WHERE s.code = p_service) THEN
+    -- the rate, as resolve_rate(): the most specific zone, the latest
+    -- valid_from, the newest subscription (a row of NULLs when none)
+    SELECT r.rate_id, r.tariff, pl.currency AS plan_currency INTO rt
+    FROM @extschema@.subscription s
+    JOIN @extschema@.plan pl ON pl.code = s.plan_code
+    JOIN @extschema@.plan_rate r ON r.plan_code = s.plan_code AND r.service = p_service
+                                AND (r.zone IS NULL OR r.zone = dest_zone)
+    WHERE s.account_id = p_account_id AND s.started_at <= t0 AND coalesce(s.ended_at, 'infinity') > t0
+      AND r.valid_from <= t0 AND r.valid_until > t0
+    ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC
+    LIMIT 1;
+    IF rt.rate_id IS NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.service s WHERE s.code = p_service) THEN
         RAISE EXCEPTION 'reserve: unknown service "%"', p_service USING ERRCODE = '23503';
     END IF;
 
-    SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id;
-    reason := @extschema@.account_refusal(p_account_id, payer);
-    IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
-        zone := @extschema@.zone_of(p_attrs ->> 'destination');
-    END IF;
-    -- SELECT INTO, not :=, so that "no rate" is a row of NULLs, not an unassigned record
-    SELECT * INTO rt FROM @extschema@.resolve_rate(p_account_id, p_service, zone, now());
-    IF reason IS NULL AND rt.rate_id IS NULL THEN
-        reason := 'no_tariff';
-    ELSIF reason IS NULL AND rt.plan_currency IS DISTINCT FROM a.currency THEN
-        reason := 'currency_mismatch';
-    END IF;
+    reason := coalesce(@extschema@.account_refusal(a.status, p.status),
+                       CASE WHEN rt.rate_id IS NULL THEN 'no_tariff'
+                            WHEN rt.plan_currency IS DISTINCT FROM a.currency THEN 'currency_mismatch' END);
 
     IF reason IS NULL THEN
-        per := @extschema@.open_period(p_account_id, now());
-        PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[lower(per)]);
+        -- the open period (as open_period(): the next one when this one is closed)
+        ps := @extschema@.billing_period_start(t0, a.timezone, a.billing_day);
+        pe := @extschema@.billing_period_end(t0, a.timezone, a.billing_day);
+        IF EXISTS (SELECT 1 FROM @extschema@.closed_period c
+                   WHERE c.account_id = p_account_id AND c.period_start < pe AND c.period_end > ps) THEN
+            per := @extschema@.open_period(p_account_id, t0);
+            ps := lower(per);
+            pe := upper(per);
+        END IF;
+        -- plan allowances of the period, granted when first needed
+        IF EXISTS (SELECT 1 FROM @extschema@.subscription s
+                   JOIN @extschema@.plan pl ON pl.code = s.plan_code AND pl.allowances <> '{}'
+                   CROSS JOIN LATERAL jsonb_object_keys(pl.allowances) k(unit)
+                   WHERE s.account_id = p_account_id AND s.started_at < pe
+                     AND coalesce(s.ended_at, 'infinity') > ps
+                     AND NOT EXISTS (SELECT 1 FROM @extschema@.bucket b
+                                     WHERE b.account_id = p_account_id AND b.origin = 'plan'
+                                       AND b.period_start = ps AND b.subscription_id = s.subscription_id
+                                       AND b.unit = k.unit)) THEN
+            PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[ps]);
+        END IF;
         IF @extschema@.tariff_scope(rt.tariff) = 'cycle' THEN
-            ub := @extschema@.cycle_used(p_account_id, lower(per), rt.rate_id);
+            ub := @extschema@.cycle_used(p_account_id, ps, rt.rate_id);
         END IF;
         -- only money and allowances still valid when the grant lapses back it
-        money := @extschema@.money_available(payer, now(), exp);
-        g := @extschema@.grant_quantity(rt.tariff, now(), a.timezone, ub, 0,
-                                        @extschema@.allowance_available(p_account_id, p_service, now(), exp),
-                                        0, 0, p_units, money);
+        money := @extschema@.money_available(p.account_id, t0, exp);
+        allowance := @extschema@.allowance_available(p_account_id, p_service, t0, exp);
+        g := @extschema@.grant_quantity(rt.tariff, t0, a.timezone, ub, 0, allowance, 0, 0, p_units, money);
         IF g.granted = p_units THEN
             res := 'granted';
         ELSIF g.granted > 0 THEN
@@ -239,18 +275,21 @@ BEGIN
     INSERT INTO @extschema@.reservation
         (account_id, session_id, payer_id, service, rate_id, zone, attrs, status, started_at,
          period_start, period_end, validity, expires_at, granted, held_units, held_money, finished_at)
-    VALUES (p_account_id, p_session_id, payer, p_service, rt.rate_id, zone, coalesce(p_attrs, '{}'),
-            CASE WHEN res = 'denied' THEN 'denied' ELSE 'open' END, now(), lower(per), upper(per),
+    VALUES (p_account_id, p_session_id, p.account_id, p_service, rt.rate_id, dest_zone, coalesce(p_attrs, '{}'),
+            CASE WHEN res = 'denied' THEN 'denied' ELSE 'open' END, t0, ps, pe,
             p_validity, exp, granted, hold_u, hold_m,
-            CASE WHEN res = 'denied' THEN now() END);
-    PERFORM @extschema@.ledger_hold('hold', payer, a.currency, hold_m, p_session_id);
-    PERFORM @extschema@.ledger_hold('hold', p_account_id, p_service, hold_u, p_session_id);
-    ans := ROW(res, reason, granted, hold_m, 0,
-               CASE WHEN res <> 'denied' THEN exp END)::@extschema@.grant;
+            CASE WHEN res = 'denied' THEN t0 END);
+    IF hold_m <> 0 OR hold_u <> 0 THEN
+        INSERT INTO @extschema@.ledger (account_id, kind, unit, held, session_id)
+        SELECT h.account_id, 'hold', h.unit, h.held, p_session_id
+        FROM (VALUES (p.account_id, a.currency, hold_m), (p_account_id, p_service, hold_u)) h(account_id, unit, held)
+        WHERE h.held <> 0;
+    END IF;
+    ans := ROW(res, reason, granted, hold_m, 0, CASE WHEN res <> 'denied' THEN exp END)::@extschema@.grant;
     INSERT INTO @extschema@.reservation_answer (account_id, session_id, request_no, answer)
     VALUES (p_account_id, p_session_id, 0, ans);
-    IF hold_m > 0 THEN
-        PERFORM @extschema@.notify_low_balance(payer, money, money - hold_m);
+    IF hold_m > 0 AND p.low_balance_threshold IS NOT NULL THEN
+        PERFORM @extschema@.notify_low_balance(p.account_id, money, money - hold_m);
     END IF;
     RETURN ans;
 END $$;
@@ -267,7 +306,8 @@ CREATE FUNCTION @extschema@.session_step(r @extschema@.reservation, p_request_no
 RETURNS @extschema@.grant
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    a @extschema@.account;
+    tz text;
+    cur text;
     t @extschema@.tariff;
     ub numeric := 0;
     cycle boolean;
@@ -276,6 +316,7 @@ DECLARE
     g record;
     d_money numeric;
     watch boolean;
+    refusal text;
     money_before numeric;
     money numeric;
     hold_u numeric := 0;
@@ -287,43 +328,56 @@ DECLARE
     exp timestamptz;
     ans @extschema@.grant;
 BEGIN
-    SELECT * INTO a FROM @extschema@.account WHERE account_id = r.account_id;
-    SELECT p.tariff INTO t FROM @extschema@.plan_rate p WHERE p.rate_id = r.rate_id;
+    -- the account's zone and currency, the tariff, the payer's watch and
+    -- refusal, in one statement (both accounts are locked)
+    SELECT a.timezone, a.currency, pr.tariff, py.low_balance_threshold IS NOT NULL,
+           @extschema@.account_refusal(a.status, py.status)
+    INTO tz, cur, t, watch, refusal
+    FROM @extschema@.account a
+    JOIN @extschema@.account py ON py.account_id = r.payer_id
+    LEFT JOIN @extschema@.plan_rate pr ON pr.rate_id = r.rate_id
+    WHERE a.account_id = r.account_id;
     cycle := @extschema@.tariff_scope(t) = 'cycle';
     IF cycle THEN
         ub := @extschema@.cycle_used(r.account_id, r.period_start, r.rate_id);
     END IF;
     -- the money before, for the low-balance notice only (the payer is locked:
     -- its threshold cannot change under us)
-    SELECT p.low_balance_threshold IS NOT NULL INTO watch FROM @extschema@.account p WHERE p.account_id = r.payer_id;
     IF watch THEN
         money_before := @extschema@.money_available(r.payer_id);
     END IF;
 
     -- what the session has cost so far; its own hold is available to it
-    c := @extschema@.session_cost(t, r.started_at, a.timezone, ub, r.covered,
+    c := @extschema@.session_cost(t, r.started_at, tz, ub, r.covered,
                                   @extschema@.allowance_available(r.account_id, r.service) + r.held_units, total);
-    PERFORM @extschema@.debit_buckets('allowance', ARRAY[r.account_id], ARRAY[r.service], ARRAY[c.covered - r.covered],
-                                      ARRAY[NULL::bigint], ARRAY[NULL::integer], r.session_id, now());
+    IF c.covered <> r.covered THEN
+        PERFORM @extschema@.debit_account('allowance', r.account_id, r.service, c.covered - r.covered,
+                                          NULL, NULL, r.session_id, now());
+    END IF;
     d_money := c.amount - r.charged;
-    PERFORM @extschema@.debit_buckets('money', ARRAY[r.payer_id], ARRAY[a.currency], ARRAY[d_money],
-                                      ARRAY[NULL::bigint], ARRAY[NULL::integer], r.session_id, now());
-    PERFORM @extschema@.ledger_hold(CASE WHEN p_finish = 'expired' THEN 'expiry' ELSE 'release' END,
-                                    r.payer_id, a.currency, -r.held_money, r.session_id);
-    PERFORM @extschema@.ledger_hold(CASE WHEN p_finish = 'expired' THEN 'expiry' ELSE 'release' END,
-                                    r.account_id, r.service, -r.held_units, r.session_id);
+    IF d_money <> 0 THEN
+        PERFORM @extschema@.debit_account('money', r.payer_id, cur, d_money, NULL, NULL, r.session_id, now());
+    END IF;
+    IF r.held_money <> 0 OR r.held_units <> 0 THEN
+        INSERT INTO @extschema@.ledger (account_id, kind, unit, held, session_id)
+        SELECT h.account_id, CASE WHEN p_finish = 'expired' THEN 'expiry' ELSE 'release' END, h.unit, h.held,
+               r.session_id
+        FROM (VALUES (r.payer_id, cur, -r.held_money), (r.account_id, r.service, -r.held_units))
+             h(account_id, unit, held)
+        WHERE h.held <> 0;
+    END IF;
 
     IF p_finish IS NULL THEN
         -- CCR-UPDATE: hold `units` more on what is left (its own hold released)
         -- (only money and allowances still valid when the new grant lapses)
         money := @extschema@.money_available(r.payer_id, now(), now() + r.validity) + r.held_money;
-        g := @extschema@.grant_quantity(t, r.started_at, a.timezone, ub, c.covered,
+        g := @extschema@.grant_quantity(t, r.started_at, tz, ub, c.covered,
                                         @extschema@.allowance_available(r.account_id, r.service, now(), now() + r.validity)
                                         + r.held_units,
                                         total, c.amount, p_units, money);
-        IF @extschema@.account_refusal(r.account_id, r.payer_id) IS NOT NULL AND p_units > 0 THEN
+        IF refusal IS NOT NULL AND p_units > 0 THEN
             g.granted := 0;
-            reason := @extschema@.account_refusal(r.account_id, r.payer_id);
+            reason := refusal;
         END IF;
         IF g.granted = p_units THEN
             res := 'granted';
@@ -343,8 +397,12 @@ BEGIN
             granted = total + g.granted, overuse = greatest(total - r.granted, 0) + r.overuse,
             last_request = p_request_no, expires_at = exp
         WHERE account_id = r.account_id AND session_id = r.session_id;
-        PERFORM @extschema@.ledger_hold('hold', r.payer_id, a.currency, hold_m, r.session_id);
-        PERFORM @extschema@.ledger_hold('hold', r.account_id, r.service, hold_u, r.session_id);
+        IF hold_m <> 0 OR hold_u <> 0 THEN
+            INSERT INTO @extschema@.ledger (account_id, kind, unit, held, session_id)
+            SELECT h.account_id, 'hold', h.unit, h.held, r.session_id
+            FROM (VALUES (r.payer_id, cur, hold_m), (r.account_id, r.service, hold_u)) h(account_id, unit, held)
+            WHERE h.held <> 0;
+        END IF;
         ans := ROW(res, reason, g.granted, hold_m, d_money, exp)::@extschema@.grant;
     ELSE
         -- the end: the session becomes one rated charge (when anything was used)
@@ -353,7 +411,7 @@ BEGIN
             INSERT INTO @extschema@.charge
                 (account_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount, currency,
                  occurred_at, period_start, period_end, source, external_id, rate_id, description)
-            VALUES (r.account_id, 'usage', r.service, r.zone, total, c.billed, c.covered, c.amount, a.currency,
+            VALUES (r.account_id, 'usage', r.service, r.zone, total, c.billed, c.covered, c.amount, cur,
                     r.started_at, lower(per), upper(per), 'session', r.session_id, r.rate_id,
                     CASE WHEN greatest(total - r.granted, 0) + r.overuse > 0
                          THEN format('overuse: %s units beyond the grant', greatest(total - r.granted, 0) + r.overuse) END)
@@ -391,25 +449,29 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     acc bigint;
     payer bigint;
-    n integer;
 BEGIN
     IF p_session_id IS NULL THEN
         RAISE EXCEPTION '%: session_id must not be NULL', p_what USING ERRCODE = '22004';
     END IF;
-    SELECT min(x.account_id), min(x.payer_id), count(*) INTO acc, payer, n
-    FROM @extschema@.reservation x WHERE x.session_id = p_session_id;
-    IF n = 0 THEN
+    SELECT x.account_id, x.payer_id INTO acc, payer
+    FROM @extschema@.reservation x WHERE x.session_id = p_session_id LIMIT 1;
+    IF NOT FOUND THEN
         RAISE EXCEPTION '%: unknown session "%"', p_what, p_session_id USING ERRCODE = 'P0002';
     END IF;
-    PERFORM @extschema@.lock_accounts(acc, payer);
-    IF p_request_no IS NOT NULL THEN
+    -- as lock_accounts()
+    PERFORM 1 FROM @extschema@.account a
+    WHERE a.account_id = acc OR a.account_id = payer
+    ORDER BY a.account_id FOR NO KEY UPDATE OF a;
+    SELECT * INTO r FROM @extschema@.reservation x WHERE x.account_id = acc AND x.session_id = p_session_id;
+    -- a retransmission (every answered request is at or before last_request)
+    IF p_request_no IS NOT NULL AND p_request_no <= r.last_request THEN
         SELECT (x.answer).* INTO answer FROM @extschema@.reservation_answer x
         WHERE x.account_id = acc AND x.session_id = p_session_id AND x.request_no = p_request_no;
         IF FOUND THEN
-            RETURN;                     -- a retransmission
+            r := NULL;
+            RETURN;
         END IF;
     END IF;
-    SELECT * INTO r FROM @extschema@.reservation x WHERE x.account_id = acc AND x.session_id = p_session_id;
     IF r.status = 'open' AND r.expires_at <= now() THEN
         PERFORM @extschema@.session_step(r, NULL, 0, 0, 'expired');
         r.status := 'expired';
@@ -524,73 +586,112 @@ RETURNS @extschema@.grant
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
-    a @extschema@.account;
-    payer bigint;
+    a @extschema@.account;              -- the using account
+    p @extschema@.account;              -- the paying account (a itself, usually)
     ans @extschema@.grant;
     reason text;
-    zone text;
+    dest_zone text;
     rt record;
+    ps timestamptz;
+    pe timestamptz;
     per tstzrange;
     ub numeric := 0;
     c record;
     cid bigint;
+    t0 timestamptz := now();
 BEGIN
     IF p_account_id IS NULL OR p_service IS NULL OR p_event_id IS NULL THEN
         RAISE EXCEPTION 'charge_event: account_id, service and event_id must not be NULL' USING ERRCODE = '22004';
     END IF;
     PERFORM @extschema@.check_units('charge_event: units', p_units);
-    payer := @extschema@.payer_of(p_account_id);
-    IF payer IS NULL THEN
-        RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
+    -- the account, locked, as in reserve()
+    SELECT * INTO a FROM @extschema@.account x
+    WHERE x.account_id = p_account_id AND NOT x.bill_to_parent
+    FOR NO KEY UPDATE;
+    IF FOUND THEN
+        p := a;
+    ELSE
+        p.account_id := @extschema@.payer_of(p_account_id);
+        IF p.account_id IS NULL THEN
+            RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
+        END IF;
+        PERFORM @extschema@.lock_accounts(p_account_id, p.account_id);
+        SELECT * INTO a FROM @extschema@.account x WHERE x.account_id = p_account_id;
+        SELECT * INTO p FROM @extschema@.account x WHERE x.account_id = p.account_id;
     END IF;
-    PERFORM @extschema@.lock_accounts(p_account_id, payer);
     SELECT (e.answer).* INTO ans FROM @extschema@.event_answer e
     WHERE e.account_id = p_account_id AND e.event_id = p_event_id;
     IF FOUND THEN
         RETURN ans;                     -- a retried event
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM @extschema@.service s WHERE s.code = p_service) THEN
+
+    IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
+        dest_zone := @extschema@.zone_of(p_attrs ->> 'destination');
+    END IF;
+    reason := @extschema@.account_refusal(a.status, p.status);
+    IF reason IS NULL THEN
+        -- as resolve_rate() (a row of NULLs when none)
+        SELECT r.rate_id, r.tariff, pl.currency AS plan_currency INTO rt
+        FROM @extschema@.subscription s
+        JOIN @extschema@.plan pl ON pl.code = s.plan_code
+        JOIN @extschema@.plan_rate r ON r.plan_code = s.plan_code AND r.service = p_service
+                                    AND (r.zone IS NULL OR r.zone = dest_zone)
+        WHERE s.account_id = p_account_id AND s.started_at <= t0 AND coalesce(s.ended_at, 'infinity') > t0
+          AND r.valid_from <= t0 AND r.valid_until > t0
+        ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC
+        LIMIT 1;
+        reason := CASE WHEN rt.rate_id IS NULL THEN 'no_tariff'
+                       WHEN rt.plan_currency IS DISTINCT FROM a.currency THEN 'currency_mismatch' END;
+    END IF;
+    -- (a rate found means a known service)
+    IF reason IN ('no_tariff', 'account_closed', 'account_suspended')
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.service s WHERE s.code = p_service) THEN
         RAISE EXCEPTION 'charge_event: unknown service "%"', p_service USING ERRCODE = '23503';
     END IF;
-    SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id;
-    reason := @extschema@.account_refusal(p_account_id, payer);
-    IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
-        zone := @extschema@.zone_of(p_attrs ->> 'destination');
-    END IF;
     IF reason IS NULL THEN
-        SELECT * INTO rt FROM @extschema@.resolve_rate(p_account_id, p_service, zone, now());
-        IF rt.rate_id IS NULL THEN
-            reason := 'no_tariff';
-        ELSIF rt.plan_currency IS DISTINCT FROM a.currency THEN
-            reason := 'currency_mismatch';
+        ps := @extschema@.billing_period_start(t0, a.timezone, a.billing_day);
+        pe := @extschema@.billing_period_end(t0, a.timezone, a.billing_day);
+        IF EXISTS (SELECT 1 FROM @extschema@.closed_period cp
+                   WHERE cp.account_id = p_account_id AND cp.period_start < pe AND cp.period_end > ps) THEN
+            per := @extschema@.open_period(p_account_id, t0);
+            ps := lower(per);
+            pe := upper(per);
         END IF;
-    END IF;
-    IF reason IS NULL THEN
-        per := @extschema@.open_period(p_account_id, now());
-        PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[lower(per)]);
+        IF EXISTS (SELECT 1 FROM @extschema@.subscription s
+                   JOIN @extschema@.plan pl ON pl.code = s.plan_code AND pl.allowances <> '{}'
+                   CROSS JOIN LATERAL jsonb_object_keys(pl.allowances) k(unit)
+                   WHERE s.account_id = p_account_id AND s.started_at < pe
+                     AND coalesce(s.ended_at, 'infinity') > ps
+                     AND NOT EXISTS (SELECT 1 FROM @extschema@.bucket b
+                                     WHERE b.account_id = p_account_id AND b.origin = 'plan'
+                                       AND b.period_start = ps AND b.subscription_id = s.subscription_id
+                                       AND b.unit = k.unit)) THEN
+            PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[ps]);
+        END IF;
         IF @extschema@.tariff_scope(rt.tariff) = 'cycle' THEN
-            ub := @extschema@.cycle_used(p_account_id, lower(per), rt.rate_id);
+            ub := @extschema@.cycle_used(p_account_id, ps, rt.rate_id);
         END IF;
-        c := @extschema@.session_cost(rt.tariff, now(), a.timezone, ub, 0,
+        c := @extschema@.session_cost(rt.tariff, t0, a.timezone, ub, 0,
                                       @extschema@.allowance_available(p_account_id, p_service), p_units);
-        IF c.amount > @extschema@.money_available(payer) THEN
+        IF c.amount > @extschema@.money_available(p.account_id) THEN
             reason := 'insufficient_funds';
         END IF;
     END IF;
     IF reason IS NOT NULL THEN
         ans := ROW('denied', reason, 0, 0, 0, NULL)::@extschema@.grant;
     ELSE
-        PERFORM @extschema@.debit_buckets('allowance', ARRAY[p_account_id], ARRAY[p_service], ARRAY[c.covered],
-                                          ARRAY[NULL::bigint], ARRAY[NULL::integer], NULL, now());
+        IF c.covered <> 0 THEN
+            PERFORM @extschema@.debit_account('allowance', p_account_id, p_service, c.covered, NULL, NULL, NULL, t0);
+        END IF;
         -- the charge debits the money (trigger charge_debit)
         INSERT INTO @extschema@.charge
             (account_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount, currency,
              occurred_at, period_start, period_end, source, external_id, rate_id)
-        VALUES (p_account_id, 'usage', p_service, zone, p_units, c.billed, c.covered, c.amount, a.currency,
-                now(), lower(per), upper(per), 'event', p_event_id, rt.rate_id)
+        VALUES (p_account_id, 'usage', p_service, dest_zone, p_units, c.billed, c.covered, c.amount, a.currency,
+                t0, ps, pe, 'event', p_event_id, rt.rate_id)
         RETURNING charge_id INTO cid;
         IF @extschema@.tariff_scope(rt.tariff) = 'cycle' AND c.billed - c.covered > 0 THEN
-            PERFORM @extschema@.add_cycle_used(p_account_id, lower(per), rt.rate_id, c.billed - c.covered);
+            PERFORM @extschema@.add_cycle_used(p_account_id, ps, rt.rate_id, c.billed - c.covered);
         END IF;
         ans := ROW('granted', NULL, p_units, 0, c.amount, NULL)::@extschema@.grant;
     END IF;

@@ -167,10 +167,8 @@ BEGIN
             SELECT d.*, st.answer AS stored, d.is_first AND st.answer IS NULL AS is_new,
                    s.code IS NOT NULL AS service_ok,
                    a.currency, a.timezone, a.billing_day, d.payer_credit_limit AS credit_limit,
-                   -- as account_refusal()
-                   CASE WHEN NOT d.is_first OR st.answer IS NOT NULL OR s.code IS NULL THEN NULL
-                        WHEN a.status = 'closed' OR d.payer_status = 'closed' THEN 'account_closed'
-                        WHEN a.status = 'suspended' OR d.payer_status = 'suspended' THEN 'account_suspended' END AS refusal,
+                   CASE WHEN d.is_first AND st.answer IS NULL AND s.code IS NOT NULL
+                        THEN @extschema@.account_refusal(a.status, d.payer_status) END AS refusal,
                    CASE WHEN jsonb_typeof(d.attrs -> 'destination') = 'string'
                         THEN @extschema@.zone_of(d.attrs ->> 'destination') END AS zone
             FROM (SELECT x.ord, x.account_id, x.payer_id, x.service, x.event_id, x.units, x.attrs,
