@@ -239,3 +239,34 @@ SELECT origin, balance, debited, ledger_ok FROM allowance_buckets WHERE account_
 -- every allowance bucket's ledger still sums to its balance, and none is overdrawn
 SELECT count(*) FILTER (WHERE NOT ledger_ok) AS ledger_mismatches, count(*) FILTER (WHERE balance < 0) AS overdrawn
 FROM allowance_buckets;
+
+-- the rating queue: pending events are found by queued_by (the transaction
+-- that queued them) above usage_queue.low_water, which rating raises; an event
+-- can never be pending below it, whatever received_at it was sent with or
+-- however it became pending again
+SELECT rate_pending() AS nothing_left;
+SELECT low_water > 0 AS mark_raised,
+       (SELECT count(*) FROM usage_event WHERE status = 'pending' AND queued_by < q.low_water) AS pending_below_mark
+FROM usage_queue q;
+SELECT low_water AS mark FROM usage_queue \gset
+-- sent with an arrival time long before anything here
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, received_at)
+VALUES (7, 'msc', 'q1', 'voice', 10, now() - interval '2 hours', '2001-01-01 00:00+00');
+SELECT queued_by >= :mark AS queued_above_mark FROM usage_event WHERE external_id = 'q1';
+SELECT rate_pending() AS processed;
+SELECT status, received_at FROM usage_event WHERE external_id = 'q1';
+-- rejected (no SMS tariff on plan F), the catalog fixed, and the event set
+-- back to pending by hand instead of rerate(): queued anew, then rated
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (7, 'smsc', 'q2', 'sms', 1, now() - interval '2 hours');
+SELECT rate_pending() AS processed;
+SELECT status, reject_reason, queued_by AS old_queued_by FROM usage_event WHERE external_id = 'q2' \gset
+SELECT :'status' AS status, :'reject_reason' AS reject_reason;
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('F', 'sms', '{"price": "0.05"}');
+UPDATE usage_event SET status = 'pending', reject_reason = NULL WHERE external_id = 'q2';
+SELECT queued_by > :old_queued_by AS queued_anew,
+       queued_by >= (SELECT low_water FROM usage_queue) AS requeued_above_mark
+FROM usage_event WHERE external_id = 'q2';
+SELECT rate_pending() AS processed;
+SELECT u.status, c.amount FROM usage_event u JOIN charge c USING (account_id, charge_id) WHERE u.external_id = 'q2';
+SELECT count(*) AS pending FROM usage_event WHERE status = 'pending';

@@ -27,22 +27,68 @@ CREATE TABLE @extschema@.usage_event (
     reject_reason text,
     received_at   timestamptz DEFAULT now(),
     rated_at      timestamptz,
-    charge_id     bigint
+    charge_id     bigint,
+    queued_by     bigint DEFAULT txid_current()   -- the transaction that queued it for rating
 ) PARTITION BY RANGE (started_at);
 COMMENT ON TABLE @extschema@.usage_event IS
     'usage from every service; INSERT or COPY (account_id, source, external_id, service, quantity, started_at, attrs) and leave the rest to convbill';
 COMMENT ON COLUMN @extschema@.usage_event.status IS
     'pending until rated; rated (see charge_id), rejected (see reject_reason; rerate() retries) or duplicate (a re-sent event, ignored)';
+COMMENT ON COLUMN @extschema@.usage_event.queued_by IS
+    'convbill''s: the (64-bit) id of the transaction that inserted the event or last set it pending; the rating queue is found by it (usage_queue.low_water)';
 
 -- Events outside every monthly partition (and NULL times) land here: an insert
 -- never fails for want of a partition.
 CREATE TABLE @extschema@.usage_event_default PARTITION OF @extschema@.usage_event DEFAULT;
 
--- The queue of pending events, keyed by arrival so new rows append at its
--- right edge (cheap for COPY); rated ones leave it, so it stays small.  The
--- claim reads it and sorts the pending events by account and time.
-CREATE INDEX usage_event_pending ON @extschema@.usage_event (received_at)
+-- The queue of pending events.  A B-tree of pending rows cost COPY an index
+-- insert (with its WAL record) per row, about as much as the row itself; a
+-- BRIN of the pending rows' queued_by costs next to nothing (a new page range
+-- is unsummarised; autosummarize keeps that unsummarised tail short).  It is
+-- complete by construction: every pending row is in an unsummarised range or
+-- in one whose [min, max] covers its queued_by.  It is lossy the other way
+-- (a range keeps its summary when its events are rated), which the low-water
+-- mark below fixes: raters look only at queued_by >= usage_queue.low_water.
+CREATE INDEX usage_event_pending ON @extschema@.usage_event USING brin (queued_by)
+    WITH (pages_per_range = 32, autosummarize = on)
     WHERE status = 'pending';
+
+-- The low-water mark: no pending event has, or will ever have, a queued_by
+-- below it.  Why that holds (41_rate_pending.sql advances it):
+--   * queued_by is the inserting (or re-queueing) transaction's id, given by
+--     the column default and by usage_event_requeue below, never taken from
+--     received_at or any other time an application may send;
+--   * a rater sets low_water to the least of the queued_by of the pending
+--     events its statement snapshot sees (its own batch already marked) and
+--     that snapshot's xmin: an event it cannot see belongs to a transaction
+--     still running at the snapshot or started after it, whose id is >= xmin;
+--   * it only moves up (each raise is a valid bound, so the greatest is too),
+--     commits or aborts with the rating it comes from, and is not dumped (a
+--     restored database starts again from 0 with fresh transaction ids).
+-- An event moved between partitions (ensure_usage_partitions, an UPDATE of
+-- started_at) keeps its queued_by: some snapshot sees it pending all along.
+CREATE TABLE @extschema@.usage_queue (
+    one       boolean PRIMARY KEY DEFAULT true CHECK (one),
+    low_water bigint NOT NULL DEFAULT 0
+);
+INSERT INTO @extschema@.usage_queue DEFAULT VALUES;
+COMMENT ON TABLE @extschema@.usage_queue IS
+    'internal: the rating queue''s low-water mark; every pending usage_event has queued_by >= low_water (raised by rate_pending)';
+
+-- An event set (back) to pending by an UPDATE (rerate(), or by hand) is queued
+-- anew, by the updating transaction: its old queued_by may be below the mark.
+-- The WHEN keeps it off the rater's UPDATE (rated, rejected, duplicate) and
+-- off COPY (no BEFORE INSERT trigger: COPY keeps its multi-row inserts).
+CREATE FUNCTION @extschema@.usage_event_requeue() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.queued_by := txid_current();
+    RETURN NEW;
+END $$;
+CREATE TRIGGER usage_event_requeue BEFORE UPDATE ON @extschema@.usage_event
+    FOR EACH ROW
+    WHEN (NEW.status = 'pending')
+    EXECUTE FUNCTION @extschema@.usage_event_requeue();
 
 CREATE TABLE @extschema@.closed_period (
     account_id   bigint NOT NULL REFERENCES @extschema@.account,

@@ -32,6 +32,32 @@ RETURNS TABLE (idx bigint, bucket_id bigint, taken numeric)
 COMMENT ON FUNCTION @extschema@.allowance_take(bigint[], text[], bigint[], timestamptz[], numeric[], bigint[], text[], bigint[], integer[], timestamptz[], timestamptz[], numeric[]) IS
     'internal: which allowance buckets cover which events of a batch — per (account, service), events in (at, idx) order take from the buckets valid at `at` in (priority, valid_until, bucket_id) order; one row per event and bucket (C)';
 
+-- Raise usage_queue.low_water to the least queued_by of the pending events
+-- this statement's snapshot sees (those the caller rated this transaction are
+-- no longer pending to it) and that snapshot's xmin: every transaction that
+-- can still add or re-queue an event has an id >= xmin.  One statement, one
+-- snapshot.  Only ever raises it: concurrent raters each compute a valid
+-- bound, and the greater of two valid bounds is valid.  Takes effect (or not)
+-- with the caller's transaction, i.e. with the rating it follows.  Never
+-- waits: when another rater holds the mark, this raise is skipped (the next
+-- one catches up), so a rater holding account locks cannot deadlock on it.
+CREATE FUNCTION @extschema@.raise_low_water(p_from bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM 1 FROM @extschema@.usage_queue FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE @extschema@.usage_queue q SET low_water = b.low_water
+    FROM (SELECT least(min(e.queued_by), txid_snapshot_xmin(txid_current_snapshot())) AS low_water
+          FROM @extschema@.usage_event e
+          WHERE e.status = 'pending' AND e.queued_by >= p_from) b
+    WHERE q.low_water < b.low_water;
+END $$;
+COMMENT ON FUNCTION @extschema@.raise_low_water(bigint) IS
+    'internal: raise the rating queue''s low-water mark (usage_queue) after a rating batch that reached the end of the queue';
+
 -- enable_nestloop = off: the batch query joins CTEs of a whole batch on idx;
 -- estimates of those are poor, and a nested loop there is quadratic.  The
 -- index probes (LATERAL ... LIMIT 1) still run as nested loops.  jit = off:
@@ -46,6 +72,7 @@ SET enable_nestloop = off
 SET jit = off AS $$
 DECLARE
     n integer;
+    low_water bigint;
 BEGIN
     IF p_max_events IS NULL OR p_max_events < 1 THEN
         RAISE EXCEPTION 'max_events must be a positive number, not %', p_max_events USING ERRCODE = '22023';
@@ -66,7 +93,15 @@ BEGIN
 
     -- 1. claim by account and event time, so that across batches too an
     -- account's allowances and cycle totals are consumed in event-time order
-    -- (real-time rating claims just the event it was called for)
+    -- (real-time rating claims just the event it was called for).  The queue
+    -- is the pending events with queued_by >= the low-water mark (see
+    -- usage_queue, 40_rating.sql); real-time rating looks only at events
+    -- queued by its own transaction, which is the one that inserted the event.
+    IF p_account_id IS NULL THEN
+        SELECT q.low_water INTO low_water FROM @extschema@.usage_queue q;
+    ELSE
+        low_water := txid_current();
+    END IF;
     INSERT INTO convbill_claim
     SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
            e.service, e.quantity, e.started_at,
@@ -75,7 +110,7 @@ BEGIN
     FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
                  e.quantity, e.started_at, e.attrs
           FROM @extschema@.usage_event e
-          WHERE e.status = 'pending'
+          WHERE e.status = 'pending' AND e.queued_by >= low_water
             AND (p_account_id IS NULL
                  OR (e.account_id = p_account_id AND e.source IS NOT DISTINCT FROM p_source
                      AND e.external_id IS NOT DISTINCT FROM p_external_id))
@@ -85,6 +120,9 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n = 0 THEN
         DROP TABLE pg_temp.convbill_claim;
+        IF p_account_id IS NULL THEN
+            PERFORM @extschema@.raise_low_water(low_water);
+        END IF;
         RETURN 0;
     END IF;
     IF n > 1000 THEN
@@ -350,6 +388,12 @@ BEGIN
     WHERE e.tableoid = p.part AND e.ctid = p.tid;
 
     DROP TABLE pg_temp.convbill_claim, pg_temp.convbill_work, pg_temp.convbill_take;
+    -- 7. a batch that drained the queue (as far as this rater can claim)
+    -- raises the low-water mark past what is rated; a full batch leaves that
+    -- to the call that finds the queue's end
+    IF p_account_id IS NULL AND n < p_max_events THEN
+        PERFORM @extschema@.raise_low_water(low_water);
+    END IF;
     RETURN n;
 END $$;
 COMMENT ON FUNCTION @extschema@.rate_events(integer, bigint, text, text) IS

@@ -178,9 +178,7 @@ COMMENT ON TYPE @extschema@.grant IS
     'the answer to a credit-control request (reserve, reserve_update, commit, release, charge_event)';
 
 CREATE TABLE @extschema@.reservation (
-    -- no foreign key: reserve() locks the account it inserts a session for,
-    -- and an account with a (main) bucket cannot be deleted
-    account_id   bigint NOT NULL,
+    account_id   bigint NOT NULL REFERENCES @extschema@.account,
     session_id   text NOT NULL,
     payer_id     bigint NOT NULL,
     service      text NOT NULL,

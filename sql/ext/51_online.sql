@@ -128,6 +128,42 @@ $$;
 COMMENT ON FUNCTION @extschema@.account_refusal(text, text) IS
     'internal: account_closed or account_suspended when the using or the paying account is, else NULL';
 
+-- The open period a request at p_at charges (as open_period(): the period
+-- containing it, or the next open one), its plan allowances granted when the
+-- first request or rating of the period needs them.  Two index probes in the
+-- usual case: no closed period, the allowances granted already.
+CREATE FUNCTION @extschema@.request_period(p_account_id bigint, p_timezone text, p_billing_day integer,
+                                           p_at timestamptz, OUT ps timestamptz, OUT pe timestamptz)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    per tstzrange;
+BEGIN
+    ps := @extschema@.billing_period_start(p_at, p_timezone, p_billing_day);
+    pe := @extschema@.billing_period_end(p_at, p_timezone, p_billing_day);
+    IF EXISTS (SELECT 1 FROM @extschema@.closed_period c
+               WHERE c.account_id = p_account_id AND c.period_start < pe AND c.period_end > ps) THEN
+        per := @extschema@.open_period(p_account_id, p_at);
+        ps := lower(per);
+        pe := upper(per);
+    END IF;
+    -- a (subscription, service) of the period with units but no bucket yet
+    -- (one that prorates to nothing never gets one: ensure_plan_allowances
+    -- then finds nothing to do)
+    IF EXISTS (SELECT 1 FROM @extschema@.subscription s
+               JOIN @extschema@.plan pl ON pl.code = s.plan_code AND pl.allowances <> '{}'
+               CROSS JOIN LATERAL jsonb_each_text(pl.allowances) k(unit, units)
+               WHERE s.account_id = p_account_id AND s.started_at < pe
+                 AND coalesce(s.ended_at, 'infinity') > ps AND k.units::numeric > 0
+                 AND NOT EXISTS (SELECT 1 FROM @extschema@.bucket b
+                                 WHERE b.account_id = p_account_id AND b.origin = 'plan'
+                                   AND b.period_start = ps AND b.subscription_id = s.subscription_id
+                                   AND b.unit = k.unit)) THEN
+        PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[ps]);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.request_period(bigint, text, integer, timestamptz) IS
+    'internal: the open period a request at p_at charges, with its plan allowances granted; the caller locks the account';
+
 -------------------------------------------------------------------------------
 -- reserve (CCR-INITIAL)
 --
@@ -153,7 +189,6 @@ DECLARE
     rt record;
     ps timestamptz;
     pe timestamptz;
-    per tstzrange;
     ub numeric := 0;
     money numeric;
     allowance numeric;
@@ -194,7 +229,8 @@ BEGIN
     END IF;
 
     -- a retransmission: the first answer, nothing changed
-    SELECT r.account_id INTO other FROM @extschema@.reservation r WHERE r.session_id = p_session_id LIMIT 1;
+    SELECT r.account_id INTO other FROM @extschema@.reservation r WHERE r.session_id = p_session_id
+    ORDER BY r.account_id = p_account_id DESC LIMIT 1;
     IF FOUND THEN
         IF other <> p_account_id THEN
             RAISE EXCEPTION 'session "%" already exists for another account', p_session_id USING ERRCODE = '23505';
@@ -207,17 +243,8 @@ BEGIN
     IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
         dest_zone := @extschema@.zone_of(p_attrs ->> 'destination');
     END IF;
-    -- the rate, as resolve_rate(): the most specific zone, the latest
-    -- valid_from, the newest subscription (a row of NULLs when none)
-    SELECT r.rate_id, r.tariff, pl.currency AS plan_currency INTO rt
-    FROM @extschema@.subscription s
-    JOIN @extschema@.plan pl ON pl.code = s.plan_code
-    JOIN @extschema@.plan_rate r ON r.plan_code = s.plan_code AND r.service = p_service
-                                AND (r.zone IS NULL OR r.zone = dest_zone)
-    WHERE s.account_id = p_account_id AND s.started_at <= t0 AND coalesce(s.ended_at, 'infinity') > t0
-      AND r.valid_from <= t0 AND r.valid_until > t0
-    ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC
-    LIMIT 1;
+    -- SELECT INTO, not :=, so that "no rate" is a row of NULLs, not an unassigned record
+    SELECT * INTO rt FROM @extschema@.resolve_rate(p_account_id, p_service, dest_zone, t0);
     IF rt.rate_id IS NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.service s WHERE s.code = p_service) THEN
         RAISE EXCEPTION 'reserve: unknown service "%"', p_service USING ERRCODE = '23503';
     END IF;
@@ -227,27 +254,7 @@ BEGIN
                             WHEN rt.plan_currency IS DISTINCT FROM a.currency THEN 'currency_mismatch' END);
 
     IF reason IS NULL THEN
-        -- the open period (as open_period(): the next one when this one is closed)
-        ps := @extschema@.billing_period_start(t0, a.timezone, a.billing_day);
-        pe := @extschema@.billing_period_end(t0, a.timezone, a.billing_day);
-        IF EXISTS (SELECT 1 FROM @extschema@.closed_period c
-                   WHERE c.account_id = p_account_id AND c.period_start < pe AND c.period_end > ps) THEN
-            per := @extschema@.open_period(p_account_id, t0);
-            ps := lower(per);
-            pe := upper(per);
-        END IF;
-        -- plan allowances of the period, granted when first needed
-        IF EXISTS (SELECT 1 FROM @extschema@.subscription s
-                   JOIN @extschema@.plan pl ON pl.code = s.plan_code AND pl.allowances <> '{}'
-                   CROSS JOIN LATERAL jsonb_object_keys(pl.allowances) k(unit)
-                   WHERE s.account_id = p_account_id AND s.started_at < pe
-                     AND coalesce(s.ended_at, 'infinity') > ps
-                     AND NOT EXISTS (SELECT 1 FROM @extschema@.bucket b
-                                     WHERE b.account_id = p_account_id AND b.origin = 'plan'
-                                       AND b.period_start = ps AND b.subscription_id = s.subscription_id
-                                       AND b.unit = k.unit)) THEN
-            PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[ps]);
-        END IF;
+        SELECT x.ps, x.pe INTO ps, pe FROM @extschema@.request_period(p_account_id, a.timezone, a.billing_day, t0) x;
         IF @extschema@.tariff_scope(rt.tariff) = 'cycle' THEN
             ub := @extschema@.cycle_used(p_account_id, ps, rt.rate_id);
         END IF;
@@ -454,7 +461,7 @@ BEGIN
         RAISE EXCEPTION '%: session_id must not be NULL', p_what USING ERRCODE = '22004';
     END IF;
     SELECT x.account_id, x.payer_id INTO acc, payer
-    FROM @extschema@.reservation x WHERE x.session_id = p_session_id LIMIT 1;
+    FROM @extschema@.reservation x WHERE x.session_id = p_session_id ORDER BY x.account_id LIMIT 1;
     IF NOT FOUND THEN
         RAISE EXCEPTION '%: unknown session "%"', p_what, p_session_id USING ERRCODE = 'P0002';
     END IF;
@@ -594,7 +601,6 @@ DECLARE
     rt record;
     ps timestamptz;
     pe timestamptz;
-    per tstzrange;
     ub numeric := 0;
     c record;
     cid bigint;
@@ -630,16 +636,7 @@ BEGIN
     END IF;
     reason := @extschema@.account_refusal(a.status, p.status);
     IF reason IS NULL THEN
-        -- as resolve_rate() (a row of NULLs when none)
-        SELECT r.rate_id, r.tariff, pl.currency AS plan_currency INTO rt
-        FROM @extschema@.subscription s
-        JOIN @extschema@.plan pl ON pl.code = s.plan_code
-        JOIN @extschema@.plan_rate r ON r.plan_code = s.plan_code AND r.service = p_service
-                                    AND (r.zone IS NULL OR r.zone = dest_zone)
-        WHERE s.account_id = p_account_id AND s.started_at <= t0 AND coalesce(s.ended_at, 'infinity') > t0
-          AND r.valid_from <= t0 AND r.valid_until > t0
-        ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC
-        LIMIT 1;
+        SELECT * INTO rt FROM @extschema@.resolve_rate(p_account_id, p_service, dest_zone, t0);
         reason := CASE WHEN rt.rate_id IS NULL THEN 'no_tariff'
                        WHEN rt.plan_currency IS DISTINCT FROM a.currency THEN 'currency_mismatch' END;
     END IF;
@@ -649,25 +646,7 @@ BEGIN
         RAISE EXCEPTION 'charge_event: unknown service "%"', p_service USING ERRCODE = '23503';
     END IF;
     IF reason IS NULL THEN
-        ps := @extschema@.billing_period_start(t0, a.timezone, a.billing_day);
-        pe := @extschema@.billing_period_end(t0, a.timezone, a.billing_day);
-        IF EXISTS (SELECT 1 FROM @extschema@.closed_period cp
-                   WHERE cp.account_id = p_account_id AND cp.period_start < pe AND cp.period_end > ps) THEN
-            per := @extschema@.open_period(p_account_id, t0);
-            ps := lower(per);
-            pe := upper(per);
-        END IF;
-        IF EXISTS (SELECT 1 FROM @extschema@.subscription s
-                   JOIN @extschema@.plan pl ON pl.code = s.plan_code AND pl.allowances <> '{}'
-                   CROSS JOIN LATERAL jsonb_object_keys(pl.allowances) k(unit)
-                   WHERE s.account_id = p_account_id AND s.started_at < pe
-                     AND coalesce(s.ended_at, 'infinity') > ps
-                     AND NOT EXISTS (SELECT 1 FROM @extschema@.bucket b
-                                     WHERE b.account_id = p_account_id AND b.origin = 'plan'
-                                       AND b.period_start = ps AND b.subscription_id = s.subscription_id
-                                       AND b.unit = k.unit)) THEN
-            PERFORM @extschema@.ensure_plan_allowances(ARRAY[p_account_id], ARRAY[ps]);
-        END IF;
+        SELECT x.ps, x.pe INTO ps, pe FROM @extschema@.request_period(p_account_id, a.timezone, a.billing_day, t0) x;
         IF @extschema@.tariff_scope(rt.tariff) = 'cycle' THEN
             ub := @extschema@.cycle_used(p_account_id, ps, rt.rate_id);
         END IF;
