@@ -5,6 +5,8 @@
 -- run bills every account whose period has ended, so each section's accounts
 -- end their subscriptions and later runs leave them alone (an empty period
 -- gives no invoice).  Times are fixed; now() only stamps issued_at.
+-- Section 10: the committing procedure run_billing_batches() (several
+-- batches, a catch-up, a parent's section) against one run_billing().
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS convbill CASCADE;
 CREATE EXTENSION convbill;
@@ -504,3 +506,140 @@ WHERE NOT a.bill_to_parent;
 SELECT count(*) AS finalized, min(n) AS first, max(n) AS last
 FROM (SELECT finalize_invoice(invoice_id) AS n FROM invoice WHERE status = 'draft'
       ORDER BY account_id, period_start) f;
+
+-------------------------------------------------------------------------------
+-- 10. The committing bill run: run_billing_batches(as_of, batch_accounts)
+--     commits after every batch; it bills what one run_billing(as_of) bills.
+--     run_billing(as_of, max_accounts) and run_billing_step(as_of, n) bound
+--     the work of one call.
+-------------------------------------------------------------------------------
+-- everything a bill run writes, ids and clock times aside
+CREATE FUNCTION pg_temp.bill_state()
+RETURNS text
+LANGUAGE sql AS $$
+    SELECT concat_ws(E'\n',
+        (SELECT string_agg(concat_ws(' ', i.account_id, i.kind, i.period_start, i.period_end, i.status, i.currency,
+                                     i.subtotal, i.discount, i.tax, i.total, i.prepaid_applied, i.amount_due,
+                                     i.charged), E'\n' ORDER BY i.account_id, i.period_start)
+         FROM convbill.invoice i),
+        (SELECT string_agg(concat_ws(' ', i.account_id, i.period_start, l.line_no, l.kind, l.service, l.zone,
+                                     l.description, l.quantity, l.amount, l.source_account_id, l.plan_code,
+                                     l.discount_id, l.tax_code, l.tax_rate), E'\n'
+                           ORDER BY i.account_id, i.period_start, l.line_no)
+         FROM convbill.invoice i JOIN convbill.invoice_line l USING (account_id, invoice_id)),
+        (SELECT string_agg(concat_ws(' ', c.account_id, c.kind, c.service, c.amount, c.period_start,
+                                     c.fee_period_start, c.description, i.account_id, i.period_start), E'\n'
+                           ORDER BY c.account_id, c.period_start, c.kind, c.amount, c.description)
+         FROM convbill.charge c LEFT JOIN convbill.invoice i ON i.invoice_id = c.invoice_id),
+        (SELECT string_agg(concat_ws(' ', b.account_id, b.origin, b.balance), E'\n' ORDER BY b.account_id, b.bucket_id)
+         FROM convbill.bucket b WHERE b.kind = 'money'),
+        (SELECT string_agg(concat_ws(' ', cp.account_id, cp.period_start, cp.period_end), E'\n'
+                           ORDER BY cp.account_id, cp.period_start)
+         FROM convbill.closed_period cp))
+$$;
+-- the (paying account, period)s closed so far
+CREATE FUNCTION pg_temp.paying_periods()
+RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT count(*) FROM convbill.closed_period cp JOIN convbill.account a USING (account_id) WHERE NOT a.bill_to_parent
+$$;
+
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day, parent_id, bill_to_parent, tax_code) VALUES
+    (300, 'BATCH-CATCHUP', 'Two missed periods', 'EUR', 'UTC', 1, NULL, false, 'DE-VAT'),
+    (301, 'BATCH-PARENT',  'Parent',             'EUR', 'UTC', 1, NULL, false, NULL),
+    (302, 'BATCH-CHILD',   'Child of 301',       'EUR', 'UTC', 1, 301,  true,  NULL),
+    (303, 'BATCH-PREPAID', 'Prepaid',            'EUR', 'UTC', 1, NULL, false, 'DE-VAT');
+SELECT count(unsubscribe(subscribe(x.acc, 'M31', x.start), x.until)) AS subscriptions
+FROM (VALUES (300, '2027-03-01 00:00+00'::timestamptz, '2027-05-01 00:00+00'::timestamptz),
+             (301, '2027-04-01 00:00+00', '2027-05-01 00:00+00'),
+             (302, '2027-04-11 00:00+00', '2027-05-01 00:00+00'),
+             (303, '2027-04-01 00:00+00', '2027-05-01 00:00+00')) x(acc, start, until);
+SELECT top_up(303, 20.00, 'pre-303') > 0 AS topped_up;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (300, 'net', 'q1', 'sms', 1, '2027-03-10 09:00+00'),    -- March: 0.10
+    (300, 'net', 'q2', 'sms', 2, '2027-04-10 09:00+00'),    -- April: 0.20
+    (302, 'net', 'q3', 'sms', 3, '2027-04-20 09:00+00');    -- the child, April: 0.30
+SELECT rate_pending() AS rated;
+
+-- The reference: one run_billing('2027-05-01'), rolled back, its result kept.
+-- 4 invoices: 300's March and April (missed, caught up), 301's April with
+-- its child's section, 303's April.  The 19 earlier paying accounts have
+-- ended, empty periods (no invoice) that are closed all the same: 3 each
+-- (Pago Pago: January to March; its April ends 1 May 11:00 UTC; the others
+-- February to April in their zones and billing days), 57, plus 300's 2,
+-- 301's and 303's: 61 (paying account, period)s.
+BEGIN;
+SELECT pg_temp.paying_periods() AS periods_before \gset
+SELECT run_billing('2027-05-01 00:00+00') AS invoices;                  -- 4
+SELECT pg_temp.paying_periods() - :periods_before AS periods;           -- 61
+SELECT pg_temp.bill_state() AS one_call \gset
+ROLLBACK;
+
+-- max_accounts bounds one call: 5 (paying account, period)s, those of the
+-- lowest ids (10, 11, 20, 21, 30: empty periods, no invoice)
+BEGIN;
+SELECT run_billing('2027-05-01 00:00+00', 5) AS invoices;               -- 0
+SELECT pg_temp.paying_periods() - :periods_before AS periods;           -- 5
+SELECT array_agg(cp.account_id ORDER BY cp.account_id) AS accounts
+FROM closed_period cp WHERE cp.closed_at = now();
+ROLLBACK;
+
+-- The procedure, 2 per batch: 61 (paying account, period)s in 31 batches
+-- (the 31st takes the last one and finds the run complete), each committed;
+-- the same invoices, lines, charges, balances and closed periods as the one
+-- call
+CALL run_billing_batches('2027-05-01 00:00+00', 2) \gset b_
+SELECT :b_invoices AS invoices, :b_batches AS batches, :'b_longest_batch'::interval > interval '0' AS timed,
+       pg_temp.paying_periods() - :periods_before AS periods;
+SELECT pg_temp.bill_state() = :'one_call' AS same_as_one_run_billing;
+-- 300, two missed periods, in two batches (March's, then the next batch
+-- takes April first: the lowest account id):
+--   March (31 days): 31.00 + sms 0.10 = 31.10; DE-VAT 19 %: 5.909 -> 5.91; 37.01
+--   April (30 days): 31.00 + sms 0.20 = 31.20; DE-VAT 19 %: 5.928 -> 5.93; 37.13
+--   nothing prepaid (the balance was below zero): due = total; the balance
+--   is -(37.01 + 37.13) = -74.14
+SELECT * FROM pg_temp.invoices(300);
+SELECT * FROM pg_temp.lines(300);
+SELECT * FROM pg_temp.money(300);
+-- 301 with its child 302's section (no tax codes): its own Mobile 31 31.00;
+-- 302 from 11 April: 20 days of 30: 31.00 x 20/30 = 20.666667 -> 20.67, sms
+-- 0.30; total 51.97; 302 has no invoice of its own
+SELECT * FROM pg_temp.invoices(301);
+SELECT * FROM pg_temp.lines(301);
+SELECT count(*) AS child_invoices FROM invoice WHERE account_id = 302;
+-- 303: 31.00; DE-VAT 5.89; total 36.89; 20.00 prepaid, due 16.89; the
+-- balance is 20.00 - 36.89 = -16.89
+SELECT * FROM pg_temp.invoices(303);
+SELECT * FROM pg_temp.money(303);
+-- again: nothing is due, one batch
+CALL run_billing_batches('2027-05-01 00:00+00', 2) \gset b_
+SELECT :b_invoices AS invoices, :b_batches AS batches;
+
+-- run_billing_step(as_of, n), for a caller that commits between calls (the
+-- bill job): each call here is its own transaction.  As of 1 June, each of
+-- the 22 paying accounts has one period due (Pago Pago its April, ending
+-- 1 May 11:00 UTC; 30 and 65 the periods ending 28 and 15 May; the others
+-- May): 10, 10, 2, then 0 (the run is complete) and 0 again.  Only 303 has
+-- something: a one-time charge of 5 May, 0.10; DE-VAT 0.019 -> 0.02; total
+-- 0.12, nothing prepaid (the balance is below zero)
+SELECT add_charge(303, 0.10, 'Paper bill', 'one_time', '2027-05-05 09:00+00', 'paper-303') > 0 AS charged;
+SELECT run_billing_step('2027-06-01 00:00+00', 10) AS step1;
+SELECT run_billing_step('2027-06-01 00:00+00', 10) AS step2;
+SELECT run_billing_step('2027-06-01 00:00+00', 10) AS step3;
+SELECT run_billing_step('2027-06-01 00:00+00', 10) AS step4;
+SELECT run_billing_step('2027-06-01 00:00+00', 10) AS step5;
+SELECT * FROM pg_temp.invoices(303) OFFSET 1;
+
+-- Bad calls
+BEGIN;
+CALL run_billing_batches('2027-06-01 00:00+00', 2);                     -- commits: not in a transaction block
+ROLLBACK;
+\echo :LAST_ERROR_SQLSTATE
+CALL run_billing_batches('2027-06-01 00:00+00', 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL run_billing_batches('infinity');
+\echo :LAST_ERROR_SQLSTATE
+SELECT run_billing('2027-06-01 00:00+00', 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT run_billing_step(NULL, 10);
+\echo :LAST_ERROR_SQLSTATE

@@ -75,10 +75,32 @@ SELECT * FROM pg_temp.runs('expire');
 SELECT status FROM reservation WHERE session_id = 's1';
 SELECT origin, reference, balance FROM bucket WHERE account_id = 1 AND reference = 'short';
 
--- bill: last month's period ended; the run's rows are the invoices it made
-SELECT run_job('bill') AS invoices \gset
-SELECT :invoices > 0 AS invoiced, :invoices = (SELECT count(*) FROM invoice) AS rows_are_invoices;
-SELECT job, status, steps, rows = :invoices AS logged_rows, error, timed FROM pg_temp.runs('bill');
+-- bill: run_billing_step($1, 2000), $1 the run's start: the periods of
+-- account 1 that ended since it subscribed 70 days ago (2 or 3, by today's
+-- date) are billed by the first step, which finds the run complete; the
+-- second returns 0: 2 steps, rows = those periods; the calls of 40 days ago
+-- make one invoice
+SELECT run_job('bill') AS periods \gset
+SELECT :periods = (SELECT count(*) FROM closed_period WHERE account_id = 1) AS rows_are_periods,
+       :periods BETWEEN 2 AND 3 AS periods_since_subscribing,
+       (SELECT count(*) FROM invoice) AS invoices;
+SELECT job, status, steps, rows = :periods AS logged_rows, error, timed FROM pg_temp.runs('bill');
+-- under run_job_proc a bill run commits after every step: a copy of the job
+-- billing one account per step, over 2 more accounts with a monthly fee and
+-- the same periods as account 1, makes one invoice per step, each in its own
+-- transaction (its own xmin), and one step more that finds the run complete
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('FEE', 'Fee', 'EUR', 5.00);
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (2, 'JOBS-2', 'jobs 2', 'EUR'), (3, 'JOBS-3', 'jobs 3', 'EUR');
+SELECT count(subscribe(a, 'FEE', now() - interval '70 days')) AS subscriptions FROM generate_series(2, 3) a;
+INSERT INTO job (name, schedule, command, repeat) VALUES
+    ('bill_one', '* * * * *', 'SELECT convbill.run_billing_step($1, 1)', true);
+CALL run_job_proc('bill_one') \gset bill_one_
+SELECT status, rows = 2 * :periods AND rows = :bill_one_rows AS every_period, steps = rows + 1 AS one_per_step, error
+FROM job_run WHERE job = 'bill_one';
+SELECT count(*) = 2 * :periods AS one_invoice_per_period,
+       count(DISTINCT xmin::text) = count(*) AS each_committed_alone
+FROM invoice WHERE account_id IN (2, 3);
+DELETE FROM job WHERE name = 'bill_one';
 
 -- analytics and anomaly call functions by name at run time: they succeed, or
 -- fail with 42883 (logged, no exception) while their function does not exist
@@ -130,6 +152,18 @@ INSERT INTO job_run (job, started_at, status) VALUES ('queue', now() - interval 
 CALL run_job_proc('queue');
 SELECT status, error, finished_at IS NULL AS unfinished FROM job_run WHERE job = 'queue' ORDER BY run_id;
 
+-- $1 is the run's start time, the same in every step: a job that records it
+-- and returns 3, 2, 1, 0 (the rows before its insert: 0, 1, 2, 3)
+CREATE TABLE public.seen (run_start timestamptz NOT NULL);
+INSERT INTO job (name, schedule, command, repeat) VALUES
+    ('stamp', '* * * * *',
+     'WITH i AS (INSERT INTO public.seen VALUES ($1) RETURNING 1) SELECT 3 - count(*) FROM public.seen', true);
+CALL run_job_proc('stamp');
+SELECT * FROM pg_temp.runs('stamp');
+SELECT count(*) AS steps_seen, count(DISTINCT run_start) AS distinct_starts,
+       min(run_start) = (SELECT started_at FROM job_run WHERE job = 'stamp') AS is_run_start
+FROM public.seen;
+
 -------------------------------------------------------------------------------
 -- 5. repeat stops when the time budget is spent
 -------------------------------------------------------------------------------
@@ -174,4 +208,4 @@ FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS d(cfg_oid, cfg)
 JOIN pg_class c ON c.oid = d.cfg_oid
 WHERE e.extname = 'convbill' AND c.relname LIKE 'job%' ORDER BY 1;
 
-DROP TABLE public.q;
+DROP TABLE public.q, public.seen;

@@ -26,92 +26,160 @@
 --      the invoice debits only the difference (taxes, discounts, rounding);
 --      prepaid_applied = what the balance held before the period's charges,
 --      up to the total.
+--
+-- Busy accounts: an account (or a sub-account of it) that another session
+-- holds (a request in progress, another bill run) is skipped, never waited
+-- for; when the run has been through every other account it tries the busy
+-- ones once more, and those still busy are reported (WARNING with their
+-- count) and left for the next run, which finds them due again.
+--
+-- Three ways to run it:
+--   run_billing(as_of, max_accounts)  one call, one transaction: every
+--       account's locks are held until the caller commits; max_accounts
+--       bounds the (paying account, period)s one call takes up
+--   run_billing_batches(as_of, batch_accounts)  PROCEDURE: commits after
+--       every batch of batch_accounts, so an account stays locked only while
+--       its batch is billed; same invoices as one run_billing(as_of)
+--   run_billing_step(as_of, max_accounts)  one batch of such a run, for a
+--       caller that commits between calls (the 'bill' job under run_job_proc):
+--       the session's run at that as_of goes on where it stopped
+-- All three go through bill_run_batch(): the list of what is due (per paying
+-- account, its first period to bill) is computed once per run and kept in
+-- session temp tables across the batches' commits; a batch re-checks each
+-- account after locking it (another run may have invoiced it meanwhile).
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION @extschema@.run_billing(p_as_of timestamptz DEFAULT now())
-RETURNS integer
+CREATE FUNCTION @extschema@.bill_run_batch(p_as_of timestamptz, p_max_accounts integer, p_mode text,
+                                           OUT invoices integer, OUT periods integer, OUT busy integer,
+                                           OUT finished boolean)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 SET client_min_messages = warning
 SET jit = off AS $$
 DECLARE
-    created integer := 0;
     n integer;
+    lim integer;
     chunk_size constant integer := 20000;
     empty_too boolean := coalesce(current_setting('convbill.invoice_empty_periods', true), 'off') IN ('on', 'true', '1');
     finalize boolean := coalesce(current_setting('convbill.finalize_invoices', true), 'off') IN ('on', 'true', '1');
+    fresh boolean;
+    same_run boolean;
+    run_done boolean;
     skipped bigint[];
     inv record;
 BEGIN
+    invoices := 0;
+    periods := 0;
+    busy := 0;
+    finished := false;
     IF p_as_of IS NULL OR NOT isfinite(p_as_of) THEN
         RAISE EXCEPTION 'run_billing: as_of must be a finite time' USING ERRCODE = '22008';
     END IF;
-    DROP TABLE IF EXISTS pg_temp.convbill_family, pg_temp.convbill_due, pg_temp.convbill_chunk,
-                         pg_temp.convbill_lines, pg_temp.convbill_inv;
+    IF p_max_accounts < 1 THEN
+        RAISE EXCEPTION 'run_billing: max_accounts must be at least 1 (NULL: no limit), not %', p_max_accounts
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_mode IS NULL OR p_mode NOT IN ('call', 'start', 'continue') THEN
+        RAISE EXCEPTION 'bill_run_batch: mode must be call, start or continue' USING ERRCODE = '22023';
+    END IF;
 
-    -- who pays for whom
-    CREATE TEMP TABLE convbill_family ON COMMIT DROP AS
-    SELECT a.account_id AS member,
-           CASE WHEN a.bill_to_parent THEN @extschema@.payer_of(a.account_id) ELSE a.account_id END AS payer
-    FROM @extschema@.account a;
-    CREATE INDEX ON convbill_family (payer);
-    CREATE INDEX ON convbill_family (member);
-    ANALYZE convbill_family;
+    -- 'continue': this session's run at this as_of goes on, if there is one
+    -- ('start' and 'call' begin afresh)
+    fresh := p_mode <> 'continue' OR to_regclass('pg_temp.convbill_run') IS NULL;
+    IF NOT fresh THEN
+        SELECT r.as_of = p_as_of, r.finished INTO same_run, run_done FROM pg_temp.convbill_run r;
+        IF same_run AND run_done THEN
+            finished := true;       -- complete: nothing more for this run
+            RETURN;
+        END IF;
+        fresh := NOT coalesce(same_run, false) OR to_regclass('pg_temp.convbill_due') IS NULL;
+    END IF;
 
-    -- each paying account's first period to bill: after its last closed
-    -- period, or from its first subscription or unbilled charge
-    CREATE TEMP TABLE convbill_due ON COMMIT DROP AS
-    WITH closed AS (
-        SELECT cp.account_id AS payer, max(cp.period_end) AS until
-        FROM @extschema@.closed_period cp GROUP BY 1
-    ),
-    subs AS (
-        SELECT f.payer, min(s.started_at) AS first_at
-        FROM @extschema@.subscription s JOIN convbill_family f ON f.member = s.account_id GROUP BY 1
-    ),
-    unbilled AS (
-        SELECT u.payer, min(u.ps) AS first_at
-        FROM (SELECT DISTINCT f.payer, c.period_start AS ps
-              FROM @extschema@.charge c JOIN convbill_family f ON f.member = c.account_id
-              WHERE c.invoice_id IS NULL) u
-        -- charges left in a period the payer has invoiced (an account that
-        -- joined its parent's invoice with a period not billed yet) go on the
-        -- payer's next invoice
-        WHERE NOT EXISTS (SELECT 1 FROM @extschema@.invoice i
-                          WHERE i.account_id = u.payer AND i.kind = 'invoice' AND i.period_start = u.ps)
-        GROUP BY 1
-    ),
-    start AS (
-        SELECT a.account_id AS payer, a.timezone, a.billing_day, a.currency, a.tax_code,
-               -- a period closed by hand (close_period) still gets its invoice
-               CASE WHEN cl.until IS NULL THEN least(su.first_at, ub.first_at)
-                    ELSE least(cl.until, ub.first_at) END AS from_ts
-        FROM @extschema@.account a
-        LEFT JOIN closed cl ON cl.payer = a.account_id
-        LEFT JOIN subs su ON su.payer = a.account_id
-        LEFT JOIN unbilled ub ON ub.payer = a.account_id
-        WHERE NOT a.bill_to_parent
-    )
-    SELECT s.payer, s.timezone, s.billing_day, s.currency, s.tax_code,
-           @extschema@.billing_period_start(s.from_ts, s.timezone, s.billing_day) AS ps,
-           @extschema@.billing_period_end(s.from_ts, s.timezone, s.billing_day) AS pe,
-           false AS done
-    FROM start s
-    WHERE s.from_ts IS NOT NULL AND isfinite(s.from_ts)
-      AND @extschema@.billing_period_end(s.from_ts, s.timezone, s.billing_day) <= p_as_of;
-    CREATE INDEX ON convbill_due (payer) WHERE NOT done;
+    IF fresh THEN
+        DROP TABLE IF EXISTS pg_temp.convbill_run, pg_temp.convbill_family, pg_temp.convbill_due,
+                             pg_temp.convbill_chunk, pg_temp.convbill_lines, pg_temp.convbill_inv;
+        -- (kept across commits: a run in batches goes on from here)
+        CREATE TEMP TABLE convbill_run AS SELECT p_as_of AS as_of, false AS finished;
+
+        -- who pays for whom
+        CREATE TEMP TABLE convbill_family AS
+        SELECT a.account_id AS member,
+               CASE WHEN a.bill_to_parent THEN @extschema@.payer_of(a.account_id) ELSE a.account_id END AS payer
+        FROM @extschema@.account a;
+        CREATE INDEX ON convbill_family (payer);
+        CREATE INDEX ON convbill_family (member);
+        ANALYZE convbill_family;
+
+        -- each paying account's first period to bill: after its last closed
+        -- period, or from its first subscription or unbilled charge
+        CREATE TEMP TABLE convbill_due AS
+        WITH closed AS (
+            SELECT cp.account_id AS payer, max(cp.period_end) AS until
+            FROM @extschema@.closed_period cp GROUP BY 1
+        ),
+        subs AS (
+            SELECT f.payer, min(s.started_at) AS first_at
+            FROM @extschema@.subscription s JOIN convbill_family f ON f.member = s.account_id GROUP BY 1
+        ),
+        unbilled AS (
+            SELECT u.payer, min(u.ps) AS first_at
+            FROM (SELECT DISTINCT f.payer, c.period_start AS ps
+                  FROM @extschema@.charge c JOIN convbill_family f ON f.member = c.account_id
+                  WHERE c.invoice_id IS NULL) u
+            -- charges left in a period the payer has invoiced (an account that
+            -- joined its parent's invoice with a period not billed yet) go on the
+            -- payer's next invoice
+            WHERE NOT EXISTS (SELECT 1 FROM @extschema@.invoice i
+                              WHERE i.account_id = u.payer AND i.kind = 'invoice' AND i.period_start = u.ps)
+            GROUP BY 1
+        ),
+        start AS (
+            SELECT a.account_id AS payer, a.timezone, a.billing_day, a.currency, a.tax_code,
+                   -- a period closed by hand (close_period) still gets its invoice
+                   CASE WHEN cl.until IS NULL THEN least(su.first_at, ub.first_at)
+                        ELSE least(cl.until, ub.first_at) END AS from_ts
+            FROM @extschema@.account a
+            LEFT JOIN closed cl ON cl.payer = a.account_id
+            LEFT JOIN subs su ON su.payer = a.account_id
+            LEFT JOIN unbilled ub ON ub.payer = a.account_id
+            WHERE NOT a.bill_to_parent
+        )
+        SELECT s.payer, s.timezone, s.billing_day, s.currency, s.tax_code,
+               @extschema@.billing_period_start(s.from_ts, s.timezone, s.billing_day) AS ps,
+               @extschema@.billing_period_end(s.from_ts, s.timezone, s.billing_day) AS pe,
+               false AS done,
+               0 AS skips        -- times found busy (locked by another session)
+        FROM start s
+        WHERE s.from_ts IS NOT NULL AND isfinite(s.from_ts)
+          AND @extschema@.billing_period_end(s.from_ts, s.timezone, s.billing_day) <= p_as_of;
+        CREATE INDEX ON convbill_due (payer) WHERE NOT done;
+        ANALYZE convbill_due;
+    END IF;
 
     LOOP
+        IF NOT EXISTS (SELECT 1 FROM convbill_due d WHERE NOT d.done) THEN
+            -- every other account is through: those found busy get a second
+            -- try (in a run in batches, after the batches' commits)
+            UPDATE convbill_due d SET done = false WHERE d.done AND d.skips = 1;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            IF n = 0 THEN
+                finished := true;
+                EXIT;
+            END IF;
+        END IF;
+        EXIT WHEN periods >= p_max_accounts;
+        lim := least(chunk_size, p_max_accounts - periods);
         DROP TABLE IF EXISTS pg_temp.convbill_chunk, pg_temp.convbill_lines, pg_temp.convbill_inv;
 
         -- the next accounts, locked, then their sub-accounts (rating and
-        -- sessions of theirs wait for the run); an account another run holds
-        -- is its job, and one with a sub-account busy elsewhere waits for the
-        -- next run: never waiting for a lock here, the run cannot deadlock with
-        -- a rater that holds a sub-account and then wants its payer
+        -- sessions of theirs wait for the batch); an account another session
+        -- holds (another run, a request) is skipped and tried again at the
+        -- end, as is one with a sub-account busy elsewhere: never waiting for
+        -- a lock here, the run cannot deadlock with a rater that holds a
+        -- sub-account and then wants its payer
         CREATE TEMP TABLE convbill_chunk ON COMMIT DROP AS
         WITH next AS (
-            SELECT d.* FROM convbill_due d WHERE NOT d.done ORDER BY d.payer LIMIT chunk_size
+            SELECT d.* FROM convbill_due d WHERE NOT d.done ORDER BY d.payer LIMIT lim
         ),
         locked AS (
             SELECT a.account_id FROM @extschema@.account a
@@ -137,11 +205,23 @@ BEGIN
         FROM next LEFT JOIN family ON family.payer = next.payer;
         GET DIAGNOSTICS n = ROW_COUNT;
         EXIT WHEN n = 0;
-        UPDATE convbill_due d SET done = true FROM convbill_chunk c WHERE d.payer = c.payer AND NOT d.done;
-        DELETE FROM convbill_chunk c WHERE NOT c.mine
-            -- a concurrent run invoiced it while we looked
-            OR EXISTS (SELECT 1 FROM @extschema@.invoice i
-                       WHERE i.account_id = c.payer AND i.kind = 'invoice' AND i.period_start = c.ps);
+        periods := periods + n;
+        UPDATE convbill_due d SET done = true, skips = CASE WHEN c.mine THEN 0 ELSE d.skips + 1 END
+        FROM convbill_chunk c WHERE d.payer = c.payer AND NOT d.done;
+        DELETE FROM convbill_chunk c WHERE NOT c.mine;
+        -- a concurrent run invoiced the period while we looked: its next
+        -- period, if it has ended, is still to check
+        WITH gone AS (
+            DELETE FROM convbill_chunk c
+            WHERE EXISTS (SELECT 1 FROM @extschema@.invoice i
+                          WHERE i.account_id = c.payer AND i.kind = 'invoice' AND i.period_start = c.ps)
+            RETURNING c.*
+        )
+        INSERT INTO convbill_due (payer, timezone, billing_day, currency, tax_code, ps, pe, done, skips)
+        SELECT g.payer, g.timezone, g.billing_day, g.currency, g.tax_code, g.pe,
+               @extschema@.billing_period_end(g.pe, g.timezone, g.billing_day), false, 0
+        FROM gone g
+        WHERE @extschema@.billing_period_end(g.pe, g.timezone, g.billing_day) <= p_as_of;
 
         -- a tax code without a rate at the period's end: not billed (reported)
         SELECT array_agg(DISTINCT c.payer) INTO skipped
@@ -376,7 +456,7 @@ BEGIN
         FROM convbill_inv i WHERE i.total <> i.charged;
 
         SELECT count(*) INTO n FROM convbill_inv;
-        created := created + n;
+        invoices := invoices + n;
         IF finalize THEN
             FOR inv IN SELECT i.invoice_id FROM convbill_inv i ORDER BY i.account_id, i.period_start LOOP
                 PERFORM @extschema@.finalize_invoice(inv.invoice_id);
@@ -384,16 +464,93 @@ BEGIN
         END IF;
 
         -- the next missed period of these accounts, if it has ended too
-        INSERT INTO convbill_due (payer, timezone, billing_day, currency, tax_code, ps, pe, done)
+        INSERT INTO convbill_due (payer, timezone, billing_day, currency, tax_code, ps, pe, done, skips)
         SELECT c.payer, c.timezone, c.billing_day, c.currency, c.tax_code, c.pe,
-               @extschema@.billing_period_end(c.pe, c.timezone, c.billing_day), false
+               @extschema@.billing_period_end(c.pe, c.timezone, c.billing_day), false, 0
         FROM convbill_chunk c
         WHERE @extschema@.billing_period_end(c.pe, c.timezone, c.billing_day) <= p_as_of;
     END LOOP;
 
-    DROP TABLE IF EXISTS pg_temp.convbill_family, pg_temp.convbill_due, pg_temp.convbill_chunk,
-                         pg_temp.convbill_lines, pg_temp.convbill_inv;
-    RETURN created;
+    -- nothing is dropped silently: the accounts skipped because another
+    -- session held them (at the end of a run, or of a call with max_accounts)
+    IF p_mode = 'call' OR finished THEN
+        SELECT count(*), array_agg(d.payer ORDER BY d.payer) INTO busy, skipped
+        FROM convbill_due d WHERE d.done AND d.skips > 0;
+        IF busy > 0 THEN
+            RAISE WARNING 'run_billing: % account(s) not billed: another session holds them', busy
+                USING DETAIL = format('Accounts %s%s (a request in progress on them or a sub-account, or another bill run).',
+                                      array_to_string(skipped[1:20], ', '), CASE WHEN busy > 20 THEN ', …' ELSE '' END),
+                      HINT = 'They are still due: the next bill run (or the run holding them) bills them.';
+        END IF;
+    END IF;
+
+    DROP TABLE IF EXISTS pg_temp.convbill_chunk, pg_temp.convbill_lines, pg_temp.convbill_inv;
+    IF p_mode = 'call' THEN
+        DROP TABLE IF EXISTS pg_temp.convbill_run, pg_temp.convbill_family, pg_temp.convbill_due;
+    ELSIF finished THEN
+        -- the run is complete: a next call at the same as_of returns at once
+        DROP TABLE IF EXISTS pg_temp.convbill_family, pg_temp.convbill_due;
+        UPDATE pg_temp.convbill_run SET finished = true;
+    END IF;
 END $$;
-COMMENT ON FUNCTION @extschema@.run_billing(timestamptz) IS
-    'invoice every period ended by as_of and not invoiced yet (catching up missed ones), for every paying account; safe to re-run and to run concurrently; returns how many invoices it created (drafts, or final with convbill.finalize_invoices = on)';
+COMMENT ON FUNCTION @extschema@.bill_run_batch(timestamptz, integer, text) IS
+    'internal: the bill run''s work for run_billing (mode call), run_billing_batches and run_billing_step (start, continue): up to max_accounts (paying account, period)s; invoices created, periods taken up, accounts left busy (reported at the end), whether the run is complete';
+
+CREATE FUNCTION @extschema@.run_billing(p_as_of timestamptz DEFAULT now(), p_max_accounts integer DEFAULT NULL)
+RETURNS integer
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+RETURN (@extschema@.bill_run_batch(p_as_of, p_max_accounts, 'call')).invoices;
+COMMENT ON FUNCTION @extschema@.run_billing(timestamptz, integer) IS
+    'invoice every period ended by as_of and not invoiced yet (catching up missed ones), for every paying account, or for at most max_accounts (paying account, period)s (lowest account ids first); one transaction: what it locks stays locked until the caller commits (run_billing_batches commits per batch); safe to re-run and to run concurrently; accounts another session holds are skipped, tried again at the end, and reported by a WARNING if still busy; returns how many invoices it created (drafts, or final with convbill.finalize_invoices = on)';
+
+-- One batch of a run that commits between batches: the first call at an
+-- as_of lists what is due, each call bills the next max_accounts; the caller
+-- commits in between and calls again while it returns > 0.  as_of has no
+-- default: it names the run, so it must be the same in every call.
+CREATE FUNCTION @extschema@.run_billing_step(p_as_of timestamptz, p_max_accounts integer DEFAULT 2000)
+RETURNS integer
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+RETURN (@extschema@.bill_run_batch(p_as_of, p_max_accounts, 'continue')).periods;
+COMMENT ON FUNCTION @extschema@.run_billing_step(timestamptz, integer) IS
+    'one batch of a bill run as of as_of, for a caller that commits between calls (the bill job): the first call at an as_of lists what is due, each bills up to max_accounts (paying account, period)s; returns how many it took up, 0 once the run is complete (call again while > 0, with the same as_of)';
+
+-- No SET clause: a procedure that commits may not have one.  search_path is
+-- pinned instead with set_config(..., true) at the start of every transaction.
+CREATE PROCEDURE @extschema@.run_billing_batches(as_of timestamptz DEFAULT now(), batch_accounts integer DEFAULT 2000,
+                                                 INOUT invoices integer DEFAULT NULL,
+                                                 INOUT batches integer DEFAULT NULL,
+                                                 INOUT longest_batch interval DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    t0 timestamptz;
+BEGIN
+    IF as_of IS NULL OR NOT pg_catalog.isfinite(as_of) THEN
+        RAISE EXCEPTION 'run_billing_batches: as_of must be a finite time' USING ERRCODE = '22008';
+    END IF;
+    IF batch_accounts IS NULL OR batch_accounts < 1 THEN
+        RAISE EXCEPTION 'run_billing_batches: batch_accounts must be at least 1, not %', batch_accounts
+            USING ERRCODE = '22023';
+    END IF;
+    -- fails with "invalid transaction termination" inside a transaction
+    -- block, before anything was locked (run_billing() works there)
+    COMMIT;
+    invoices := 0;
+    batches := 0;
+    longest_batch := interval '0';
+    LOOP
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        t0 := pg_catalog.clock_timestamp();
+        r := @extschema@.bill_run_batch(run_billing_batches.as_of, batch_accounts,
+                                        CASE WHEN batches = 0 THEN 'start' ELSE 'continue' END);
+        invoices := invoices + r.invoices;
+        batches := batches + 1;
+        COMMIT;
+        longest_batch := GREATEST(longest_batch, pg_catalog.clock_timestamp() - t0);
+        EXIT WHEN r.finished;
+    END LOOP;
+END $$;
+COMMENT ON PROCEDURE @extschema@.run_billing_batches(timestamptz, integer, integer, integer, interval) IS
+    'the bill run of run_billing(as_of), committing after every batch of batch_accounts (paying account, period)s, so an account stays locked only while its batch is billed (CALL it outside a transaction block); the same invoices as one run_billing(as_of); returns the invoices created, the number of batches and the longest batch (the longest any account was locked)';

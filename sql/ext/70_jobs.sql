@@ -4,15 +4,18 @@
 --   job            what runs when: a cron schedule and one step of SQL that
 --                  returns how many rows it handled; with `repeat` the step
 --                  runs again (each time in its own transaction under
---                  run_job_proc) while it returns > 0 and time_budget lasts
+--                  run_job_proc) while it returns > 0 and time_budget lasts;
+--                  the step may use $1, the run's start time (timestamptz,
+--                  the same in every step of a run)
 --   job_run        one row per run: started/finished, rows, status
 --                  (running | succeeded | failed | skipped | interrupted),
 --                  error and its SQLSTATE
 --   run_job_proc   PROCEDURE, what pg_cron calls: commits after every step, so
 --                  a long rating backlog never holds account locks for longer
---                  than one batch; the run's row is visible while it runs; a
---                  failed step is rolled back, the failure is committed to
---                  job_run and then raised (pg_cron records it as failed too)
+--                  than one batch (nor the bill run: its steps are batches);
+--                  the run's row is visible while it runs; a failed step is
+--                  rolled back, the failure is committed to job_run and then
+--                  raised (pg_cron records it as failed too)
 --   run_job        FUNCTION, the same in the caller's transaction (usable in a
 --                  transaction block): a failed step is rolled back (a
 --                  subtransaction), logged, and reported by a WARNING and a
@@ -38,9 +41,15 @@
 --   rate       every minute  rate_pending() in batches of 10000 until none
 --                            is left or 50 s have passed
 --   expire     every minute  expire_reservations() + expire_buckets()
---   bill       hourly at :05 run_billing(now()): a period ends at local
---                            midnight in each account's own time zone, so an
---                            hourly run invoices every zone within the hour
+--   bill       hourly at :05 the bill run as of the run's start, in steps
+--                            of run_billing_step($1, 2000): each step bills
+--                            2000 accounts and commits (under run_job_proc),
+--                            so no account stays locked for the whole run;
+--                            rows = the (account, period)s gone through.  A
+--                            period ends at local midnight in each account's
+--                            own time zone, so an hourly run invoices every
+--                            zone within the hour; 50 minutes at most, the
+--                            next run goes on from there
 --   analytics  every 15 min  refresh_analytics()
 --   anomaly    every 5 min   detect_anomalies(now())
 -- The steps call their functions by name at run time; a job whose function
@@ -50,7 +59,7 @@
 CREATE TABLE @extschema@.job (
     name        text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
     schedule    text NOT NULL,                  -- pg_cron syntax, e.g. '*/5 * * * *'
-    command     text NOT NULL,                  -- SQL of one step, returning a row count
+    command     text NOT NULL,                  -- SQL of one step, returning a row count ($1: the run's start)
     repeat      boolean NOT NULL DEFAULT false, -- run the step again while it returns > 0
     time_budget interval NOT NULL DEFAULT '50 seconds' CHECK (time_budget > interval '0'),
     enabled     boolean NOT NULL DEFAULT true,  -- schedule_jobs() registers only enabled jobs
@@ -58,7 +67,7 @@ CREATE TABLE @extschema@.job (
     builtin     boolean NOT NULL DEFAULT false  -- created by the extension (not dumped)
 );
 COMMENT ON TABLE @extschema@.job IS
-    'periodic jobs: schedule (pg_cron syntax), the SQL of one step (returns a row count), repeat it while > 0 within time_budget';
+    'periodic jobs: schedule (pg_cron syntax), the SQL of one step (returns a row count; $1 is the run''s start time), repeat it while > 0 within time_budget';
 
 INSERT INTO @extschema@.job (name, schedule, command, repeat, time_budget, description, builtin) VALUES
     ('rate', '* * * * *', 'SELECT @extschema@.rate_pending(10000)', true, '50 seconds',
@@ -66,8 +75,8 @@ INSERT INTO @extschema@.job (name, schedule, command, repeat, time_budget, descr
     ('expire', '* * * * *',
      'SELECT @extschema@.expire_reservations()::bigint + @extschema@.expire_buckets()', true, '50 seconds',
      'end sessions whose grant lapsed and zero expired buckets', true),
-    ('bill', '5 * * * *', 'SELECT @extschema@.run_billing(now())', false, '50 seconds',
-     'invoice every billing period that has ended (hourly: periods end at local midnight in each account''s zone)', true),
+    ('bill', '5 * * * *', 'SELECT @extschema@.run_billing_step($1, 2000)', true, '50 minutes',
+     'invoice every billing period ended by the run''s start, 2000 accounts per transaction (hourly: periods end at local midnight in each account''s zone)', true),
     ('analytics', '*/15 * * * *', 'SELECT @extschema@.refresh_analytics()', false, '50 seconds',
      'refresh the analytics views', true),
     ('anomaly', '*/5 * * * *', 'SELECT @extschema@.detect_anomalies(now())', false, '50 seconds',
@@ -122,19 +131,21 @@ COMMENT ON FUNCTION @extschema@.job_lock_key(text) IS
 
 -- One step of a job in a subtransaction: its row count, or its error (the
 -- step's work rolled back).  Query cancels are caught too, so the run is logged.
-CREATE FUNCTION @extschema@.job_step(p_command text, OUT rows bigint, OUT error text, OUT error_sqlstate text)
+-- The command sees the run's start time as $1.
+CREATE FUNCTION @extschema@.job_step(p_command text, p_run_start timestamptz,
+                                     OUT rows bigint, OUT error text, OUT error_sqlstate text)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     BEGIN
-        EXECUTE p_command INTO rows;
+        EXECUTE p_command INTO rows USING p_run_start;
         rows := coalesce(rows, 0);
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         GET STACKED DIAGNOSTICS error = MESSAGE_TEXT, error_sqlstate = RETURNED_SQLSTATE;
         rows := NULL;
     END;
 END $$;
-COMMENT ON FUNCTION @extschema@.job_step(text) IS
-    'internal: run one step of a job in a subtransaction; its row count, or its error with the work rolled back';
+COMMENT ON FUNCTION @extschema@.job_step(text, timestamptz) IS
+    'internal: run one step of a job ($1 = the run''s start) in a subtransaction; its row count, or its error with the work rolled back';
 
 CREATE FUNCTION @extschema@.run_job(job_name text)
 RETURNS bigint
@@ -153,7 +164,7 @@ BEGIN
         RETURN 0;
     END IF;
     LOOP
-        s := @extschema@.job_step(j.command);
+        s := @extschema@.job_step(j.command, t0);
         EXIT WHEN s.error IS NOT NULL;
         steps := steps + 1;
         total := total + s.rows;
@@ -205,7 +216,7 @@ BEGIN
     COMMIT;
     LOOP
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-        s := @extschema@.job_step(j.command);
+        s := @extschema@.job_step(j.command, t0);
         IF s.error IS NOT NULL THEN
             UPDATE @extschema@.job_run r
             SET finished_at = clock_timestamp(), status = 'failed', error = s.error, sqlstate = s.error_sqlstate

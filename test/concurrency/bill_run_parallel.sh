@@ -13,6 +13,17 @@
 # 2. A rater that holds a sub-account and then wants its payer (as rating and
 #    its charge_debit trigger do) while a bill run holds the payer: no
 #    deadlock; the busy family waits for the next run, which bills it once.
+# 3. The committing procedure run_billing_batches(as_of, 50) on another copy:
+#    as soon as its first batch has committed, another session locks a
+#    billed account (FOR NO KEY UPDATE, as reserve() does) while the
+#    procedure still runs; in the end every invoice, line and balance equals
+#    the serial run_billing's (several batches, missed periods caught up,
+#    sections of a parent's invoice).
+# 4. Two procedures (batches of 40 and 70) and a run_billing at once on a
+#    fourth copy: together they bill exactly what the serial run bills.
+# 5. Accounts held by another session during the procedure (one paying
+#    account, and a sub-account of another family) are reported by a WARNING
+#    with their count and billed by the next run: nothing dropped silently.
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with convbill installed.
 set -euo pipefail
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
@@ -21,11 +32,13 @@ AS_OF="2026-11-01 00:00+00"
 PAR=convbill_bill_par
 SER=convbill_bill_ser
 LCK=convbill_bill_lock
+PRO=convbill_bill_proc
+MIX=convbill_bill_mix
 KEY=4242                                 # the barrier's advisory lock
 tmp=$(mktemp -d /tmp/convbill-billrun.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-for db in $PAR $SER $LCK; do
+for db in $PAR $SER $LCK $PRO $MIX; do
     psql_q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db"
 done
 psql_q -d postgres -c "CREATE DATABASE $PAR"
@@ -73,7 +86,9 @@ SELECT count(add_charge(g, 4.99, 'SIM card', 'one_time', timestamptz '2026-09-15
                         'sim-' || g))
 FROM generate_series(3, 2000, 3) g;
 SQL
-psql_q -d postgres -c "CREATE DATABASE $SER TEMPLATE $PAR"
+for db in $SER $PRO $MIX; do
+    psql_q -d postgres -c "CREATE DATABASE $db TEMPLATE $PAR"
+done
 
 # 1. two runs at once, released together by the barrier
 psql_v -d $PAR -c "SELECT pg_advisory_lock($KEY)" \
@@ -109,8 +124,9 @@ if [ $((n1 + n2)) -ne "$nser" ]; then
     echo "concurrent runs made $n1 + $n2 invoices, the serial run $nser"; exit 1
 fi
 
-# invariants of the concurrent database
-psql_q -d $PAR -v as_of="$AS_OF" <<'SQL'
+# invariants of a billed database
+invariants() {
+psql_q -d "$1" -v as_of="$AS_OF" <<'SQL'
 SET search_path = convbill, public;
 CREATE TEMP TABLE v AS SELECT :'as_of'::timestamptz AS as_of;
 DO $$
@@ -151,6 +167,8 @@ BEGIN
     IF bad <> 0 THEN RAISE EXCEPTION '% buckets whose ledger does not add up', bad; END IF;
 END $$;
 SQL
+}
+invariants $PAR
 
 # every invoice, line and balance equals the serial run's (ids aside)
 dump() {
@@ -198,15 +216,122 @@ if ! psql_v -d $LCK -c "BEGIN" -c "SELECT convbill.run_billing('2026-10-01')" -c
     echo "the bill run failed next to the rater:"; cat "$tmp/busy_run"; exit 1
 fi
 wait $rater || { echo "the rater failed next to the bill run:"; cat "$tmp/rater"; exit 1; }
-busy=$(sed -n 1p "$tmp/busy_run")
+busy=$(grep -v -E '^(WARNING|DETAIL|HINT):' "$tmp/busy_run" | sed -n 1p)
 [ "$busy" = "1" ] || { echo "the run next to the rater made $busy invoices, not 1 (account 3)"; exit 1; }
+# the family it could not take is reported, not dropped silently
+grep -q 'WARNING:  run_billing: 1 account(s) not billed: another session holds them' "$tmp/busy_run" \
+    && grep -q 'DETAIL:  Accounts 1 ' "$tmp/busy_run" \
+    || { echo "the busy family was not reported:"; cat "$tmp/busy_run"; exit 1; }
 again=$(psql_v -d $LCK -c "SELECT convbill.run_billing('2026-10-01')")
 [ "$again" = "1" ] || { echo "the next run made $again invoices, not 1 (the parent with its child)"; exit 1; }
 sections=$(psql_v -d $LCK -c "SELECT string_agg(source_account_id || ':' || amount, ' ' ORDER BY line_no)
                               FROM convbill.invoice_line WHERE account_id = 1")
 [ "$sections" = "1:10.00 2:10.00" ] || { echo "the parent's invoice has lines $sections"; exit 1; }
-echo "a rater holding a sub-account during a bill run: no deadlock; the family is billed once by the next run"
+echo "a rater holding a sub-account during a bill run: no deadlock; the family is reported (WARNING) and billed once by the next run"
 
-for db in $PAR $SER $LCK; do
+# 3. the committing procedure: a billed account can be locked while it runs
+psql_v -d $PRO -c "CALL convbill.run_billing_batches('$AS_OF', 50)" > "$tmp/proc" 2>&1 &
+proc=$!
+if ! psql_v -d $PRO > "$tmp/probe" 2>&1 <<'SQL'
+SET lock_timeout = '5s';
+DO $$ BEGIN
+    FOR i IN 1 .. 600 LOOP          -- until the first batch has committed (30 s at most)
+        EXIT WHEN EXISTS (SELECT 1 FROM convbill.invoice);
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+BEGIN;
+SELECT account_id AS billed FROM convbill.invoice ORDER BY invoice_id LIMIT 1 \gset
+-- as reserve() and charge_event() lock an account
+SELECT 'locked ' || account_id FROM convbill.account WHERE account_id = :billed FOR NO KEY UPDATE;
+SELECT 'procedure running ' || count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND state = 'active' AND query LIKE 'CALL convbill.run_billing_batches%';
+SELECT 'invoices then ' || count(*) FROM convbill.invoice;
+COMMIT;
+SQL
+then
+    echo "the probe could not lock a billed account while the procedure ran:"; cat "$tmp/probe"; exit 1
+fi
+wait $proc || { echo "the procedure failed:"; cat "$tmp/proc"; exit 1; }
+grep -q '^locked ' "$tmp/probe" || { echo "the probe locked nothing:"; cat "$tmp/probe"; exit 1; }
+grep -qx 'procedure running 1' "$tmp/probe" \
+    || { echo "the procedure had finished before the probe locked a billed account:"; cat "$tmp/probe"; exit 1; }
+IFS='|' read -r pinv pbatches plongest < <(tail -1 "$tmp/proc")
+[ "$pinv" = "$nser" ] || { echo "the procedure made $pinv invoices, the serial run $nser"; cat "$tmp/proc"; exit 1; }
+[ "$pbatches" -gt 10 ] || { echo "the procedure ran only $pbatches batches"; exit 1; }
+then_inv=$(sed -n 's/^invoices then //p' "$tmp/probe")
+[ "$then_inv" -lt "$nser" ] || { echo "the probe ran after all $nser invoices existed"; exit 1; }
+invariants $PRO
+dump $PRO > "$tmp/pro.txt"
+if ! cmp -s "$tmp/pro.txt" "$tmp/ser.txt"; then
+    diff -u "$tmp/ser.txt" "$tmp/pro.txt" | head -20
+    echo "run_billing_batches differs from the serial run_billing"; exit 1
+fi
+echo "run_billing_batches(as_of, 50): $pinv invoices in $pbatches batches (longest $plongest), equal to the serial run's; a billed account was locked by another session while it ran (after $then_inv invoices)"
+
+# 4. two procedures and a run_billing at once, released together by the barrier
+psql_v -d $MIX -c "SELECT pg_advisory_lock($KEY)" \
+    -c "DO \$\$ BEGIN
+            FOR i IN 1 .. 600 LOOP
+                EXIT WHEN (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $KEY
+                           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                           AND NOT granted) = 3;
+                PERFORM pg_sleep(0.05);
+            END LOOP;
+        END \$\$" \
+    -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $KEY AND NOT granted" \
+    > "$tmp/barrier" &
+holder=$!
+sleep 0.5
+pids=()
+for b in 40 70; do
+    psql_v -d $MIX -c "SELECT pg_advisory_lock_shared($KEY)" \
+        -c "CALL convbill.run_billing_batches('$AS_OF', $b)" > "$tmp/mix$b" 2>&1 &
+    pids+=($!)
+done
+psql_v -d $MIX -c "SELECT pg_advisory_lock_shared($KEY)" -c "SELECT convbill.run_billing('$AS_OF')" \
+    > "$tmp/mixrun" 2>&1 &
+pids+=($!)
+fail=0
+wait $holder || fail=1
+for p in "${pids[@]}"; do wait "$p" || fail=1; done
+if [ $fail -ne 0 ]; then echo "a run failed:"; cat "$tmp"/mix*; exit 1; fi
+[ "$(tail -1 "$tmp/barrier")" = "3" ] || { echo "the three runs did not wait on the barrier together"; exit 1; }
+m40=$(tail -1 "$tmp/mix40" | cut -d'|' -f1); m70=$(tail -1 "$tmp/mix70" | cut -d'|' -f1); mrun=$(tail -1 "$tmp/mixrun")
+if [ $((m40 + m70 + mrun)) -ne "$nser" ]; then
+    echo "the procedures and run_billing made $m40 + $m70 + $mrun invoices, the serial run $nser"; cat "$tmp"/mix*; exit 1
+fi
+invariants $MIX
+dump $MIX > "$tmp/mix.txt"
+if ! cmp -s "$tmp/mix.txt" "$tmp/ser.txt"; then
+    diff -u "$tmp/ser.txt" "$tmp/mix.txt" | head -20
+    echo "two procedures and a run_billing at once differ from the serial run"; exit 1
+fi
+echo "two run_billing_batches and a run_billing at once: $m40 + $m70 + $mrun invoices, equal to the serial run's"
+
+# 5. accounts busy during the procedure: reported, then billed by the next run.
+# A session holds account 3 (a paying account) and 2 (a sub-account of 1),
+# as requests in progress do, while the procedure bills October
+psql_v -d $LCK -c "BEGIN" -c "SELECT 1 FROM convbill.account WHERE account_id IN (2, 3) FOR NO KEY UPDATE" \
+    -c "SELECT pg_sleep(3)" -c "COMMIT" > "$tmp/holder" 2>&1 &
+busy_holder=$!
+sleep 0.5
+psql_v -d $LCK -c "CALL convbill.run_billing_batches('2026-11-01', 1)" > "$tmp/busy_proc" 2>&1 \
+    || { echo "the procedure failed next to the busy accounts:"; cat "$tmp/busy_proc"; exit 1; }
+wait $busy_holder || { echo "the session holding the accounts failed:"; cat "$tmp/holder"; exit 1; }
+[ "$(tail -1 "$tmp/busy_proc" | cut -d'|' -f1)" = "0" ] \
+    || { echo "the procedure billed busy accounts:"; cat "$tmp/busy_proc"; exit 1; }
+grep -q 'WARNING:  run_billing: 2 account(s) not billed: another session holds them' "$tmp/busy_proc" \
+    && grep -q 'DETAIL:  Accounts 1, 3 ' "$tmp/busy_proc" \
+    || { echo "the busy accounts were not reported:"; cat "$tmp/busy_proc"; exit 1; }
+again=$(psql_v -d $LCK -c "CALL convbill.run_billing_batches('2026-11-01', 1)" 2>&1)
+[ "$(echo "$again" | tail -1 | cut -d'|' -f1)" = "2" ] \
+    || { echo "the next run did not bill the two accounts:"; echo "$again"; exit 1; }
+october=$(psql_v -d $LCK -c "SELECT string_agg(account_id || ':' || total, ' ' ORDER BY account_id)
+                            FROM convbill.invoice WHERE period_start = '2026-10-01'")
+[ "$october" = "1:20.00 3:10.00" ] || { echo "October's invoices are $october"; exit 1; }
+echo "accounts busy during the procedure: reported (2 accounts, WARNING), billed by the next run"
+
+for db in $PAR $SER $LCK $PRO $MIX; do
     psql_q -d postgres -c "DROP DATABASE $db"
 done

@@ -154,9 +154,13 @@ check() {
     while :; do
         done_dbs=0
         for db in postgres $OTHER_DB; do
-            # the probe is at most WAIT_SECONDS old: stop waiting then
+            # the probe is at most WAIT_SECONDS old: stop waiting then.  A run
+            # that found nothing counts only once it failed: 'rate' and 'expire'
+            # fire in the same minute, and expire skips the account while rate
+            # holds it (SKIP LOCKED), leaving it to its next run
             [ "$(val -d $db -c "SELECT count(DISTINCT job) FROM convbill.job_run, public.jobs_probe
-                                WHERE job IN ('rate', 'expire') AND started_at > scheduled_at AND status <> 'running'")" = 2 ] \
+                                WHERE job IN ('rate', 'expire') AND started_at > scheduled_at
+                                  AND (rows > 0 OR status = 'failed')")" = 2 ] \
                 && done_dbs=$((done_dbs + 1))
         done
         [ $done_dbs -eq 2 ] && break
