@@ -131,6 +131,13 @@ run_online_stress() {
     test/online/stress.sh
 }
 
+# pg_dump of a database convbill ran in, pg_restore into a fresh one (README:
+# Backup and restore): the same content, and it goes on working.
+run_dump_restore() {
+    log "pg_dump and pg_restore"
+    PGBIN=$PGBIN test/dump/dump_restore.sh
+}
+
 run_render() {
     log "invoice_html in headless Chromium"
     test/render/render_invoice.sh
@@ -164,6 +171,7 @@ case "$mode" in
         run_pgtap || fail=1
         run_concurrency || fail=1
         run_online_stress || fail=1
+        run_dump_restore || fail=1
         run_render || fail=1
         fuzz_run "$FUZZ_SECONDS_TEST" || fail=1
         [ $jobs_started -eq 1 ] && { run_jobs check || fail=1; }

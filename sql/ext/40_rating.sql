@@ -49,9 +49,31 @@ CREATE TABLE @extschema@.usage_event_default PARTITION OF @extschema@.usage_even
 -- in one whose [min, max] covers its queued_by.  It is lossy the other way
 -- (a range keeps its summary when its events are rated), which the low-water
 -- mark below fixes: raters look only at queued_by >= usage_queue.low_water.
-CREATE INDEX usage_event_pending ON @extschema@.usage_event USING brin (queued_by)
-    WITH (pages_per_range = 32, autosummarize = on)
-    WHERE status = 'pending';
+--
+-- The indexes of usage_event are made per partition (usage_partition_indexes,
+-- called by ensure_usage_partitions), not on the partitioned table: a dumped
+-- partition is re-attached at restore to a usage_event the extension script
+-- already made, and partitioned indexes there would create the partition's
+-- indexes a second time ("already exists").  The three of them:
+--   * the rating queue above (BRIN of the pending events' queued_by);
+--   * rejected events, few, which the leakage view counts without a scan;
+--   * started_at (BRIN): detect_anomalies() reads a day of events and the
+--     baseline a month, by time.
+CREATE FUNCTION @extschema@.usage_partition_indexes(p_partition regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel name := (SELECT c.relname FROM pg_class c WHERE c.oid = p_partition);
+BEGIN
+    EXECUTE format('CREATE INDEX %I ON %s USING brin (queued_by) WITH (pages_per_range = 32, autosummarize = on)
+                    WHERE status = ''pending''', rel || '_pending', p_partition);
+    EXECUTE format('CREATE INDEX %I ON %s (reject_reason) WHERE status = ''rejected''', rel || '_rejected', p_partition);
+    EXECUTE format('CREATE INDEX %I ON %s USING brin (started_at) WITH (autosummarize = on)',
+                   rel || '_started', p_partition);
+END $$;
+COMMENT ON FUNCTION @extschema@.usage_partition_indexes(regclass) IS
+    'internal: the indexes of one usage_event partition (rating queue, rejected events, started_at)';
+SELECT @extschema@.usage_partition_indexes('@extschema@.usage_event_default');
 
 -- The low-water mark: no pending event has, or will ever have, a queued_by
 -- below it.  Why that holds (41_rate_pending.sql advances it):
@@ -182,6 +204,7 @@ BEGIN
         EXECUTE format('WITH moved AS (DELETE FROM @extschema@.usage_event_default
                                        WHERE started_at >= $1 AND started_at < $2 RETURNING *)
                         INSERT INTO @extschema@.%I SELECT * FROM moved', name) USING m, hi;
+        PERFORM @extschema@.usage_partition_indexes(format('@extschema@.%I', name)::regclass);
         EXECUTE format('ALTER TABLE @extschema@.usage_event ATTACH PARTITION @extschema@.%I
                         FOR VALUES FROM (%L) TO (%L)', name, m, hi);
         created := created + 1;

@@ -29,9 +29,10 @@
 -- sets invoice_id); if one does change (UPDATE of an amount, time, kind,
 -- service, currency or quantity) or goes (DELETE, TRUNCATE), a trigger
 -- records the difference as deltas, so the rollup stays exact.
--- rebuild_analytics() recomputes the rollup from the charges (after a restore
--- with pg_restore --disable-triggers; the rollup tables are not dumped, a
--- restore with triggers refills them).
+-- rebuild_analytics() recomputes the rollup from the charges (a database
+-- whose charges were loaded with triggers disabled).  The rollup tables are
+-- dumped with the charges (pg_extension_config_dump), so a restore, which
+-- loads them with triggers off (README, Backup and restore), is consistent.
 --
 -- Views over the rollup, one local day or month at a time (a filter on day or
 -- month limits the work):  revenue_bucket, revenue_daily, revenue_monthly,
@@ -40,9 +41,9 @@
 -- revenue_by_plan, revenue_by_zone.  Others:  mrr (subscriptions), unbilled
 -- (charges on no invoice), leakage (revenue-assurance checks; thresholds in
 -- the settings convbill.leakage_pending_age and convbill.leakage_billing_grace).
--- Indexes added to other tables: charge (BRIN on occurred_at), usage_event
--- (rejected events), ledger (expiry entries) — each small or nearly free to
--- maintain.
+-- Indexes added to other tables: charge (BRIN on occurred_at), ledger
+-- (expiry entries) — each small or nearly free to maintain (and rejected
+-- usage events: usage_partition_indexes, 40_rating.sql).
 -------------------------------------------------------------------------------
 
 CREATE TABLE @extschema@.revenue_rollup (
@@ -72,6 +73,8 @@ CREATE TABLE @extschema@.revenue_delta (
     charges          bigint NOT NULL
 );
 CREATE INDEX revenue_delta_bucket ON @extschema@.revenue_delta (bucket);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.revenue_rollup', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.revenue_delta', '');
 COMMENT ON TABLE @extschema@.revenue_delta IS
     'append-only: what each statement added to (or, negative, took from) the charges, per revenue_rollup key; refresh_analytics merges it into revenue_rollup';
 
@@ -79,8 +82,8 @@ COMMENT ON TABLE @extschema@.revenue_delta IS
 -- charges arrive roughly in time order, so a BRIN index finds a month's pages
 -- at next to no cost for inserts.
 CREATE INDEX charge_occurred_brin ON @extschema@.charge USING brin (occurred_at) WITH (autosummarize = on);
--- Rejected events are few; the leakage view counts them without a scan.
-CREATE INDEX usage_event_rejected ON @extschema@.usage_event (reject_reason) WHERE status = 'rejected';
+-- (Rejected events are few; the leakage view counts them through an index
+-- of every usage_event partition: usage_partition_indexes, 40_rating.sql.)
 -- Sessions and buckets that expired: the leakage view reads what sessions held.
 CREATE INDEX ledger_expiry ON @extschema@.ledger (account_id, session_id) WHERE kind = 'expiry';
 

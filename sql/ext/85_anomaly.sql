@@ -148,9 +148,9 @@ COMMENT ON TABLE @extschema@.risk_zone IS
     'destination zones (as in convbill.destination) at high risk of International Revenue Share Fraud: traffic to them is watched by detect_anomalies() (kind irsf)';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.risk_zone', '');
 
--- detect_anomalies() reads a day of events, the baseline a month: by time.
-CREATE INDEX usage_event_started_brin ON @extschema@.usage_event USING brin (started_at)
-    WITH (autosummarize = on);
+-- detect_anomalies() reads a day of events, the baseline a month: by time
+-- (a BRIN of started_at on every usage_event partition: usage_partition_indexes,
+-- 40_rating.sql).
 
 -- Derived data, not dumped: rebuilt from usage_event when missing.
 CREATE TABLE @extschema@.anomaly_daily (
