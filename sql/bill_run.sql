@@ -643,3 +643,47 @@ SELECT run_billing('2027-06-01 00:00+00', 0);
 \echo :LAST_ERROR_SQLSTATE
 SELECT run_billing_step(NULL, 10);
 \echo :LAST_ERROR_SQLSTATE
+
+-------------------------------------------------------------------------------
+-- 11. A draft discarded and billed again.  310 (DE-VAT) pays for 311: July
+-- 2027, M31 for the whole month 31.00, a one-time 4.00 (310) and 2.50 (311,
+-- a section): subtotal 37.50, DE-VAT 19 % = 7.125 -> 7.13, total 44.63.  The
+-- money: -4.00 - 2.50 when charged, -31.00 for the fee the run charges,
+-- -7.13 the run takes beyond the charges: -44.63.
+-------------------------------------------------------------------------------
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day, parent_id, bill_to_parent, tax_code) VALUES
+    (310, 'REDO', 'Re-billed', 'EUR', 'UTC', 1, NULL, false, 'DE-VAT'),
+    (311, 'REDO-A', 'Re-billed, team', 'EUR', 'UTC', 1, 310, true, NULL);
+SELECT unsubscribe(subscribe(310, 'M31', '2027-07-01 00:00+00'), '2027-08-01 00:00+00') IS NOT NULL AS subscribed;
+SELECT add_charge(310, 4.00, 'Setup', 'one_time', '2027-07-10 09:00+00') > 0 AS charged_310,
+       add_charge(311, 2.50, 'SIM card', 'one_time', '2027-07-12 09:00+00') > 0 AS charged_311;
+SELECT run_billing('2027-08-01 00:00+00') >= 1 AS billed;
+SELECT invoice_id AS redo_id, charged, debited FROM invoice WHERE account_id = 310 \gset
+\echo :charged :debited
+SELECT * FROM pg_temp.invoices(310);
+SELECT * FROM pg_temp.lines(310);
+SELECT * FROM pg_temp.money(310);
+-- discarded: its 3 charges (fee, 4.00, 2.50) are unbilled again, July is open
+-- again for 310 and 311, and the 7.13 comes back: -37.50
+SELECT discard_draft(:redo_id) AS charges_given_back;
+SELECT count(*) AS invoices, (SELECT count(*) FROM invoice_line WHERE account_id = 310) AS lines FROM invoice WHERE account_id = 310;
+SELECT account_id, count(*) FILTER (WHERE invoice_id IS NULL) AS unbilled, count(*) AS charges
+FROM charge WHERE account_id IN (310, 311) GROUP BY account_id ORDER BY account_id;
+SELECT count(*) AS closed_july FROM closed_period WHERE account_id IN (310, 311) AND period_start = '2027-07-01 00:00+00';
+SELECT * FROM pg_temp.money(310);
+SELECT kind, amount, reference LIKE 'draft invoice % discarded: %' AS says_why
+FROM ledger WHERE account_id = 310 AND kind = 'adjustment';
+-- billed again: the same invoice (no second fee: the fee is charged), the
+-- same money as after the first run
+SELECT run_billing('2027-08-01 00:00+00') AS rebilled;
+SELECT * FROM pg_temp.invoices(310);
+SELECT * FROM pg_temp.lines(310);
+SELECT * FROM pg_temp.money(310);
+SELECT count(*) AS fee_charges FROM charge WHERE account_id = 310 AND kind = 'recurring';
+-- a final invoice is not discarded, an unknown one is not found
+SELECT invoice_id AS redo_id FROM invoice WHERE account_id = 310 \gset
+SELECT finalize_invoice(:redo_id) IS NOT NULL AS finalized;
+SELECT discard_draft(:redo_id);
+\echo :LAST_ERROR_SQLSTATE
+SELECT discard_draft(-1);
+\echo :LAST_ERROR_SQLSTATE

@@ -43,6 +43,8 @@ CREATE TABLE @extschema@.invoice (
     prepaid_applied numeric NOT NULL DEFAULT 0,   -- prepaid money that pays part of total
     amount_due      numeric NOT NULL DEFAULT 0,   -- total - prepaid_applied
     charged         numeric NOT NULL DEFAULT 0,   -- exact sum of the charges it bills
+    debited         numeric NOT NULL DEFAULT 0,   -- money the bill run took for it beyond its charges
+                                                  -- (total - charged: taxes, discounts, rounding)
     credits_invoice_id bigint,                    -- credit notes: the invoice corrected
     reason          text,                         -- credit notes: why
     issued_at       timestamptz,

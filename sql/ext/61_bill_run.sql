@@ -395,9 +395,10 @@ BEGIN
         ins AS (
             INSERT INTO @extschema@.invoice (account_id, kind, period_start, period_end, status, currency,
                                              subtotal, discount, tax, total, prepaid_applied, amount_due, charged,
+                                             debited,
                                              issued_at)
             SELECT t.payer, 'invoice', t.ps, t.pe, 'draft', t.currency, t.subtotal, t.discount, t.tax, t.total,
-                   0, t.total, t.charged, NULL
+                   0, t.total, t.charged, t.total - t.charged, NULL
             FROM tot t
             WHERE t.nlines > 0 OR empty_too
             ON CONFLICT DO NOTHING

@@ -145,7 +145,7 @@ BEGIN
         END IF;
         IF NEW.status = 'void' THEN
             RAISE EXCEPTION 'invoice %: a draft cannot be voided', OLD.invoice_id
-                USING ERRCODE = '55000', HINT = 'Delete the draft and its lines instead.';
+                USING ERRCODE = '55000', HINT = 'Discard the draft instead (convbill.discard_draft).';
         END IF;
         IF NEW.status = 'final' THEN
             PERFORM @extschema@.invoice_check_lines(NEW);
@@ -174,6 +174,74 @@ BEGIN
 END $$;
 CREATE TRIGGER invoice_guard BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.invoice
     FOR EACH ROW EXECUTE FUNCTION @extschema@.invoice_guard();
+
+-- A draft invoice deleted (discard_draft(), or its lines and then itself by
+-- hand): what the bill run did for it is undone, so that the next run bills
+-- the period again, with whatever was corrected meanwhile.  Its charges are
+-- unbilled again, the period is reopened for the payer and its sub-accounts,
+-- and the money the run took beyond the charges (debited: taxes, discounts,
+-- rounding) comes back as an adjustment.  Recurring-fee charges the run made
+-- stay: the next run finds those fees charged and bills them again.
+CREATE FUNCTION @extschema@.invoice_draft_deleted() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    members bigint[];
+BEGIN
+    SELECT array_agg(a.account_id) INTO members
+    FROM @extschema@.account a
+    WHERE a.account_id = OLD.account_id
+       OR (a.bill_to_parent AND @extschema@.payer_of(a.account_id) = OLD.account_id);
+    UPDATE @extschema@.charge c SET invoice_id = NULL
+    WHERE c.account_id = ANY (members) AND c.period_start <= OLD.period_start AND c.invoice_id = OLD.invoice_id;
+    DELETE FROM @extschema@.closed_period cp
+    WHERE cp.account_id = ANY (members) AND cp.period_start = OLD.period_start;
+    IF OLD.debited <> 0 THEN
+        PERFORM @extschema@.adjust_balance(OLD.account_id, OLD.debited,
+                                           format('draft invoice %s discarded: its taxes, discounts and rounding returned',
+                                                  OLD.invoice_id));
+    END IF;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.invoice_draft_deleted() IS
+    'internal: undo what the bill run did for a draft invoice that is deleted (charges unbilled, period reopened, money returned)';
+CREATE TRIGGER invoice_draft_deleted AFTER DELETE ON @extschema@.invoice
+    FOR EACH ROW WHEN (OLD.kind = 'invoice' AND OLD.status = 'draft')
+    EXECUTE FUNCTION @extschema@.invoice_draft_deleted();
+
+-- Discard a draft invoice to bill its period again (after a correction of the
+-- catalog, a rerate, a late adjustment): its lines and itself are deleted and
+-- the trigger above undoes the bill run's work; the next run_billing bills the
+-- period anew.  Final invoices are corrected by credit notes instead.
+CREATE FUNCTION @extschema@.discard_draft(p_invoice_id bigint)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v @extschema@.invoice;
+    n integer;
+BEGIN
+    SELECT * INTO v FROM @extschema@.invoice i WHERE i.invoice_id = p_invoice_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'discard_draft: invoice % does not exist', p_invoice_id USING ERRCODE = 'P0002';
+    END IF;
+    -- the payer first (as the bill run, rating and sessions lock it), then the invoice
+    PERFORM 1 FROM @extschema@.account a WHERE a.account_id = v.account_id FOR UPDATE;
+    SELECT * INTO v FROM @extschema@.invoice i
+    WHERE i.account_id = v.account_id AND i.invoice_id = p_invoice_id FOR UPDATE;
+    IF v.status <> 'draft' THEN
+        RAISE EXCEPTION 'discard_draft: invoice % (%) is %', p_invoice_id, v.number, v.status
+            USING ERRCODE = '55000', HINT = 'Correct a final invoice with a credit note (convbill.credit_note).';
+    END IF;
+    SELECT count(*) INTO n FROM @extschema@.charge c
+    WHERE c.invoice_id = p_invoice_id AND c.period_start <= v.period_start
+      AND c.account_id IN (SELECT a.account_id FROM @extschema@.account a
+                           WHERE a.account_id = v.account_id
+                              OR (a.bill_to_parent AND @extschema@.payer_of(a.account_id) = v.account_id));
+    DELETE FROM @extschema@.invoice_line l WHERE l.account_id = v.account_id AND l.invoice_id = p_invoice_id;
+    DELETE FROM @extschema@.invoice i WHERE i.account_id = v.account_id AND i.invoice_id = p_invoice_id;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION @extschema@.discard_draft(bigint) IS
+    'delete a draft invoice and its lines so that the next run_billing bills its period again: its charges unbilled, the period reopened, the money taken beyond the charges returned; returns how many charges it gave back';
 
 -- Lines change only while their invoice is a draft.  The invoice row is locked
 -- FOR SHARE so that a line cannot slip in while finalize_invoice sums them.
