@@ -208,4 +208,39 @@ FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS d(cfg_oid, cfg)
 JOIN pg_class c ON c.oid = d.cfg_oid
 WHERE e.extname = 'convbill' AND c.relname LIKE 'job%' ORDER BY 1;
 
+-------------------------------------------------------------------------------
+-- 6. Retention: a job's runs older than convbill.job_run_retention (30 days
+-- by default) go when the job runs again; younger runs and other jobs' stay.
+-------------------------------------------------------------------------------
+SHOW convbill.job_run_retention;
+INSERT INTO job_run (job, started_at, finished_at, status, error) VALUES
+    ('empty', now() - interval '45 days', now() - interval '45 days', 'succeeded', NULL),
+    ('empty', now() - interval '31 days', now() - interval '31 days', 'failed', 'boom'),
+    ('empty', now() - interval '29 days', now() - interval '29 days', 'succeeded', NULL),
+    ('texty', now() - interval '45 days', now() - interval '45 days', 'succeeded', NULL);
+CREATE FUNCTION pg_temp.ages() RETURNS TABLE (job text, runs bigint, over_1d bigint, over_30d bigint)
+LANGUAGE sql AS $$
+    SELECT r.job, count(*), count(*) FILTER (WHERE r.started_at < now() - interval '1 day'),
+           count(*) FILTER (WHERE r.started_at < now() - interval '30 days')
+    FROM convbill.job_run r WHERE r.job IN ('empty', 'texty') GROUP BY r.job ORDER BY r.job
+$$;
+-- empty: 1 run of today + 3 inserted; texty: 1 of today + 1 inserted
+SELECT * FROM pg_temp.ages();
+-- empty runs: its 45- and 31-day-old runs go, the 29-day-old one stays (and
+-- a new run of today); texty's old run stays (texty did not run)
+SELECT run_job('empty');
+SELECT * FROM pg_temp.ages();
+-- 0 keeps every run
+SET convbill.job_run_retention = 0;
+INSERT INTO job_run (job, started_at, finished_at, status) VALUES
+    ('empty', now() - interval '400 days', now() - interval '400 days', 'succeeded');
+SELECT run_job('empty');
+SELECT * FROM pg_temp.ages();
+-- a duration: '1d' keeps one day (the 29- and 400-day-old runs go)
+SET convbill.job_run_retention = '1d';
+SHOW convbill.job_run_retention;
+SELECT run_job('empty');
+SELECT * FROM pg_temp.ages();
+RESET convbill.job_run_retention;
+
 DROP TABLE public.q, public.seen;

@@ -25,6 +25,9 @@ static bool invoice_empty_periods = false;
 static int	leakage_pending_age = 60;
 static int	leakage_billing_grace = 1440;
 
+/* How long job_run keeps a job's runs (minutes; 0: for ever), read by the jobs. */
+static int	job_run_retention = 43200;
+
 /* Pure-C modules allocate through these: palloc in the current memory context. */
 void *
 cb_malloc(size_t size)
@@ -167,6 +170,14 @@ _PG_init(void)
 							&leakage_billing_grace,
 							1440, 0, 525600,
 							PGC_USERSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("convbill.job_run_retention",
+							"Runs of a job older than this are deleted from convbill.job_run when the job runs again.",
+							"A duration (30d, 12h); 0 keeps every run.",
+							&job_run_retention,
+							43200, 0, 52560000,
+							PGC_SUSET,
 							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 	define_anomaly_settings();

@@ -147,6 +147,27 @@ END $$;
 COMMENT ON FUNCTION @extschema@.job_step(text, timestamptz) IS
     'internal: run one step of a job ($1 = the run''s start) in a subtransaction; its row count, or its error with the work rolled back';
 
+-- A job's runs older than convbill.job_run_retention (default 30 days; 0: for
+-- ever) go when the job runs again: the log stays as long as it is useful,
+-- not for ever (a minutely job logs half a million runs a year).
+CREATE FUNCTION @extschema@.job_run_prune(p_job text, p_now timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    keep interval := current_setting('convbill.job_run_retention')::interval;
+    n bigint;
+BEGIN
+    IF keep <= interval '0' THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM @extschema@.job_run r
+    WHERE r.job = p_job AND r.started_at < p_now - keep AND r.status <> 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION @extschema@.job_run_prune(text, timestamptz) IS
+    'internal: delete a job''s runs older than convbill.job_run_retention; returns how many';
+
 CREATE FUNCTION @extschema@.run_job(job_name text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -163,6 +184,7 @@ BEGIN
         VALUES (j.name, t0, clock_timestamp(), 'skipped');
         RETURN 0;
     END IF;
+    PERFORM @extschema@.job_run_prune(j.name, t0);
     LOOP
         s := @extschema@.job_step(j.command, t0);
         EXIT WHEN s.error IS NOT NULL;
@@ -211,6 +233,7 @@ BEGIN
     -- holding the lock, any run still 'running' belongs to a session that died
     UPDATE @extschema@.job_run r SET status = 'interrupted', error = 'the session ended before the run finished'
     WHERE r.job = j.name AND r.status = 'running';
+    PERFORM @extschema@.job_run_prune(j.name, t0);
     INSERT INTO @extschema@.job_run (job, started_at, status)
     VALUES (j.name, t0, 'running') RETURNING run_id INTO rid;
     COMMIT;
