@@ -671,7 +671,10 @@ SELECT sum(n) AS events_rated FROM (SELECT rate_pending() AS n FROM generate_ser
 \echo '    (October''s fees included - the demo customers subscribed on 1 October; a re-run creates nothing)'
 SET convbill.finalize_invoices = on;
 SELECT run_billing('2026-12-01 00:00 Europe/Berlin') AS invoices_berlin;
-SELECT run_billing('2026-12-01 00:00 America/New_York') AS invoices_new_york;
+\echo '    New York, as the hourly bill job runs it: committed batches (here of 10 accounts), so an account'
+\echo '    is locked only while its batch is billed'
+CALL run_billing_batches('2026-12-01 00:00 America/New_York', 10) \gset ny_
+SELECT :ny_invoices AS invoices_new_york, :ny_batches AS batches;
 SELECT run_billing('2026-12-01 00:00 America/New_York') AS invoices_rerun;
 SELECT to_char(i.period_start AT TIME ZONE a.timezone, 'YYYY-MM') AS period, i.currency AS cur, count(*) AS invoices,
        sum(i.subtotal) AS subtotal, sum(i.discount) AS discount, sum(i.tax) AS tax, sum(i.total) AS total,
