@@ -128,7 +128,10 @@ CREATE TABLE @extschema@.usage_counter (
     counter      text NOT NULL,          -- 'rate:<rate_id>'
     used         numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (account_id, period_start, counter)
-);
+)
+-- every rating batch and session adds to the totals in place: room in each
+-- page keeps those updates HOT
+WITH (fillfactor = 50);
 COMMENT ON TABLE @extschema@.usage_counter IS
     'running totals of cycle-scoped tariffs per account and period (billed units they priced); allowances are buckets';
 
