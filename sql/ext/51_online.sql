@@ -128,6 +128,33 @@ $$;
 COMMENT ON FUNCTION @extschema@.account_refusal(text, text) IS
     'internal: account_closed or account_suspended when the using or the paying account is, else NULL';
 
+-- The using account of a request and the account that pays for it (itself,
+-- usually), both locked: one statement for an account paying for itself; an
+-- account billed to its parent locks both in account order (as rating does).
+CREATE FUNCTION @extschema@.request_accounts(p_account_id bigint,
+                                             OUT a @extschema@.account, OUT p @extschema@.account)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    payer bigint;
+BEGIN
+    SELECT * INTO a FROM @extschema@.account x
+    WHERE x.account_id = p_account_id AND NOT x.bill_to_parent
+    FOR NO KEY UPDATE;
+    IF FOUND THEN
+        p := a;
+        RETURN;
+    END IF;
+    payer := @extschema@.payer_of(p_account_id);
+    IF payer IS NULL THEN
+        RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
+    END IF;
+    PERFORM @extschema@.lock_accounts(p_account_id, payer);
+    SELECT * INTO a FROM @extschema@.account x WHERE x.account_id = p_account_id;
+    SELECT * INTO p FROM @extschema@.account x WHERE x.account_id = payer;
+END $$;
+COMMENT ON FUNCTION @extschema@.request_accounts(bigint) IS
+    'internal: lock a request''s account and its payer (in account order) and return both rows';
+
 -- The open period a request at p_at charges (as open_period(): the period
 -- containing it, or the next open one), its plan allowances granted when the
 -- first request or rating of the period needs them.  Two index probes in the
@@ -181,6 +208,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     a @extschema@.account;              -- the using account
+    accs record;
     p @extschema@.account;              -- the paying account (a itself, usually)
     ans @extschema@.grant;
     other bigint;
@@ -211,22 +239,10 @@ BEGIN
         RAISE EXCEPTION 'reserve: session_id must have 1 to 255 characters' USING ERRCODE = '22023';
     END IF;
 
-    -- the account, locked: one statement for an account paying for itself
-    SELECT * INTO a FROM @extschema@.account x
-    WHERE x.account_id = p_account_id AND NOT x.bill_to_parent
-    FOR NO KEY UPDATE;
-    IF FOUND THEN
-        p := a;
-    ELSE
-        -- billed to its parent: lock it and its payer in account order
-        p.account_id := @extschema@.payer_of(p_account_id);
-        IF p.account_id IS NULL THEN
-            RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
-        END IF;
-        PERFORM @extschema@.lock_accounts(p_account_id, p.account_id);
-        SELECT * INTO a FROM @extschema@.account x WHERE x.account_id = p_account_id;
-        SELECT * INTO p FROM @extschema@.account x WHERE x.account_id = p.account_id;
-    END IF;
+    -- the account and its payer, locked
+    accs := @extschema@.request_accounts(p_account_id);
+    a := accs.a;
+    p := accs.p;
 
     -- a retransmission: the first answer, nothing changed
     SELECT r.account_id INTO other FROM @extschema@.reservation r WHERE r.session_id = p_session_id
@@ -594,6 +610,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     a @extschema@.account;              -- the using account
+    accs record;
     p @extschema@.account;              -- the paying account (a itself, usually)
     ans @extschema@.grant;
     reason text;
@@ -610,21 +627,10 @@ BEGIN
         RAISE EXCEPTION 'charge_event: account_id, service and event_id must not be NULL' USING ERRCODE = '22004';
     END IF;
     PERFORM @extschema@.check_units('charge_event: units', p_units);
-    -- the account, locked, as in reserve()
-    SELECT * INTO a FROM @extschema@.account x
-    WHERE x.account_id = p_account_id AND NOT x.bill_to_parent
-    FOR NO KEY UPDATE;
-    IF FOUND THEN
-        p := a;
-    ELSE
-        p.account_id := @extschema@.payer_of(p_account_id);
-        IF p.account_id IS NULL THEN
-            RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
-        END IF;
-        PERFORM @extschema@.lock_accounts(p_account_id, p.account_id);
-        SELECT * INTO a FROM @extschema@.account x WHERE x.account_id = p_account_id;
-        SELECT * INTO p FROM @extschema@.account x WHERE x.account_id = p.account_id;
-    END IF;
+    -- the account and its payer, locked
+    accs := @extschema@.request_accounts(p_account_id);
+    a := accs.a;
+    p := accs.p;
     SELECT (e.answer).* INTO ans FROM @extschema@.event_answer e
     WHERE e.account_id = p_account_id AND e.event_id = p_event_id;
     IF FOUND THEN

@@ -90,19 +90,26 @@ for db in $SER $PRO $MIX; do
     psql_q -d postgres -c "CREATE DATABASE $db TEMPLATE $PAR"
 done
 
+# The barrier: a session holds advisory lock $KEY in database $1 until $2
+# sessions wait for it (30 s at most), then lets them all go at once; the
+# count it saw is left in $tmp/barrier, its pid in $holder.
+start_barrier() {
+    psql_v -d "$1" -c "SELECT pg_advisory_lock($KEY)" \
+        -c "DO \$\$ BEGIN
+                FOR i IN 1 .. 600 LOOP
+                    EXIT WHEN (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $KEY
+                               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                               AND NOT granted) = $2;
+                    PERFORM pg_sleep(0.05);
+                END LOOP;
+            END \$\$" \
+        -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $KEY AND NOT granted" \
+        > "$tmp/barrier" &
+    holder=$!
+}
+
 # 1. two runs at once, released together by the barrier
-psql_v -d $PAR -c "SELECT pg_advisory_lock($KEY)" \
-    -c "DO \$\$ BEGIN
-            FOR i IN 1 .. 600 LOOP      -- until both runs wait on the barrier (30 s at most)
-                EXIT WHEN (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $KEY
-                           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                           AND NOT granted) = 2;
-                PERFORM pg_sleep(0.05);
-            END LOOP;
-        END \$\$" \
-    -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $KEY AND NOT granted" \
-    > "$tmp/barrier" &
-holder=$!
+start_barrier $PAR 2
 sleep 0.5
 pids=()
 for i in 1 2; do
@@ -270,18 +277,7 @@ fi
 echo "run_billing_batches(as_of, 50): $pinv invoices in $pbatches batches (longest $plongest), equal to the serial run's; a billed account was locked by another session while it ran (after $then_inv invoices)"
 
 # 4. two procedures and a run_billing at once, released together by the barrier
-psql_v -d $MIX -c "SELECT pg_advisory_lock($KEY)" \
-    -c "DO \$\$ BEGIN
-            FOR i IN 1 .. 600 LOOP
-                EXIT WHEN (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $KEY
-                           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                           AND NOT granted) = 3;
-                PERFORM pg_sleep(0.05);
-            END LOOP;
-        END \$\$" \
-    -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $KEY AND NOT granted" \
-    > "$tmp/barrier" &
-holder=$!
+start_barrier $MIX 3
 sleep 0.5
 pids=()
 for b in 40 70; do
