@@ -170,6 +170,8 @@ BEGIN
 END $$;
 CREATE TRIGGER account_guard BEFORE INSERT OR UPDATE OF parent_id, bill_to_parent, currency, timezone, billing_day
     ON @extschema@.account FOR EACH ROW EXECUTE FUNCTION @extschema@.account_guard();
+-- an account's sub-accounts (the bill run finds each payer's family from it)
+CREATE INDEX account_parent ON @extschema@.account (parent_id) WHERE parent_id IS NOT NULL;
 
 CREATE TABLE @extschema@.subscription (
     account_id      bigint NOT NULL REFERENCES @extschema@.account,

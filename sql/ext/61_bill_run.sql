@@ -183,28 +183,43 @@ BEGIN
         ),
         locked AS (
             SELECT a.account_id FROM @extschema@.account a
-            WHERE a.account_id IN (SELECT next.payer FROM next)
+            WHERE a.account_id IN (SELECT next.payer FROM next) AND NOT a.bill_to_parent
             ORDER BY a.account_id
             FOR UPDATE OF a SKIP LOCKED
-        ),
-        -- (another run never takes these: it has not got their payer)
-        members AS (
-            SELECT a.account_id FROM @extschema@.account a
-            WHERE a.account_id IN (SELECT f.member FROM convbill_family f
-                                   WHERE f.payer IN (SELECT locked.account_id FROM locked) AND f.member <> f.payer)
-            ORDER BY a.account_id
-            FOR UPDATE OF a SKIP LOCKED
-        ),
-        family AS (
-            SELECT f.payer, bool_and(f.member = f.payer OR members.account_id IS NOT NULL) AS all_locked
-            FROM convbill_family f LEFT JOIN members ON members.account_id = f.member
-            WHERE f.payer IN (SELECT locked.account_id FROM locked)
-            GROUP BY f.payer
         )
-        SELECT next.*, coalesce(family.all_locked, false) AS mine
-        FROM next LEFT JOIN family ON family.payer = next.payer;
+        SELECT next.*, locked.account_id IS NOT NULL AS mine
+        FROM next LEFT JOIN locked ON locked.account_id = next.payer;
         GET DIAGNOSTICS n = ROW_COUNT;
         EXIT WHEN n = 0;
+        -- each locked payer's family as it is now (the run listed the families
+        -- when it started, and a committing run can last long: a sub-account
+        -- attached or detached meanwhile), its sub-accounts locked too (another
+        -- run never takes these: it has not got their payer)
+        DROP TABLE IF EXISTS pg_temp.convbill_fam;
+        CREATE TEMP TABLE convbill_fam ON COMMIT DROP AS
+        WITH RECURSIVE fam AS (
+            SELECT c.payer AS member, c.payer FROM convbill_chunk c WHERE c.mine
+            UNION
+            SELECT a.account_id, fam.payer
+            FROM @extschema@.account a JOIN fam ON a.parent_id = fam.member
+            WHERE a.bill_to_parent AND a.account_id <> fam.payer
+        ),
+        members AS (
+            SELECT a.account_id FROM @extschema@.account a
+            WHERE a.account_id IN (SELECT fam.member FROM fam WHERE fam.member <> fam.payer)
+            ORDER BY a.account_id
+            FOR UPDATE OF a SKIP LOCKED
+        )
+        SELECT fam.member, fam.payer, fam.member = fam.payer OR members.account_id IS NOT NULL AS locked
+        FROM fam LEFT JOIN members ON members.account_id = fam.member;
+        UPDATE convbill_chunk c SET mine = false
+        WHERE c.mine AND EXISTS (SELECT 1 FROM convbill_fam x WHERE x.payer = c.payer AND NOT x.locked);
+        DELETE FROM convbill_family f
+        WHERE f.payer IN (SELECT c.payer FROM convbill_chunk c WHERE c.mine)
+           OR f.member IN (SELECT x.member FROM convbill_fam x JOIN convbill_chunk c ON c.payer = x.payer AND c.mine);
+        INSERT INTO convbill_family (member, payer)
+        SELECT x.member, x.payer FROM convbill_fam x JOIN convbill_chunk c ON c.payer = x.payer AND c.mine;
+
         periods := periods + n;
         UPDATE convbill_due d SET done = true, skips = CASE WHEN c.mine THEN 0 ELSE d.skips + 1 END
         FROM convbill_chunk c WHERE d.payer = c.payer AND NOT d.done;
@@ -485,7 +500,7 @@ BEGIN
         END IF;
     END IF;
 
-    DROP TABLE IF EXISTS pg_temp.convbill_chunk, pg_temp.convbill_lines, pg_temp.convbill_inv;
+    DROP TABLE IF EXISTS pg_temp.convbill_chunk, pg_temp.convbill_fam, pg_temp.convbill_lines, pg_temp.convbill_inv;
     IF p_mode = 'call' THEN
         DROP TABLE IF EXISTS pg_temp.convbill_run, pg_temp.convbill_family, pg_temp.convbill_due;
     ELSIF finished THEN

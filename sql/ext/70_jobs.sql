@@ -154,9 +154,13 @@ CREATE FUNCTION @extschema@.job_run_prune(p_job text, p_now timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    keep interval := current_setting('convbill.job_run_retention')::interval;
+    keep interval;
     n bigint;
 BEGIN
+    -- the setting is defined by convbill's library: load it (a job's session,
+    -- pg_cron's, may not have called any C function yet)
+    PERFORM @extschema@.realtime_rating_enabled();
+    keep := current_setting('convbill.job_run_retention')::interval;
     IF keep <= interval '0' THEN
         RETURN 0;
     END IF;

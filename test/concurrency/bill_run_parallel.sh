@@ -34,11 +34,12 @@ SER=convbill_bill_ser
 LCK=convbill_bill_lock
 PRO=convbill_bill_proc
 MIX=convbill_bill_mix
+FAM=convbill_bill_fam
 KEY=4242                                 # the barrier's advisory lock
 tmp=$(mktemp -d /tmp/convbill-billrun.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-for db in $PAR $SER $LCK $PRO $MIX; do
+for db in $PAR $SER $LCK $PRO $MIX $FAM; do
     psql_q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db"
 done
 psql_q -d postgres -c "CREATE DATABASE $PAR"
@@ -86,7 +87,7 @@ SELECT count(add_charge(g, 4.99, 'SIM card', 'one_time', timestamptz '2026-09-15
                         'sim-' || g))
 FROM generate_series(3, 2000, 3) g;
 SQL
-for db in $SER $PRO $MIX; do
+for db in $SER $PRO $MIX $FAM; do
     psql_q -d postgres -c "CREATE DATABASE $db TEMPLATE $PAR"
 done
 
@@ -328,6 +329,36 @@ october=$(psql_v -d $LCK -c "SELECT string_agg(account_id || ':' || total, ' ' O
 [ "$october" = "1:20.00 3:10.00" ] || { echo "October's invoices are $october"; exit 1; }
 echo "accounts busy during the procedure: reported (2 accounts, WARNING), billed by the next run"
 
-for db in $PAR $SER $LCK $PRO $MIX; do
+# 6. a sub-account detached from its parent between two committed batches of
+# one run: the parent's later invoices do not bill it (the run re-reads each
+# family when it takes its payer), and the next run bills it as the payer it
+# now is - every charge made after the change is on its own invoice, paid
+# from its own money
+# one session steps through the run (its list of what is due lives in the
+# session's temp tables across the commits); another detaches 1950 from 150
+# after the first batch (payers 1.. come first: 150 is not billed yet)
+steps=$(psql_v -d $FAM <<SQL
+SELECT convbill.run_billing_step('$AS_OF', 40) > 0;
+\\! psql -X -q -d $FAM -c "UPDATE convbill.account SET bill_to_parent = false WHERE account_id = 1950"
+DO \$\$ BEGIN WHILE convbill.run_billing_step('$AS_OF', 40) > 0 LOOP END LOOP; END \$\$;
+SELECT 'done';
+SQL
+)
+psql_v -d $FAM -c "SELECT convbill.run_billing('$AS_OF')" >/dev/null
+out=$(psql_v -d $FAM <<'SQL'
+SELECT (SELECT count(*) FROM convbill.invoice_line l WHERE l.account_id = 150 AND l.source_account_id = 1950) || ' '
+    || (SELECT count(*) FROM convbill.invoice i WHERE i.account_id = 1950) || ' '
+    || (SELECT count(*) FROM convbill.charge c LEFT JOIN convbill.invoice i ON i.invoice_id = c.invoice_id
+        WHERE c.account_id = 1950 AND c.kind = 'recurring' AND i.account_id IS DISTINCT FROM 1950);
+SQL
+)
+if [ "$steps" != $'t\ndone' ] || [ "$(cut -d' ' -f1 <<<"$out")" != 0 ] || [ "$(cut -d' ' -f2 <<<"$out")" -lt 1 ] \
+   || [ "$(cut -d' ' -f3 <<<"$out")" != 0 ]; then
+    echo "detached sub-account (steps: $steps): its lines on 150's invoices, its own invoices, its fees on another's invoice: $out"
+    exit 1
+fi
+echo "a sub-account detached during a committing run: not on its old parent's later invoices; billed by the next run on $(cut -d' ' -f2 <<<"$out") invoice(s) of its own"
+
+for db in $PAR $SER $LCK $PRO $MIX $FAM; do
     psql_q -d postgres -c "DROP DATABASE $db"
 done
