@@ -117,8 +117,12 @@ CREATE TABLE @extschema@.closed_period (
     period_start timestamptz NOT NULL,
     period_end   timestamptz NOT NULL,
     closed_at    timestamptz NOT NULL DEFAULT now(),
+    invoiced_by  bigint,                 -- the paying account whose invoice closed it (NULL: close_period)
     PRIMARY KEY (account_id, period_start)
 );
+-- the accounts a payer's invoice of a period billed (discard_draft reopens them)
+CREATE INDEX closed_period_invoiced_by ON @extschema@.closed_period (invoiced_by, period_start)
+    WHERE invoiced_by IS NOT NULL;
 COMMENT ON TABLE @extschema@.closed_period IS
     'billing periods that were invoiced (or closed by close_period); new charges for them go to the next open period';
 

@@ -295,8 +295,8 @@ BEGIN
         WHERE x.due <> x.already;
 
         -- 2. close the period: late usage goes to the next one
-        INSERT INTO @extschema@.closed_period (account_id, period_start, period_end)
-        SELECT f.member, c.ps, c.pe
+        INSERT INTO @extschema@.closed_period (account_id, period_start, period_end, invoiced_by)
+        SELECT f.member, c.ps, c.pe, c.payer
         FROM convbill_chunk c JOIN convbill_family f ON f.payer = c.payer
         ON CONFLICT DO NOTHING;
 

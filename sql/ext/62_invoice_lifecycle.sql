@@ -175,26 +175,46 @@ END $$;
 CREATE TRIGGER invoice_guard BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.invoice
     FOR EACH ROW EXECUTE FUNCTION @extschema@.invoice_guard();
 
+-- The accounts a payer's invoice of a period may have billed: the payer, its
+-- sub-accounts now, and those the bill run closed the period for under this
+-- payer (a sub-account detached since).
+CREATE FUNCTION @extschema@.invoice_accounts(p_account_id bigint, p_period_start timestamptz)
+RETURNS bigint[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (
+        WITH RECURSIVE fam AS (
+            SELECT p_account_id AS member
+            UNION
+            SELECT a.account_id FROM @extschema@.account a JOIN fam ON a.parent_id = fam.member
+            WHERE a.bill_to_parent
+        )
+        SELECT array_agg(DISTINCT x.member)
+        FROM (SELECT fam.member FROM fam
+              UNION ALL
+              SELECT cp.account_id FROM @extschema@.closed_period cp
+              WHERE cp.invoiced_by = p_account_id AND cp.period_start = p_period_start) x);
+END $$;
+COMMENT ON FUNCTION @extschema@.invoice_accounts(bigint, timestamptz) IS
+    'internal: the accounts whose charges a payer''s invoice of a period may bill (its family now, and those closed under it)';
+
 -- A draft invoice deleted (discard_draft(), or its lines and then itself by
 -- hand): what the bill run did for it is undone, so that the next run bills
 -- the period again, with whatever was corrected meanwhile.  Its charges are
--- unbilled again, the period is reopened for the payer and its sub-accounts,
--- and the money the run took beyond the charges (debited: taxes, discounts,
--- rounding) comes back as an adjustment.  Recurring-fee charges the run made
--- stay: the next run finds those fees charged and bills them again.
+-- unbilled again, the period is reopened for the accounts the run closed it
+-- for (a period closed by hand stays closed), and the money the run took
+-- beyond the charges (debited: taxes, discounts, rounding) comes back as an
+-- adjustment.  Recurring-fee charges the run made stay: the next run finds
+-- those fees charged and bills them again.
 CREATE FUNCTION @extschema@.invoice_draft_deleted() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    members bigint[];
+    members bigint[] := @extschema@.invoice_accounts(OLD.account_id, OLD.period_start);
 BEGIN
-    SELECT array_agg(a.account_id) INTO members
-    FROM @extschema@.account a
-    WHERE a.account_id = OLD.account_id
-       OR (a.bill_to_parent AND @extschema@.payer_of(a.account_id) = OLD.account_id);
     UPDATE @extschema@.charge c SET invoice_id = NULL
     WHERE c.account_id = ANY (members) AND c.period_start <= OLD.period_start AND c.invoice_id = OLD.invoice_id;
     DELETE FROM @extschema@.closed_period cp
-    WHERE cp.account_id = ANY (members) AND cp.period_start = OLD.period_start;
+    WHERE cp.invoiced_by = OLD.account_id AND cp.period_start = OLD.period_start;
     IF OLD.debited <> 0 THEN
         PERFORM @extschema@.adjust_balance(OLD.account_id, OLD.debited,
                                            format('draft invoice %s discarded: its taxes, discounts and rounding returned',
@@ -232,10 +252,8 @@ BEGIN
             USING ERRCODE = '55000', HINT = 'Correct a final invoice with a credit note (convbill.credit_note).';
     END IF;
     SELECT count(*) INTO n FROM @extschema@.charge c
-    WHERE c.invoice_id = p_invoice_id AND c.period_start <= v.period_start
-      AND c.account_id IN (SELECT a.account_id FROM @extschema@.account a
-                           WHERE a.account_id = v.account_id
-                              OR (a.bill_to_parent AND @extschema@.payer_of(a.account_id) = v.account_id));
+    WHERE c.account_id = ANY (@extschema@.invoice_accounts(v.account_id, v.period_start))
+      AND c.period_start <= v.period_start AND c.invoice_id = p_invoice_id;
     DELETE FROM @extschema@.invoice_line l WHERE l.account_id = v.account_id AND l.invoice_id = p_invoice_id;
     DELETE FROM @extschema@.invoice i WHERE i.account_id = v.account_id AND i.invoice_id = p_invoice_id;
     RETURN n;
