@@ -270,3 +270,15 @@ FROM usage_event WHERE external_id = 'q2';
 SELECT rate_pending() AS processed;
 SELECT u.status, c.amount FROM usage_event u JOIN charge c USING (account_id, charge_id) WHERE u.external_id = 'q2';
 SELECT count(*) AS pending FROM usage_event WHERE status = 'pending';
+-- queued_by belongs to convbill, but an event that comes with one anyway is
+-- not lost: NULL (an INSERT ... SELECT * from a copy of the table) is queued
+-- as it is; one below the mark (rows copied from another database) is
+-- queued anew by rerate()
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, queued_by)
+VALUES (7, 'msc', 'q3', 'voice', 30, now() - interval '2 hours', NULL),
+       (7, 'msc', 'q4', 'voice', 30, now() - interval '2 hours', 1);
+SELECT rate_pending() AS processed;
+SELECT external_id, status FROM usage_event WHERE external_id IN ('q3', 'q4') ORDER BY 1;
+SELECT rerate() AS requeued_rejects;
+SELECT external_id, status, queued_by >= (SELECT low_water FROM usage_queue) AS above_mark
+FROM usage_event WHERE external_id IN ('q3', 'q4') ORDER BY 1;

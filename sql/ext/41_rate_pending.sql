@@ -45,6 +45,12 @@ CREATE FUNCTION @extschema@.raise_low_water(p_from bigint)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- a rater in REPEATABLE READ or SERIALIZABLE whose snapshot predates
+    -- another raise gets a serialization failure here: it leaves the raise
+    -- to the next rater rather than lose its batch
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN;
+    END IF;
     PERFORM 1 FROM @extschema@.usage_queue FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN;
@@ -110,7 +116,9 @@ BEGIN
     FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
                  e.quantity, e.started_at, e.attrs
           FROM @extschema@.usage_event e
-          WHERE e.status = 'pending' AND e.queued_by >= low_water
+          -- (an event inserted with a NULL queued_by, e.g. INSERT ... SELECT *
+          -- from a copy of the table, is queued too)
+          WHERE e.status = 'pending' AND (e.queued_by >= low_water OR e.queued_by IS NULL)
             AND (p_account_id IS NULL
                  OR (e.account_id = p_account_id AND e.source IS NOT DISTINCT FROM p_source
                      AND e.external_id IS NOT DISTINCT FROM p_external_id))
@@ -425,6 +433,15 @@ BEGIN
       AND (p_reason IS NULL OR reject_reason = p_reason)
       AND (p_account_id IS NULL OR account_id = p_account_id);
     GET DIAGNOSTICS requeued = ROW_COUNT;
+    -- pending events below the queue's low-water mark (inserted with a
+    -- queued_by of their own, e.g. copied from another database): queued
+    -- anew by this transaction (usage_event_requeue)
+    IF p_reason IS NULL THEN
+        UPDATE @extschema@.usage_event
+        SET status = 'pending'
+        WHERE status = 'pending' AND queued_by < (SELECT q.low_water FROM @extschema@.usage_queue q)
+          AND (p_account_id IS NULL OR account_id = p_account_id);
+    END IF;
     WHILE @extschema@.rate_pending() > 0 LOOP
     END LOOP;
     RETURN requeued;
