@@ -11,7 +11,7 @@ MODULE_big  = convbill
 PURE_SRCS   = src/decimal.c src/json_lite.c src/currency.c src/tariff_parse.c \
               src/tariff_format.c src/tariff_eval.c
 GLUE_SRCS   = src/convbill.c src/numeric_scaled.c src/tariff_type.c src/catalog.c \
-              src/destination.c src/billing_period.c src/local_time.c src/reservation.c src/allowance.c src/invoice_math.c src/charge_batch.c src/anomaly.c
+              src/destination.c src/billing_period.c src/local_time.c src/reservation.c src/invoice_math.c src/charge_batch.c src/rating_batch.c src/anomaly.c
 OBJS        = $(PURE_SRCS:.c=.o) $(GLUE_SRCS:.c=.o)
 
 # The versioned install script is built from the per-domain sources in sql/ext/.

@@ -14,6 +14,9 @@
 /* Raise a TariffError with its SQLSTATE. */
 extern void tariff_raise(const TariffError *err) pg_attribute_noreturn();
 
+/* A detoasted tariff of the current binary version (else ERROR). */
+extern Tariff *tariff_check_version(Tariff *t);
+
 /* Argument argno as a tariff ready to evaluate (detoasted once per call site). */
 extern const Tariff *tariff_arg(FunctionCallInfo fcinfo, int argno);
 

@@ -70,7 +70,7 @@ tariff_in(PG_FUNCTION_ARGS)
 }
 
 /* A detoasted tariff of the current binary version. */
-static Tariff *
+Tariff *
 tariff_check_version(Tariff *t)
 {
 	if (t->version != TARIFF_VERSION)

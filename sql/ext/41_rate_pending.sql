@@ -8,29 +8,34 @@
 --      allowance buckets and cycle counters of an account are read and written
 --      by one rater (or online charging request) at a time, and duplicates are
 --      judged after that lock;
---   3. every event's fate in one query: rejects with their reason, duplicates,
---      tariff resolution (plan -> service -> most specific zone -> latest
+--   3. every event's fate in one pass in C (rate_batch_judge(),
+--      src/rating_batch.c): rejects with their reason, duplicates, tariff
+--      resolution (plan -> service -> most specific zone -> latest
 --      valid_from), billed quantity, the open period (late usage to the next
 --      open one);
 --   4. grant the plan allowances of the batch's (account, open period) pairs
 --      as buckets (ensure_plan_allowances: the same buckets online charging
 --      draws on, so an allowance is never given twice);
---   5. allowances first: allowance_take() in C walks the batch in event-time
---      order and takes units from the buckets valid at each event;
---   6. cycle running totals, rate_billed() in C, then in one statement the
---      charges, the events, the bucket debits with their ledger entries and
---      the cycle counters.
+--   5. one pass in C (rate_batch_price(), src/rating_batch.c): allowances
+--      first, walking the batch in event-time order and taking units from the
+--      buckets valid at each event; cycle running totals; the price;
+--   6. in one statement the charges, the events, the bucket debits with
+--      their ledger entries and the cycle counters.
 -- Within a batch, an account's events are rated in started_at order.
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION @extschema@.allowance_take(ev_account bigint[], ev_service text[], ev_idx bigint[],
-                                           ev_at timestamptz[], ev_bq numeric[],
-                                           b_account bigint[], b_unit text[], b_id bigint[], b_priority integer[],
-                                           b_from timestamptz[], b_until timestamptz[], b_units numeric[])
-RETURNS TABLE (idx bigint, bucket_id bigint, taken numeric)
-    AS 'MODULE_PATHNAME', 'allowance_take' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION @extschema@.allowance_take(bigint[], text[], bigint[], timestamptz[], numeric[], bigint[], text[], bigint[], integer[], timestamptz[], timestamptz[], numeric[]) IS
-    'internal: which allowance buckets cover which events of a batch — per (account, service), events in (at, idx) order take from the buckets valid at `at` in (priority, valid_until, bucket_id) order; one row per event and bucket (C)';
+CREATE FUNCTION @extschema@.rate_batch_judge()
+RETURNS TABLE (idx bigint, currency text, timezone text, rate_id bigint, bq numeric, cycle boolean,
+               period_start timestamptz, period_end timestamptz, status text, reject_reason text)
+    AS 'MODULE_PATHNAME', 'rate_batch_judge' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.rate_batch_judge() IS
+    'internal: the judging pass of a rating batch over pg_temp.convbill_claim (rate_events) — each event''s reject reason, rate, billed quantity, duplicate status and open period (C)';
+
+CREATE FUNCTION @extschema@.rate_batch_price()
+RETURNS TABLE (idx bigint, covered numeric, amount numeric, take_bucket bigint[], take_units numeric[])
+    AS 'MODULE_PATHNAME', 'rate_batch_price' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.rate_batch_price() IS
+    'internal: the pricing pass of a rating batch over pg_temp.convbill_work (rate_events) — allowance buckets taken in event-time order, cycle running totals, the price (NULL: out of range); one row per billable event (C)';
 
 -- Raise usage_queue.low_water to the least queued_by of the pending events
 -- this statement's snapshot sees (those the caller rated this transaction are
@@ -64,11 +69,11 @@ END $$;
 COMMENT ON FUNCTION @extschema@.raise_low_water(bigint) IS
     'internal: raise the rating queue''s low-water mark (usage_queue) after a rating batch that reached the end of the queue';
 
--- enable_nestloop = off: the batch query joins CTEs of a whole batch on idx;
--- estimates of those are poor, and a nested loop there is quadratic.  The
--- index probes (LATERAL ... LIMIT 1) still run as nested loops.  jit = off:
--- the disabled-nestloop penalty inflates plan costs past the JIT thresholds,
--- and compiling the batch query costs seconds per call.
+-- enable_nestloop = off: the statements join whole batches (temp tables,
+-- the C passes' results) on idx; estimates of those are poor, and a nested
+-- loop there is quadratic.  Index probes in subqueries (the charge of an
+-- event) are unaffected.  jit = off: the disabled-nestloop penalty inflates
+-- plan costs past the JIT thresholds, and compiling costs seconds per call.
 CREATE FUNCTION @extschema@.rate_events(p_max_events integer, p_account_id bigint,
                                         p_source text, p_external_id text)
 RETURNS integer
@@ -89,8 +94,8 @@ BEGIN
     IF to_regclass('pg_temp.convbill_work') IS NOT NULL THEN
         DROP TABLE pg_temp.convbill_work;
     END IF;
-    IF to_regclass('pg_temp.convbill_take') IS NOT NULL THEN
-        DROP TABLE pg_temp.convbill_take;
+    IF to_regclass('pg_temp.convbill_priced') IS NOT NULL THEN
+        DROP TABLE pg_temp.convbill_priced;
     END IF;
     -- narrow rows: what rating needs, the zone already resolved
     CREATE TEMP TABLE convbill_claim (
@@ -143,118 +148,22 @@ BEGIN
     ORDER BY a.account_id
     FOR NO KEY UPDATE OF a;
 
-    -- 3. every event's fate, up to its billed quantity and open period
+    -- 3. every event's fate, up to its billed quantity and open period: one
+    -- pass in C (rate_batch_judge, src/rating_batch.c) over the claimed
+    -- events with their account, service and charge lookups: the reject
+    -- reason (unknown_account, account_closed, missing_event_key,
+    -- invalid_time, invalid_quantity, unknown_service, no_tariff,
+    -- currency_mismatch, the first that applies), the rate (plan -> service ->
+    -- most specific zone -> latest valid_from -> newest subscription), the
+    -- billed quantity, duplicates (of a charged event or of an earlier
+    -- acceptable copy in the batch), the open period (late usage to the next
+    -- open one)
     CREATE TEMP TABLE convbill_work ON COMMIT DROP AS
-    WITH ev AS (
-        SELECT c.*,
-               a.currency AS acc_currency, a.timezone, a.billing_day, a.status AS acc_status,
-               a.account_id IS NOT NULL AS acc_found,
-               s.code IS NOT NULL AS svc_found,
-               CASE WHEN c.quantity IS NULL OR c.quantity = 'NaN' OR c.quantity IN ('Infinity', '-Infinity') THEN false
-                    ELSE c.quantity >= 0 AND c.quantity < 1e20 AND c.quantity = round(c.quantity, 9) END AS qty_ok,
-               coalesce(c.started_at >= '1900-01-01' AND c.started_at < '3000-01-01', false) AS time_ok,
-               charged.found IS NOT NULL AS already_charged
-        FROM convbill_claim c
-        LEFT JOIN @extschema@.account a ON a.account_id = c.account_id
-        LEFT JOIN @extschema@.service s ON s.code = c.service
-        -- an index probe per event, never a scan of the whole charge history
-        LEFT JOIN LATERAL (SELECT 1 AS found FROM @extschema@.charge x
-                           WHERE x.account_id = c.account_id AND x.source = c.source
-                             AND x.external_id = c.external_id
-                           LIMIT 1) charged ON true
-    ),
-    rate_keys AS (
-        SELECT DISTINCT account_id, service, coalesce(zone, '') AS zkey
-        FROM ev WHERE acc_found AND svc_found AND time_ok
-    ),
-    candidates AS MATERIALIZED (
-        SELECT k.account_id, k.service, k.zkey, r.rate_id, p.currency AS plan_currency,
-               r.zone IS NOT NULL AS specific, r.valid_from, s.started_at AS sub_start,
-               greatest(s.started_at, r.valid_from) AS vf,
-               least(coalesce(s.ended_at, 'infinity'), r.valid_until) AS vu,
-               count(*) OVER (PARTITION BY k.account_id, k.service, k.zkey) AS n_candidates
-        FROM rate_keys k
-        JOIN @extschema@.subscription s ON s.account_id = k.account_id
-        JOIN @extschema@.plan p ON p.code = s.plan_code
-        JOIN @extschema@.plan_rate r ON r.plan_code = s.plan_code AND r.service = k.service
-                                    AND (r.zone IS NULL OR r.zone = k.zkey)
-    ),
-    -- most keys have one candidate rate: a plain hash join; the others pick
-    -- the most specific zone, then the latest valid_from, then the newest
-    -- subscription
-    resolved AS (
-        SELECT ev.idx, c.rate_id, c.plan_currency
-        FROM ev JOIN candidates c
-          ON c.n_candidates = 1 AND c.account_id = ev.account_id AND c.service = ev.service
-         AND c.zkey = coalesce(ev.zone, '') AND ev.started_at >= c.vf AND ev.started_at < c.vu
-        UNION ALL
-        (SELECT DISTINCT ON (ev.idx) ev.idx, c.rate_id, c.plan_currency
-         FROM ev JOIN candidates c
-           ON c.n_candidates > 1 AND c.account_id = ev.account_id AND c.service = ev.service
-          AND c.zkey = coalesce(ev.zone, '') AND ev.started_at >= c.vf AND ev.started_at < c.vu
-         ORDER BY ev.idx, c.specific DESC, c.valid_from DESC, c.sub_start DESC)
-    ),
-    judged AS MATERIALIZED (
-        SELECT ev.*, r.rate_id,
-               CASE WHEN NOT ev.acc_found THEN 'unknown_account'
-                    WHEN ev.acc_status = 'closed' THEN 'account_closed'
-                    WHEN ev.source IS NULL OR ev.external_id IS NULL THEN 'missing_event_key'
-                    WHEN NOT ev.time_ok THEN 'invalid_time'
-                    WHEN NOT ev.qty_ok THEN 'invalid_quantity'
-                    WHEN NOT ev.svc_found THEN 'unknown_service'
-                    WHEN r.rate_id IS NULL THEN 'no_tariff'
-                    WHEN coalesce(@extschema@.tariff_currency(pr.tariff), r.plan_currency) <> ev.acc_currency
-                        THEN 'currency_mismatch'
-               END AS reject_reason,
-               @extschema@.billed_quantity(pr.tariff, CASE WHEN ev.qty_ok THEN ev.quantity END) AS bq,
-               @extschema@.tariff_scope(pr.tariff) = 'cycle' AS cycle
-        FROM ev
-        LEFT JOIN resolved r USING (idx)
-        LEFT JOIN @extschema@.plan_rate pr ON pr.rate_id = r.rate_id
-    ),
-    -- a re-send is a duplicate of an event already charged, or of an earlier
-    -- acceptable copy in this batch (a rejected copy does not count): the few
-    -- keys that occur twice, found by grouping narrow rows, not by sorting
-    -- the batch
-    repeated AS (
-        SELECT j.account_id, j.source, j.external_id, min(j.idx) AS first_idx
-        FROM judged j WHERE j.reject_reason IS NULL
-        GROUP BY 1, 2, 3 HAVING count(*) > 1
-    ),
-    classified AS (
-        SELECT j.*,
-               j.reject_reason IS NULL
-               AND (j.already_charged OR coalesce(j.idx <> rp.first_idx, false)) AS duplicate,
-               CASE WHEN j.reject_reason IS NULL
-                    THEN @extschema@.billing_period_start(j.started_at, j.timezone, j.billing_day) END AS own_start
-        FROM judged j
-        LEFT JOIN repeated rp ON rp.account_id = j.account_id AND rp.source = j.source
-                             AND rp.external_id = j.external_id
-    ),
-    -- the open period of each (account, own period): itself, or the next one
-    -- after closed periods (late usage); checked once per pair, not per event
-    open_periods AS MATERIALIZED (
-        SELECT k.account_id, k.own_start,
-               CASE WHEN EXISTS (SELECT 1 FROM @extschema@.closed_period cp
-                                 WHERE cp.account_id = k.account_id
-                                   AND cp.period_start < k.own_end AND cp.period_end > k.own_start)
-                    THEN @extschema@.open_period(k.account_id, k.own_start)
-                    ELSE tstzrange(k.own_start, k.own_end, '[)') END AS period
-        FROM (SELECT k.account_id, k.own_start,
-                     @extschema@.billing_period_end(k.own_start, k.timezone, k.billing_day) AS own_end
-              FROM (SELECT DISTINCT account_id, own_start, timezone, billing_day
-                    FROM classified WHERE own_start IS NOT NULL AND NOT duplicate) k) k
-    )
-    SELECT cl.idx, cl.part, cl.tid, cl.account_id, cl.source, cl.external_id, cl.service, cl.zone,
-           cl.quantity, cl.started_at, cl.acc_currency AS currency, cl.timezone,
-           cl.rate_id, cl.bq, cl.cycle,
-           lower(op.period) AS period_start, upper(op.period) AS period_end,
-           CASE WHEN cl.reject_reason IS NOT NULL THEN 'rejected'
-                WHEN cl.duplicate THEN 'duplicate'
-                ELSE 'billable' END AS status,
-           cl.reject_reason
-    FROM classified cl
-    LEFT JOIN open_periods op ON NOT cl.duplicate AND op.account_id = cl.account_id AND op.own_start = cl.own_start;
+    SELECT c.idx, c.part, c.tid, c.account_id, c.source, c.external_id, c.service, c.zone, c.quantity,
+           c.started_at, j.currency, j.timezone, j.rate_id, j.bq, j.cycle, j.period_start, j.period_end,
+           j.status, j.reject_reason
+    FROM convbill_claim c
+    JOIN @extschema@.rate_batch_judge() j ON j.idx = c.idx;
     IF n > 1000 THEN
         ANALYZE convbill_work;
     END IF;
@@ -267,92 +176,27 @@ BEGIN
     -- 5. allowances first: each event takes from its account's allowance
     -- buckets of its service valid at its time (a late event: at the start of
     -- the open period it is billed in), in event-time order, each in
-    -- (priority, valid_until, bucket_id) order (allowance_take, C).  Units held
-    -- by open sessions are set aside first, from the buckets valid now in that
-    -- same order (where the sessions' debits will take them), so rating never
-    -- takes units a session was granted.
-    CREATE TEMP TABLE convbill_take ON COMMIT DROP AS
-    WITH keys AS (
-        SELECT DISTINCT w.account_id, w.service FROM convbill_work w WHERE w.status = 'billable' AND w.bq > 0
-    ),
-    held AS (
-        SELECT r.account_id, r.service, sum(r.held_units) AS units
-        FROM keys k
-        JOIN @extschema@.reservation r ON r.account_id = k.account_id AND r.service = k.service
-        WHERE r.status = 'open' AND r.expires_at > now() AND r.held_units > 0
-        GROUP BY 1, 2
-    ),
-    buckets AS (
-        SELECT b.account_id, b.unit, b.bucket_id, b.priority, b.valid_from, b.valid_until, b.balance,
-               b.valid_from <= now() AND b.valid_until > now() AS valid_now,
-               coalesce(h.units, 0) AS held,
-               coalesce(sum(CASE WHEN b.valid_from <= now() AND b.valid_until > now() THEN b.balance END)
-                        OVER (PARTITION BY b.account_id, b.unit ORDER BY b.priority, b.valid_until, b.bucket_id
-                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before_now
-        FROM keys k
-        JOIN @extschema@.bucket b ON b.account_id = k.account_id AND b.kind = 'allowance' AND b.unit = k.service
-                                 AND b.balance > 0
-        LEFT JOIN held h ON h.account_id = k.account_id AND h.service = k.service
-    ),
-    avail AS MATERIALIZED (
-        SELECT x.account_id, x.unit, x.bucket_id, x.priority, x.valid_from, x.valid_until,
-               trunc(x.balance - CASE WHEN x.valid_now THEN least(x.balance, greatest(x.held - x.before_now, 0))
-                                      ELSE 0 END, 9) AS units
-        FROM buckets x
-    ),
-    b AS (
-        SELECT array_agg(a.account_id) AS account_id, array_agg(a.unit) AS unit, array_agg(a.bucket_id) AS id,
-               array_agg(a.priority) AS priority, array_agg(a.valid_from) AS valid_from,
-               array_agg(a.valid_until) AS valid_until, array_agg(a.units) AS units
-        FROM avail a WHERE a.units > 0
-    ),
-    e AS (
-        SELECT array_agg(w.account_id) AS account_id, array_agg(w.service) AS service, array_agg(w.idx) AS idx,
-               array_agg(greatest(w.started_at, w.period_start)) AS at, array_agg(w.bq) AS bq
-        FROM convbill_work w
-        WHERE w.status = 'billable' AND w.bq > 0
-          AND (w.account_id, w.service) IN (SELECT a.account_id, a.unit FROM avail a WHERE a.units > 0)
-    )
-    SELECT t.idx, t.bucket_id, t.taken
-    FROM e, b, @extschema@.allowance_take(e.account_id, e.service, e.idx, e.at, e.bq,
-                                          b.account_id, b.unit, b.id, b.priority, b.valid_from,
-                                          b.valid_until, b.units) t;
+    -- (priority, valid_until, bucket_id) order.  Units held by open sessions
+    -- are set aside first, from the buckets valid now in that same order
+    -- (where the sessions' debits will take them), so rating never takes
+    -- units a session was granted.  Then the cycle running totals and the
+    -- price.  One pass in C over the batch (rate_batch_price).
+    CREATE TEMP TABLE convbill_priced ON COMMIT DROP AS
+    SELECT * FROM @extschema@.rate_batch_price();
 
-    -- 6. cycle running totals, the price (rate_billed() in C), and then the
-    -- charges, the events, the buckets and ledger, the counters in one
+    -- 6. the charges, the events, the buckets and ledger, the counters in one
     -- statement.  The account locks and the duplicate check above mean no
     -- charge of this batch can exist yet; the unique index on
     -- (account_id, source, external_id) is the safety net.  An event whose
     -- charge is out of range is rejected and takes no allowance.
-    WITH covered AS (
-        SELECT t.idx, sum(t.taken) AS covered FROM convbill_take t GROUP BY t.idx
-    ),
-    cycle_used AS (
-        SELECT c.idx,
-               coalesce(rc.used, 0)
-               + coalesce(sum(c.rest) OVER (PARTITION BY c.account_id, c.period_start, c.rate_id
-                                            ORDER BY c.started_at, c.idx
-                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS used_before
-        FROM (SELECT w.idx, w.account_id, w.period_start, w.rate_id, w.started_at,
-                     w.bq - coalesce(cv.covered, 0) AS rest
-              FROM convbill_work w LEFT JOIN covered cv USING (idx)
-              WHERE w.status = 'billable' AND w.cycle) c
-        LEFT JOIN @extschema@.usage_counter rc
-               ON rc.account_id = c.account_id AND rc.period_start = c.period_start
-              AND rc.counter = 'rate:' || c.rate_id
-    ),
-    -- every event of the batch in claim order (account, time): charges and
-    -- event updates written in that order keep the indexes' inserts local
-    priced AS MATERIALIZED (
+    -- Every event of the batch in claim order (account, time): charges and
+    -- event updates written in that order keep the indexes' inserts local.
+    WITH priced AS MATERIALIZED (
         SELECT p.*, CASE WHEN p.amount IS NOT NULL THEN nextval('@extschema@.charge_charge_id_seq') END AS charge_id
-        FROM (SELECT w.*, coalesce(cv.covered, 0) AS covered, w.bq - coalesce(cv.covered, 0) AS rest,
-                     CASE WHEN w.status = 'billable'
-                          THEN @extschema@.rate_billed_or_null(t.tariff, w.bq - coalesce(cv.covered, 0), w.started_at,
-                                                               w.timezone, coalesce(cu.used_before, 0)) END AS amount
+        FROM (SELECT w.*, coalesce(pp.covered, 0) AS covered, w.bq - coalesce(pp.covered, 0) AS rest,
+                     pp.amount, pp.take_bucket, pp.take_units
               FROM convbill_work w
-              LEFT JOIN @extschema@.plan_rate t ON t.rate_id = w.rate_id AND w.status = 'billable'
-              LEFT JOIN covered cv USING (idx)
-              LEFT JOIN cycle_used cu USING (idx)
+              LEFT JOIN convbill_priced pp USING (idx)
               ORDER BY w.idx) p
     ),
     charges AS (
@@ -366,8 +210,9 @@ BEGIN
     ),
     debits AS (
         SELECT p.account_id, t.bucket_id, p.service AS unit, sum(t.taken) AS taken, count(*)::integer AS events
-        FROM convbill_take t
-        JOIN priced p ON p.idx = t.idx AND p.charge_id IS NOT NULL
+        FROM priced p
+        CROSS JOIN LATERAL unnest(p.take_bucket, p.take_units) AS t(bucket_id, taken)
+        WHERE p.charge_id IS NOT NULL AND p.take_bucket IS NOT NULL
         GROUP BY 1, 2, 3
     ),
     bucket_update AS (
@@ -395,7 +240,7 @@ BEGIN
     FROM priced p
     WHERE e.tableoid = p.part AND e.ctid = p.tid;
 
-    DROP TABLE pg_temp.convbill_claim, pg_temp.convbill_work, pg_temp.convbill_take;
+    DROP TABLE pg_temp.convbill_claim, pg_temp.convbill_work, pg_temp.convbill_priced;
     -- 7. a batch that drained the queue (as far as this rater can claim)
     -- raises the low-water mark past what is rated; a full batch leaves that
     -- to the call that finds the queue's end
