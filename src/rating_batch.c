@@ -1,40 +1,51 @@
 /*
- * rating_batch.c — bulk rating's two passes over a batch of claimed events,
- * in C: judging (each event's fate: reject reason, rate, billed quantity,
- * duplicate, open period; rate_batch_judge(), further below) and pricing
- * (allowances, cycle running totals, the price; rate_batch_price()).
- * rate_events() (sql/ext/41_rate_pending.sql) claims and locks, calls them
- * with the plan allowances granted in between, and writes the rows.
+ * rating_batch.c — bulk rating's pass over a batch of claimed events, in C.
  *
- * The pricing pass.  The judged batch is in the session's temp table
- * convbill_work: each event's status, rate, billed quantity (bq) and open
- * period.  For the events with status 'billable':
+ * rate_events() (sql/ext/41_rate_pending.sql) claims pending events into the
+ * session's temp table convbill_claim (idx 1..n, the zone of each call
+ * resolved) and locks their accounts; rate_batch(n) then decides every
+ * event and returns it with its decision, one row per event, for one SQL
+ * statement to write the charges, the events, the buckets, the ledger and
+ * the counters:
  *
- *   1. allowances first: per (account, service), events in (at, idx) order,
+ *   1. the reject reason, the first that applies: unknown_account,
+ *      account_closed, missing_event_key, invalid_time, invalid_quantity,
+ *      unknown_service, no_tariff, currency_mismatch;
+ *   2. the rate: among the account's subscriptions' plan rates of the
+ *      service for the event's zone or any zone, valid at started_at (both
+ *      the subscription and the rate), the most specific zone, then the
+ *      latest valid_from, then the newest subscription; bq =
+ *      billed_quantity(tariff, quantity); cycle = the tariff is cycle-scoped;
+ *   3. duplicates: an acceptable event already charged, or a later copy of an
+ *      acceptable one in the batch;
+ *   4. the open period of a billable event: the account's period containing
+ *      started_at (its zone and billing day), or, when a closed period
+ *      overlaps it, open_period() (late usage goes to the next open one);
+ *      the plan allowances of those periods are granted
+ *      (ensure_plan_allowances) before they are used;
+ *   5. allowances first: per (account, service), events in (at, idx) order,
  *      at = greatest(started_at, period_start), take units from the buckets
  *      valid at `at` in (priority, valid_until, bucket_id) order; what a
- *      bucket offers is its balance less the units open sessions hold
- *      (computed by SQL, below);
- *   2. cycle-scoped tariffs: per (account, period, rate), events in
+ *      bucket offers is its balance less the units open sessions hold, set
+ *      aside from the buckets valid now in that order (SQL, below);
+ *   6. cycle-scoped tariffs: per (account, period, rate), events in
  *      (started_at, idx) order, used_before = the usage_counter total plus
- *      the rest (bq - covered) of the events before it in the batch;
- *   3. the price: rate_billed(tariff, bq - covered, started_at in the
- *      account's zone, used_before) exactly as rate_billed_or_null() gives
- *      it: NULL when the charge is out of range (the event is rejected).
+ *      the rest (bq - covered) of the batch's events before it;
+ *   7. the price: rate_billed(tariff, bq - covered, started_at in the
+ *      account's zone, used_before) as rate_billed_or_null() gives it, NULL
+ *      when out of range (SQL then rejects the event: out_of_range).
  *
- * rate_batch_price() -> SETOF (idx bigint, covered numeric, amount numeric,
- *                              take_bucket bigint[], take_units numeric[])
- *
- * one row per billable event; take_bucket/take_units (NULL when nothing was
- * covered) say which allowance buckets gave how many units.  covered has the
- * numeric form sum() of the taken units gives (each taken amount without
- * trailing zeros), amount the tariff's decimals.  The inputs are read with
- * SPI (narrow rows, a cursor for the events); locking, the rows written, the
- * ledger and the counters stay SQL's.
+ * The lookups are SQL run with SPI: the account, service and charge of every
+ * event in one query (joins and an index probe per event), the candidate
+ * rates of the batch's accounts, the closed periods, the buckets and the
+ * counters of the batch's keys.  Numbers are exact scaled integers
+ * (numeric_scaled.h); the numeric forms returned are those the SQL functions
+ * give (billed_quantity(), sum() of the taken units, the tariff's decimals).
  */
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -42,7 +53,6 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "common/hashfn.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -56,27 +66,45 @@
 #include "tariff.h"
 #include "tariff_glue.h"
 
-/* One billable event (palloc'd arrays: 128-bit values kept as cb_i128). */
-typedef struct PriceEvent
+/* One claimed event (palloc'd arrays: 128-bit values kept as cb_i128). */
+typedef struct RateEvent
 {
 	int64		idx;
 	int64		account;
-	int32		svc;			/* interned service */
-	int32		tz;				/* interned time zone */
+	int32		svc;			/* interned service; -1: NULL */
+	int32		zone;			/* interned destination zone; -1: none */
+	int32		tz;				/* account's time zone; -1: no account */
+	int32		cur;			/* account's currency; -1: no account */
+	int32		billing_day;
+	int32		key_off;		/* "source\0external_id\0" in the key arena; -1: missing */
+	uint32		keyhash;
+	bool		seen;
+	bool		acc_found;
+	bool		closed;
+	bool		svc_found;
+	bool		qty_ok;
+	bool		time_ok;
+	bool		already;
+	bool		duplicate;
+	bool		has_bq;
+	bool		has_amount;
 	TimestampTz started;
-	TimestampTz pstart;			/* the open period it is billed in */
-	int64		rate_id;
+	const char *reason;			/* reject reason; NULL: acceptable */
+	int64		rate_id;		/* 0: none */
 	const Tariff *t;
-	bool		cycle;
+	TimestampTz pstart;			/* the open period (billable events) */
+	TimestampTz pend;
+	cb_i128		q;				/* the quantity, when qty_ok */
 	cb_i128		bq;
 	cb_i128		covered;
 	cb_i128		used_before;
+	cb_i128		amount;
 	int32		take0;			/* its first take in takes[] */
 	int32		ntake;
 	int32		cov_scale;		/* numeric scale of covered (as sum() gives it) */
-} PriceEvent;
+} RateEvent;
 
-typedef struct PriceBucket
+typedef struct Bucket
 {
 	int64		account;
 	int32		svc;
@@ -85,13 +113,47 @@ typedef struct PriceBucket
 	TimestampTz from;
 	TimestampTz until;
 	cb_i128		avail;
-} PriceBucket;
+} Bucket;
 
-typedef struct PriceTake
+typedef struct Take
 {
 	int64		bucket_id;
 	cb_i128		units;
-} PriceTake;
+} Take;
+
+/* what the charged events took from one bucket */
+typedef struct DebitAgg
+{
+	int64		account;
+	int64		bucket_id;
+	int32		svc;
+	int32		events;
+	int32		scale;			/* numeric scale of taken (as sum() gives it) */
+	int32		pad;
+	cb_i128		taken;
+} DebitAgg;
+
+/* what the charged events add to one cycle counter */
+typedef struct CountAgg
+{
+	int64		account;
+	TimestampTz pstart;
+	int64		rate_id;
+	int32		scale;
+	int32		pad;
+	cb_i128		used;
+} CountAgg;
+
+/* an account's debits and counters, returned on one of its rows (rep_idx) */
+typedef struct AccountOut
+{
+	int64		account;
+	int64		rep_idx;
+	int32		d0;
+	int32		nd;
+	int32		c0;
+	int32		nc;
+} AccountOut;
 
 /* interned strings (services, zones, currencies): name -> small int */
 typedef struct NameEntry
@@ -114,6 +176,40 @@ typedef struct RateEntry
 	Tariff	   *t;
 } RateEntry;
 
+typedef struct Candidate
+{
+	int64		account;
+	TimestampTz sub_start;
+	TimestampTz sub_end;
+	int64		rate_id;
+	int32		svc;
+	int32		zone;			/* -1: any zone */
+	TimestampTz valid_from;
+	TimestampTz valid_until;
+	int32		plan_cur;
+} Candidate;
+
+typedef struct AccountRange
+{
+	int64		account;
+	int32		first;
+	int32		count;
+} AccountRange;
+
+typedef struct PeriodKey
+{
+	int64		account;
+	TimestampTz start;
+} PeriodKey;
+
+typedef struct PeriodEntry
+{
+	PeriodKey	key;
+	TimestampTz end;
+	TimestampTz open_start;
+	TimestampTz open_end;
+} PeriodEntry;
+
 typedef struct CounterKey
 {
 	int64		account;
@@ -127,24 +223,35 @@ typedef struct CounterEntry
 	cb_i128		used;
 } CounterEntry;
 
-typedef struct PriceState
+typedef struct Batch
 {
+	MemoryContext keep;			/* the pass's data */
 	const char *schema;			/* quoted extension schema */
 	Names		svc;
+	Names		zone;
 	Names		tz;
-	pg_tz	  **tzs;				/* tz id -> the zone */
+	Names		cur;
+	pg_tz	  **tzs;			/* tz id -> the zone */
 	int32		tzcap;
-	HTAB	   *rates;
+	RateEvent  *ev;				/* ev[idx - 1] */
+	int64		nev;
+	StringInfoData keys;		/* event keys arena */
+	Candidate  *cand;
+	int			ncand;
+	HTAB	   *ranges;			/* account -> its candidates */
+	HTAB	   *rates;			/* rate_id -> tariff */
 	HTAB	   *counters;
-	PriceEvent *ev;
-	int			nev;
-	int			evcap;
-	PriceBucket *bk;
+	Bucket	   *bk;
 	int			nbk;
-	PriceTake  *takes;
+	Take	   *takes;
 	int			ntakes;
 	int			takecap;
-} PriceState;
+	DebitAgg   *debits;			/* sorted by (account, bucket) */
+	int			ndebits;
+	CountAgg   *counts;			/* sorted by (account, period, rate) */
+	int			ncounts;
+	HTAB	   *outs;			/* account -> AccountOut */
+} Batch;
 
 static void
 names_init(Names *n, const char *what, MemoryContext keep)
@@ -189,22 +296,22 @@ intern(Names *n, const char *name, bool *is_new)
 
 /* A time zone's id; its pg_tz is looked up once per pass. */
 static int32
-intern_zone(PriceState *st, const char *name, MemoryContext keep)
+intern_zone(Batch *b, const char *name)
 {
 	bool		is_new;
-	int32		id = intern(&st->tz, name, &is_new);
+	int32		id = intern(&b->tz, name, &is_new);
 
 	if (is_new)
 	{
-		if (id >= st->tzcap)
+		if (id >= b->tzcap)
 		{
-			int			cap = Max(16, st->tzcap * 2);
+			int			cap = Max(16, b->tzcap * 2);
 
-			st->tzs = st->tzs ? repalloc(st->tzs, cap * sizeof(pg_tz *))
-				: MemoryContextAlloc(keep, cap * sizeof(pg_tz *));
-			st->tzcap = cap;
+			b->tzs = b->tzs ? repalloc(b->tzs, cap * sizeof(pg_tz *))
+				: MemoryContextAlloc(b->keep, cap * sizeof(pg_tz *));
+			b->tzcap = cap;
 		}
-		st->tzs[id] = zone_lookup(name);
+		b->tzs[id] = zone_lookup(name);
 	}
 	return id;
 }
@@ -217,258 +324,50 @@ val(uint64 r, int c)
 	Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c, &isnull);
 
 	if (isnull)
-		elog(ERROR, "rate_batch_price: unexpected NULL in column %d", c);
+		elog(ERROR, "rate_batch: unexpected NULL in column %d", c);
 	return d;
 }
 
-static void
-run(const char *sql)
+static const char *
+text_or_null(uint64 r, int c, bool *isnull)
 {
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "rate_batch_price: query failed: %s", sql);
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c, isnull);
+
+	return *isnull ? NULL : TextDatumGetCString(d);
 }
 
-/* The tariffs of the rates `sql` returns (rate_id, tariff), copied into the pass's context. */
-static void
-load_rates(PriceState *st, MemoryContext keep, const char *sql)
+static bool
+bool_col(uint64 r, int c)
 {
-	HASHCTL		ctl;
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c, &isnull);
 
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(RateEntry);
-	ctl.hcxt = keep;
-	st->rates = hash_create("rating rates", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-
-	run(sql);
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		int64		id = DatumGetInt64(val(r, 1));
-		RateEntry  *e = hash_search(st->rates, &id, HASH_ENTER, NULL);
-		MemoryContext old = MemoryContextSwitchTo(keep);
-
-		e->t = (Tariff *) PG_DETOAST_DATUM_COPY(val(r, 2));
-		(void) tariff_check_version(e->t);
-		MemoryContextSwitchTo(old);
-	}
+	return !isnull && DatumGetBool(d);
 }
 
-/* The billable events (a cursor: the batch can be large). */
 static void
-load_events(PriceState *st, MemoryContext keep)
+run(const char *sql, int nargs, Oid *types, Datum *args)
 {
-	StringInfoData q;
-	SPIPlanPtr	plan;
-	Portal		portal;
-	MemoryContext tmp;
-
-	initStringInfo(&q);
-	appendStringInfoString(&q,
-						   "SELECT w.idx, w.account_id, w.service, w.started_at, w.period_start, w.timezone, "
-						   "       w.rate_id, w.bq, w.cycle "
-						   "FROM pg_temp.convbill_work w WHERE w.status = 'billable'");
-	plan = SPI_prepare(q.data, 0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "rate_batch_price: SPI_prepare failed");
-	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-	tmp = AllocSetContextCreate(CurrentMemoryContext, "rating fetch", ALLOCSET_DEFAULT_SIZES);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, 10000);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			MemoryContext old;
-			PriceEvent *e;
-			RateEntry  *re;
-			int64		rate_id;
-			bool		isnull;
-			Datum		d;
-
-			if (st->nev == st->evcap)
-			{
-				st->evcap = Max(1024, st->evcap * 2);
-				st->ev = st->ev ? repalloc_huge(st->ev, (Size) st->evcap * sizeof(PriceEvent))
-					: MemoryContextAllocHuge(keep, (Size) st->evcap * sizeof(PriceEvent));
-			}
-			e = &st->ev[st->nev++];
-			memset(e, 0, sizeof(PriceEvent));
-			old = MemoryContextSwitchTo(tmp);
-			e->idx = DatumGetInt64(val(r, 1));
-			e->account = DatumGetInt64(val(r, 2));
-			e->svc = intern(&st->svc, TextDatumGetCString(val(r, 3)), NULL);
-			e->started = DatumGetTimestampTz(val(r, 4));
-			e->pstart = DatumGetTimestampTz(val(r, 5));
-			e->tz = intern_zone(st, TextDatumGetCString(val(r, 6)), keep);
-			rate_id = DatumGetInt64(val(r, 7));
-			re = hash_search(st->rates, &rate_id, HASH_FIND, NULL);
-			if (re == NULL)
-				elog(ERROR, "rate_batch_price: rate %lld not found", (long long) rate_id);
-			e->rate_id = rate_id;
-			e->t = re->t;
-			e->bq = i128_store(numeric_to_scaled(DatumGetNumeric(val(r, 8)), QTY_DECIMALS, "billed quantity"));
-			d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 9, &isnull);
-			e->cycle = !isnull && DatumGetBool(d);
-			MemoryContextSwitchTo(old);
-		}
-		SPI_freetuptable(SPI_tuptable);
-		MemoryContextReset(tmp);
-	}
-	SPI_cursor_close(portal);
+	if (SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "rate_batch: query failed: %s", sql);
 }
 
-/*
- * What rating may take from each allowance bucket of the batch's (account,
- * service) pairs: its balance less the units open sessions hold, those set
- * aside from the buckets valid now in consumption order (where the sessions'
- * debits will take them).
- */
-static void
-load_buckets(PriceState *st, MemoryContext keep)
+static Datum
+int8_array(Datum *v, int n)
 {
-	StringInfoData q;
-	int			n = 0;
-
-	initStringInfo(&q);
-	appendStringInfo(&q,
-					 "WITH keys AS ("
-					 "    SELECT DISTINCT w.account_id, w.service FROM pg_temp.convbill_work w"
-					 "    WHERE w.status = 'billable' AND w.bq > 0"
-					 "), held AS ("
-					 "    SELECT r.account_id, r.service, sum(r.held_units) AS units"
-					 "    FROM keys k"
-					 "    JOIN %s.reservation r ON r.account_id = k.account_id AND r.service = k.service"
-					 "    WHERE r.status = 'open' AND r.expires_at > now() AND r.held_units > 0"
-					 "    GROUP BY 1, 2"
-					 "), buckets AS ("
-					 "    SELECT b.account_id, b.unit, b.bucket_id, b.priority, b.valid_from, b.valid_until, b.balance,"
-					 "           b.valid_from <= now() AND b.valid_until > now() AS valid_now,"
-					 "           coalesce(h.units, 0) AS held,"
-					 "           coalesce(sum(CASE WHEN b.valid_from <= now() AND b.valid_until > now() THEN b.balance END)"
-					 "                    OVER (PARTITION BY b.account_id, b.unit ORDER BY b.priority, b.valid_until, b.bucket_id"
-					 "                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before_now"
-					 "    FROM keys k"
-					 "    JOIN %s.bucket b ON b.account_id = k.account_id AND b.kind = 'allowance' AND b.unit = k.service"
-					 "                    AND b.balance > 0"
-					 "    LEFT JOIN held h ON h.account_id = k.account_id AND h.service = k.service"
-					 ") "
-					 "SELECT x.* FROM ("
-					 "    SELECT x.account_id, x.unit, x.bucket_id, x.priority, x.valid_from, x.valid_until,"
-					 "           trunc(x.balance - CASE WHEN x.valid_now THEN least(x.balance, greatest(x.held - x.before_now, 0))"
-					 "                                  ELSE 0 END, 9) AS units"
-					 "    FROM buckets x) x "
-					 "WHERE x.units > 0",
-					 st->schema, st->schema);
-	run(q.data);
-	st->bk = MemoryContextAllocHuge(keep, Max(1, SPI_processed) * sizeof(PriceBucket));
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		PriceBucket *b = &st->bk[n++];
-
-		b->account = DatumGetInt64(val(r, 1));
-		b->svc = intern(&st->svc, TextDatumGetCString(val(r, 2)), NULL);
-		b->id = DatumGetInt64(val(r, 3));
-		b->priority = DatumGetInt32(val(r, 4));
-		b->from = DatumGetTimestampTz(val(r, 5));
-		b->until = DatumGetTimestampTz(val(r, 6));
-		b->avail = i128_store(numeric_to_scaled(DatumGetNumeric(val(r, 7)), QTY_DECIMALS, "available units"));
-	}
-	st->nbk = n;
+	return PointerGetDatum(construct_array(v, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
-/* The cycle counters (usage_counter 'rate:<id>') of the batch's cycle keys. */
-static void
-load_counters(PriceState *st, MemoryContext keep)
+static Datum
+timestamptz_array(Datum *v, int n)
 {
-	StringInfoData q;
-	HASHCTL		ctl;
-
-	ctl.keysize = sizeof(CounterKey);
-	ctl.entrysize = sizeof(CounterEntry);
-	ctl.hcxt = keep;
-	st->counters = hash_create("rating counters", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-
-	initStringInfo(&q);
-	appendStringInfo(&q,
-					 "SELECT k.account_id, k.period_start, k.rate_id, rc.used "
-					 "FROM (SELECT DISTINCT w.account_id, w.period_start, w.rate_id FROM pg_temp.convbill_work w"
-					 "      WHERE w.status = 'billable' AND w.cycle) k "
-					 "JOIN %s.usage_counter rc ON rc.account_id = k.account_id AND rc.period_start = k.period_start"
-					 "                        AND rc.counter = 'rate:' || k.rate_id",
-					 st->schema);
-	run(q.data);
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		CounterKey	k;
-		CounterEntry *e;
-
-		memset(&k, 0, sizeof(k));
-		k.account = DatumGetInt64(val(r, 1));
-		k.pstart = DatumGetTimestampTz(val(r, 2));
-		k.rate_id = DatumGetInt64(val(r, 3));
-		e = hash_search(st->counters, &k, HASH_ENTER, NULL);
-		e->used = i128_store(numeric_to_scaled(DatumGetNumeric(val(r, 4)), QTY_DECIMALS, "used_before"));
-	}
-}
-
-static TimestampTz
-allow_at(const PriceEvent *e)
-{
-	return e->started > e->pstart ? e->started : e->pstart;
+	return PointerGetDatum(construct_array(v, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 static int
 cmp_i64(int64 a, int64 b)
 {
 	return (a > b) - (a < b);
-}
-
-/* allowance order: (account, service, at, idx) */
-static int
-allow_cmp(const void *pa, const void *pb)
-{
-	const PriceEvent *a = *(PriceEvent *const *) pa;
-	const PriceEvent *b = *(PriceEvent *const *) pb;
-	int			c;
-
-	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->svc, b->svc)) != 0
-		|| (c = cmp_i64(allow_at(a), allow_at(b))) != 0)
-		return c;
-	return cmp_i64(a->idx, b->idx);
-}
-
-/* consumption order: (account, service, priority, valid_until, bucket_id) */
-static int
-bucket_cmp(const void *pa, const void *pb)
-{
-	const PriceBucket *a = pa;
-	const PriceBucket *b = pb;
-	int			c;
-
-	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->svc, b->svc)) != 0
-		|| (c = cmp_i64(a->priority, b->priority)) != 0 || (c = cmp_i64(a->until, b->until)) != 0)
-		return c;
-	return cmp_i64(a->id, b->id);
-}
-
-/* cycle order: (account, period, rate, started_at, idx) */
-static int
-cycle_cmp(const void *pa, const void *pb)
-{
-	const PriceEvent *a = *(PriceEvent *const *) pa;
-	const PriceEvent *b = *(PriceEvent *const *) pb;
-	int			c;
-
-	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->pstart, b->pstart)) != 0
-		|| (c = cmp_i64(a->rate_id, b->rate_id)) != 0 || (c = cmp_i64(a->started, b->started)) != 0)
-		return c;
-	return cmp_i64(a->idx, b->idx);
-}
-
-static bool
-same_allow_key(const PriceEvent *e, const PriceBucket *b)
-{
-	return e->account == b->account && e->svc == b->svc;
 }
 
 /* trailing zeros of v at 10^-QTY_DECIMALS: the scale of v's shortest form */
@@ -491,333 +390,41 @@ qty_numeric(cb_int128 v, int scale)
 	return scaled_to_numeric(v / dec_pow10(QTY_DECIMALS - scale), scale);
 }
 
-/* 1. allowances: one walk over events and buckets in key order */
-static void
-take_allowances(PriceState *st, PriceEvent **order, int n)
+static bool
+billable(const RateEvent *e)
 {
-	int			b0 = 0;
-
-	qsort(st->bk, st->nbk, sizeof(PriceBucket), bucket_cmp);
-	qsort(order, n, sizeof(PriceEvent *), allow_cmp);
-	for (int i = 0; i < n; i++)
-	{
-		PriceEvent *e = order[i];
-		cb_int128	need = i128_load(e->bq);
-		cb_int128	covered = 0;
-
-		e->take0 = st->ntakes;
-		if (need <= 0)
-			continue;
-		while (b0 < st->nbk && (st->bk[b0].account < e->account
-								|| (st->bk[b0].account == e->account && st->bk[b0].svc < e->svc)))
-			b0++;
-		for (int b = b0; need > 0 && b < st->nbk && same_allow_key(e, &st->bk[b]); b++)
-		{
-			PriceBucket *x = &st->bk[b];
-			cb_int128	avail = i128_load(x->avail);
-			TimestampTz at = allow_at(e);
-			cb_int128	take;
-			PriceTake  *t;
-
-			if (avail <= 0 || at < x->from || at >= x->until)
-				continue;
-			take = need < avail ? need : avail;
-			x->avail = i128_store(avail - take);
-			need -= take;
-			covered += take;
-			if (st->ntakes == st->takecap)
-			{
-				st->takecap = Max(1024, st->takecap * 2);
-				st->takes = st->takes ? repalloc_huge(st->takes, (Size) st->takecap * sizeof(PriceTake))
-					: palloc_extended((Size) st->takecap * sizeof(PriceTake), MCXT_ALLOC_HUGE);
-			}
-			t = &st->takes[st->ntakes++];
-			t->bucket_id = x->id;
-			t->units = i128_store(take);
-			e->ntake++;
-			e->cov_scale = Max(e->cov_scale, short_scale(take));
-		}
-		e->covered = i128_store(covered);
-	}
-}
-
-/* 2. cycle running totals */
-static void
-cycle_totals(PriceState *st, PriceEvent **order, int n)
-{
-	int			m = 0;
-
-	for (int i = 0; i < n; i++)
-		if (order[i]->cycle)
-			order[m++] = order[i];
-	qsort(order, m, sizeof(PriceEvent *), cycle_cmp);
-	for (int i = 0; i < m;)
-	{
-		PriceEvent *first = order[i];
-		CounterKey	k;
-		CounterEntry *ce;
-		cb_int128	used;
-		int			j;
-
-		memset(&k, 0, sizeof(k));
-		k.account = first->account;
-		k.pstart = first->pstart;
-		k.rate_id = first->rate_id;
-		ce = hash_search(st->counters, &k, HASH_FIND, NULL);
-		used = ce ? i128_load(ce->used) : 0;
-		for (j = i; j < m && order[j]->account == first->account && order[j]->pstart == first->pstart
-			 && order[j]->rate_id == first->rate_id; j++)
-		{
-			PriceEvent *e = order[j];
-
-			e->used_before = i128_store(used);
-			used += i128_load(e->bq) - i128_load(e->covered);
-		}
-		i = j;
-	}
-}
-
-PG_FUNCTION_INFO_V1(rate_batch_price);
-Datum
-rate_batch_price(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	MemoryContext pass;
-	MemoryContext old;
-	PriceState	st;
-	PriceEvent **order;
-	Oid			nsp;
-	MemoryContext row;
-
-	InitMaterializedSRF(fcinfo, 0);
-
-	pass = AllocSetContextCreate(CurrentMemoryContext, "rate_batch_price", ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(pass);
-	memset(&st, 0, sizeof(st));
-	nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
-	st.schema = quote_identifier(get_namespace_name(nsp));
-	names_init(&st.svc, "rating services", pass);
-	names_init(&st.tz, "rating zones", pass);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "rate_batch_price: SPI_connect failed");
-	load_rates(&st, pass,
-			   psprintf("SELECT r.rate_id, r.tariff FROM %s.plan_rate r "
-						"WHERE r.rate_id IN (SELECT w.rate_id FROM pg_temp.convbill_work w "
-						"                    WHERE w.status = 'billable')", st.schema));
-	load_events(&st, pass);
-	if (st.nev > 0)
-	{
-		load_buckets(&st, pass);
-		load_counters(&st, pass);
-	}
-	SPI_finish();
-
-	MemoryContextSwitchTo(pass);
-	order = palloc_extended(Max(1, st.nev) * sizeof(PriceEvent *), MCXT_ALLOC_HUGE);
-	for (int i = 0; i < st.nev; i++)
-		order[i] = &st.ev[i];
-	take_allowances(&st, order, st.nev);
-	cycle_totals(&st, order, st.nev);
-
-	/* 3. the price of each event, and its row */
-	row = AllocSetContextCreate(pass, "rating row", ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(row);
-	for (int i = 0; i < st.nev; i++)
-	{
-		PriceEvent *e = &st.ev[i];
-		cb_int128	rest = i128_load(e->bq) - i128_load(e->covered);
-		cb_int128	amount;
-		TariffError err;
-		struct pg_tm *tm = local_tm(e->started, st.tzs[e->tz]);
-		TariffWhen	when;
-		Datum		values[5];
-		bool		nulls[5] = {false, false, false, false, false};
-
-		when.dow = tm->tm_wday;
-		when.sec_of_day = tm->tm_hour * 3600 + tm->tm_min * 60 + tm->tm_sec;
-		values[0] = Int64GetDatum(e->idx);
-		values[1] = NumericGetDatum(qty_numeric(i128_load(e->covered), e->cov_scale));
-		if (tariff_rate_billed(e->t, rest, when, i128_load(e->used_before), &amount, &err))
-			values[2] = NumericGetDatum(scaled_to_numeric(amount, e->t->round_decimals));
-		else if (err.kind == TARIFF_ERR_OVERFLOW)
-			nulls[2] = true;	/* out of range: the event is rejected */
-		else
-			tariff_raise(&err);
-		if (e->ntake == 0)
-			nulls[3] = nulls[4] = true;
-		else
-		{
-			Datum	   *ids = palloc(e->ntake * sizeof(Datum));
-			Datum	   *units = palloc(e->ntake * sizeof(Datum));
-
-			for (int k = 0; k < e->ntake; k++)
-			{
-				cb_int128	u = i128_load(st.takes[e->take0 + k].units);
-
-				ids[k] = Int64GetDatum(st.takes[e->take0 + k].bucket_id);
-				units[k] = NumericGetDatum(qty_numeric(u, short_scale(u)));
-			}
-			values[3] = PointerGetDatum(construct_array(ids, e->ntake, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			values[4] = PointerGetDatum(construct_array(units, e->ntake, NUMERICOID, -1, false, TYPALIGN_INT));
-		}
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		MemoryContextReset(row);
-		if (i % 1024 == 1023)
-			CHECK_FOR_INTERRUPTS();
-	}
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(pass);
-	PG_RETURN_NULL();
+	return e->reason == NULL && !e->duplicate;
 }
 
 /*
- * ---------------------------------------------------------------------------
- * The judging pass: every claimed event's fate.
- *
- * rate_batch_judge() -> SETOF (idx bigint, currency text, timezone text,
- *     rate_id bigint, bq numeric, cycle boolean, period_start timestamptz,
- *     period_end timestamptz, status text, reject_reason text)
- *
- * over pg_temp.convbill_claim (the claimed events, their zone resolved), one
- * row per event:
- *   - the reject reason, first that applies: unknown_account, account_closed,
- *     missing_event_key, invalid_time, invalid_quantity, unknown_service,
- *     no_tariff, currency_mismatch;
- *   - the rate: among the account's subscriptions' plan rates of the service
- *     for the event's zone or any zone, valid at started_at (subscription and
- *     rate), the most specific zone, then the latest valid_from, then the
- *     newest subscription;
- *   - bq = billed_quantity(tariff, quantity), cycle = the tariff is
- *     cycle-scoped;
- *   - a duplicate: an acceptable event already charged, or a later copy of an
- *     acceptable one in the batch;
- *   - the open period of a billable event: the account's period containing
- *     started_at (its zone and billing day), or, when a closed period overlaps
- *     it, open_period() (late usage goes to the next open period).
- * The account, service and charge lookups are one SQL query (joins and an
- * index probe per event); the rest is this pass.
- * ---------------------------------------------------------------------------
+ * 0. The claimed events with their account, service and charge lookups,
+ * each at ev[idx - 1].
  */
-
-typedef struct JudgeEvent
-{
-	int64		idx;
-	int64		account;
-	int32		svc;			/* interned service; -1: NULL */
-	int32		zone;			/* interned zone; -1: none */
-	int32		tz;				/* account's zone; -1: no account */
-	int32		cur;			/* account's currency; -1: no account */
-	int32		billing_day;
-	int32		key_off;		/* "source\0external_id\0" in the key arena; -1: missing */
-	uint32		keyhash;
-	bool		acc_found;
-	bool		closed;
-	bool		svc_found;
-	bool		qty_ok;
-	bool		time_ok;
-	bool		already;
-	bool		duplicate;
-	TimestampTz started;
-	const char *reason;			/* reject reason; NULL: acceptable */
-	int64		rate_id;		/* 0: none */
-	const Tariff *t;
-	cb_i128		q;				/* the quantity, when qty_ok */
-	TimestampTz pstart;			/* the open period (billable events) */
-	TimestampTz pend;
-} JudgeEvent;
-
-typedef struct Candidate
-{
-	int64		account;
-	TimestampTz sub_start;
-	TimestampTz sub_end;
-	int64		rate_id;
-	int32		svc;
-	int32		zone;			/* -1: any zone */
-	TimestampTz valid_from;
-	TimestampTz valid_until;
-	int32		plan_cur;
-} Candidate;
-
-typedef struct AccountRange
-{
-	int64		account;
-	int32		first;
-	int32		count;
-} AccountRange;
-
-typedef struct PeriodKey
-{
-	int64		account;
-	TimestampTz start;
-} PeriodKey;
-
-typedef struct PeriodEntry
-{
-	PeriodKey	key;
-	TimestampTz end;
-	TimestampTz open_start;
-	TimestampTz open_end;
-} PeriodEntry;
-
-typedef struct JudgeState
-{
-	PriceState	p;				/* names, zones, rates */
-	Names		zone;			/* destination zones */
-	Names		cur;
-	JudgeEvent *ev;
-	int			nev;
-	int			evcap;
-	StringInfoData keys;		/* event keys arena */
-	Candidate  *cand;
-	int			ncand;
-	HTAB	   *ranges;			/* account -> its candidates */
-} JudgeState;
-
-static const char *
-text_or_null(uint64 r, int c, bool *isnull)
-{
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c, isnull);
-
-	return *isnull ? NULL : TextDatumGetCString(d);
-}
-
-static bool
-bool_col(uint64 r, int c)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c, &isnull);
-
-	return !isnull && DatumGetBool(d);
-}
-
-/* The claimed events with their account, service and charge lookups. */
 static void
-judge_load_events(JudgeState *js, MemoryContext keep)
+load_events(Batch *b)
 {
-	PriceState *st = &js->p;
 	char	   *sql;
 	SPIPlanPtr	plan;
 	Portal		portal;
 	MemoryContext tmp;
 
-	sql = psprintf("SELECT c.idx, c.account_id, c.source, c.external_id, c.service, c.started_at, c.zone, c.quantity,"
-				   "       a.account_id IS NOT NULL, a.currency, a.timezone, a.billing_day, a.status = 'closed',"
-				   "       s.code IS NOT NULL,"
-				   "       CASE WHEN c.quantity IS NULL OR c.quantity = 'NaN' OR c.quantity IN ('Infinity', '-Infinity') THEN false"
+	sql = psprintf("SELECT c.idx, c.account_id, c.source, c.external_id, c.service, c.started_at, c.zone,"
+				   "       c.quantity, a.account_id IS NOT NULL, a.currency, a.timezone, a.billing_day,"
+				   "       a.status = 'closed', s.code IS NOT NULL,"
+				   "       CASE WHEN c.quantity IS NULL OR c.quantity = 'NaN' OR c.quantity IN ('Infinity', '-Infinity')"
+				   "            THEN false"
 				   "            ELSE c.quantity >= 0 AND c.quantity < 1e20 AND c.quantity = round(c.quantity, 9) END,"
 				   "       coalesce(c.started_at >= '1900-01-01' AND c.started_at < '3000-01-01', false),"
-				   /* an index probe per event, never a scan of the charge history */
+	/* an index probe per event, never a scan of the charge history */
 				   "       EXISTS (SELECT 1 FROM %s.charge x WHERE x.account_id = c.account_id"
 				   "                  AND x.source = c.source AND x.external_id = c.external_id) "
 				   "FROM pg_temp.convbill_claim c "
 				   "LEFT JOIN %s.account a ON a.account_id = c.account_id "
 				   "LEFT JOIN %s.service s ON s.code = c.service",
-				   st->schema, st->schema, st->schema);
+				   b->schema, b->schema, b->schema);
 	plan = SPI_prepare(sql, 0, NULL);
 	if (plan == NULL)
-		elog(ERROR, "rate_batch_judge: SPI_prepare failed");
+		elog(ERROR, "rate_batch: SPI_prepare failed");
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "rating fetch", ALLOCSET_DEFAULT_SIZES);
 	for (;;)
@@ -827,53 +434,50 @@ judge_load_events(JudgeState *js, MemoryContext keep)
 			break;
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
-			MemoryContext old;
-			JudgeEvent *e;
+			MemoryContext old = MemoryContextSwitchTo(tmp);
+			int64		idx = DatumGetInt64(val(r, 1));
+			RateEvent  *e;
 			bool		isnull,
-						n2,
-						n3;
-			const char *s1,
-					   *s2,
+						n3,
+						n4;
+			const char *s3,
+					   *s4,
 					   *s;
 			Datum		d;
 
-			if (js->nev == js->evcap)
-			{
-				js->evcap = Max(1024, js->evcap * 2);
-				js->ev = js->ev ? repalloc_huge(js->ev, (Size) js->evcap * sizeof(JudgeEvent))
-					: MemoryContextAllocHuge(keep, (Size) js->evcap * sizeof(JudgeEvent));
-			}
-			e = &js->ev[js->nev++];
-			memset(e, 0, sizeof(JudgeEvent));
-			old = MemoryContextSwitchTo(tmp);
-			e->idx = DatumGetInt64(val(r, 1));
+			if (idx < 1 || idx > b->nev || b->ev[idx - 1].seen)
+				elog(ERROR, "rate_batch: the claimed events must be numbered 1 to %lld once each",
+					 (long long) b->nev);
+			e = &b->ev[idx - 1];
+			e->seen = true;
+			e->idx = idx;
 			d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
 			e->account = isnull ? 0 : DatumGetInt64(d);
-			s1 = text_or_null(r, 3, &n2);
-			s2 = text_or_null(r, 4, &n3);
+			s3 = text_or_null(r, 3, &n3);
+			s4 = text_or_null(r, 4, &n4);
 			e->key_off = -1;
-			if (!n2 && !n3)
+			if (!n3 && !n4)
 			{
-				MemoryContextSwitchTo(keep);
-				e->key_off = js->keys.len;
-				appendBinaryStringInfo(&js->keys, s1, strlen(s1) + 1);
-				appendBinaryStringInfo(&js->keys, s2, strlen(s2) + 1);
-				e->keyhash = hash_bytes((const unsigned char *) js->keys.data + e->key_off,
-										js->keys.len - e->key_off);
+				MemoryContextSwitchTo(b->keep);
+				e->key_off = b->keys.len;
+				appendBinaryStringInfo(&b->keys, s3, strlen(s3) + 1);
+				appendBinaryStringInfo(&b->keys, s4, strlen(s4) + 1);
+				e->keyhash = hash_bytes((const unsigned char *) b->keys.data + e->key_off,
+										b->keys.len - e->key_off);
 				MemoryContextSwitchTo(tmp);
 			}
 			s = text_or_null(r, 5, &isnull);
-			e->svc = isnull ? -1 : intern(&st->svc, s, NULL);
+			e->svc = isnull ? -1 : intern(&b->svc, s, NULL);
 			d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 6, &isnull);
 			e->started = isnull ? 0 : DatumGetTimestampTz(d);
 			s = text_or_null(r, 7, &isnull);
-			e->zone = isnull ? -1 : intern(&js->zone, s, NULL);
+			e->zone = isnull ? -1 : intern(&b->zone, s, NULL);
 			e->acc_found = bool_col(r, 9);
 			e->tz = e->cur = -1;
 			if (e->acc_found)
 			{
-				e->cur = intern(&js->cur, text_or_null(r, 10, &isnull), NULL);
-				e->tz = intern_zone(st, text_or_null(r, 11, &isnull), keep);
+				e->cur = intern(&b->cur, TextDatumGetCString(val(r, 10)), NULL);
+				e->tz = intern_zone(b, TextDatumGetCString(val(r, 11)));
 				e->billing_day = DatumGetInt32(val(r, 12));
 				e->closed = bool_col(r, 13);
 			}
@@ -891,33 +495,35 @@ judge_load_events(JudgeState *js, MemoryContext keep)
 	}
 	SPI_cursor_close(portal);
 	MemoryContextDelete(tmp);
+	for (int64 i = 0; i < b->nev; i++)
+		if (!b->ev[i].seen)
+			elog(ERROR, "rate_batch: event %lld of %lld is missing", (long long) i + 1, (long long) b->nev);
 }
 
-/* The plan rates of the batch's accounts' subscriptions, grouped by account. */
+/* The plan rates of the batch's accounts' subscriptions (grouped by account) and their tariffs. */
 static void
-judge_load_candidates(JudgeState *js, MemoryContext keep)
+load_candidates(Batch *b)
 {
-	PriceState *st = &js->p;
 	HASHCTL		ctl;
 	bool		isnull;
 
-	run(psprintf("SELECT s.account_id, s.started_at, coalesce(s.ended_at, 'infinity'), r.rate_id, r.service, r.zone,"
-				 "       r.valid_from, r.valid_until, p.currency "
+	run(psprintf("SELECT s.account_id, s.started_at, coalesce(s.ended_at, 'infinity'), r.rate_id, r.service,"
+				 "       r.zone, r.valid_from, r.valid_until, p.currency "
 				 "FROM %s.subscription s "
 				 "JOIN %s.plan p ON p.code = s.plan_code "
 				 "JOIN %s.plan_rate r ON r.plan_code = s.plan_code "
 				 "WHERE s.account_id IN (SELECT c.account_id FROM pg_temp.convbill_claim c) "
 				 "ORDER BY s.account_id",
-				 st->schema, st->schema, st->schema));
+				 b->schema, b->schema, b->schema), 0, NULL, NULL);
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(AccountRange);
-	ctl.hcxt = keep;
-	js->ranges = hash_create("rating accounts", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	js->cand = MemoryContextAllocHuge(keep, Max(1, SPI_processed) * sizeof(Candidate));
-	js->ncand = 0;
+	ctl.hcxt = b->keep;
+	b->ranges = hash_create("rating accounts", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	b->cand = MemoryContextAllocHuge(b->keep, Max(1, SPI_processed) * sizeof(Candidate));
+	b->ncand = 0;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		Candidate  *c = &js->cand[js->ncand];
+		Candidate  *c = &b->cand[b->ncand];
 		AccountRange *ar;
 		bool		found;
 		const char *z;
@@ -926,40 +532,53 @@ judge_load_candidates(JudgeState *js, MemoryContext keep)
 		c->sub_start = DatumGetTimestampTz(val(r, 2));
 		c->sub_end = DatumGetTimestampTz(val(r, 3));
 		c->rate_id = DatumGetInt64(val(r, 4));
-		c->svc = intern(&st->svc, TextDatumGetCString(val(r, 5)), NULL);
+		c->svc = intern(&b->svc, TextDatumGetCString(val(r, 5)), NULL);
 		z = text_or_null(r, 6, &isnull);
-		c->zone = isnull ? -1 : intern(&js->zone, z, NULL);
+		c->zone = isnull ? -1 : intern(&b->zone, z, NULL);
 		c->valid_from = DatumGetTimestampTz(val(r, 7));
 		c->valid_until = DatumGetTimestampTz(val(r, 8));
-		c->plan_cur = intern(&js->cur, TextDatumGetCString(val(r, 9)), NULL);
-		ar = hash_search(js->ranges, &c->account, HASH_ENTER, &found);
+		c->plan_cur = intern(&b->cur, TextDatumGetCString(val(r, 9)), NULL);
+		ar = hash_search(b->ranges, &c->account, HASH_ENTER, &found);
 		if (!found)
 		{
-			ar->first = js->ncand;
+			ar->first = b->ncand;
 			ar->count = 0;
 		}
 		ar->count++;
-		js->ncand++;
+		b->ncand++;
 	}
-	load_rates(st, keep,
-			   psprintf("SELECT r.rate_id, r.tariff FROM %s.plan_rate r "
-						"WHERE r.plan_code IN (SELECT s.plan_code FROM %s.subscription s "
-						"                      WHERE s.account_id IN (SELECT c.account_id FROM pg_temp.convbill_claim c))",
-						st->schema, st->schema));
+
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(RateEntry);
+	ctl.hcxt = b->keep;
+	b->rates = hash_create("rating rates", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	run(psprintf("SELECT r.rate_id, r.tariff FROM %s.plan_rate r "
+				 "WHERE r.plan_code IN (SELECT s.plan_code FROM %s.subscription s "
+				 "                      WHERE s.account_id IN (SELECT c.account_id FROM pg_temp.convbill_claim c))",
+				 b->schema, b->schema), 0, NULL, NULL);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		int64		id = DatumGetInt64(val(r, 1));
+		RateEntry  *e = hash_search(b->rates, &id, HASH_ENTER, NULL);
+		MemoryContext old = MemoryContextSwitchTo(b->keep);
+
+		e->t = tariff_check_version((Tariff *) PG_DETOAST_DATUM_COPY(val(r, 2)));
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /* The rate of an event: the best candidate valid at its time, or NULL. */
 static const Candidate *
-resolve(JudgeState *js, const JudgeEvent *e)
+resolve(Batch *b, const RateEvent *e)
 {
-	AccountRange *ar = hash_search(js->ranges, &e->account, HASH_FIND, NULL);
+	AccountRange *ar = hash_search(b->ranges, &e->account, HASH_FIND, NULL);
 	const Candidate *best = NULL;
 
 	if (ar == NULL)
 		return NULL;
 	for (int i = ar->first; i < ar->first + ar->count; i++)
 	{
-		const Candidate *c = &js->cand[i];
+		const Candidate *c = &b->cand[i];
 		TimestampTz vf = Max(c->sub_start, c->valid_from);
 		TimestampTz vu = Min(c->sub_end, c->valid_until);
 
@@ -981,22 +600,72 @@ resolve(JudgeState *js, const JudgeEvent *e)
 	return best;
 }
 
-static JudgeState *dup_js;		/* for dup_cmp (qsort has no argument) */
+/* 1 and 2. Rejects, rates, billed quantities. */
+static void
+judge(Batch *b)
+{
+	for (int64 i = 0; i < b->nev; i++)
+	{
+		RateEvent  *e = &b->ev[i];
+		const Candidate *c = NULL;
+
+		if (e->acc_found && e->svc_found && e->time_ok)
+			c = resolve(b, e);
+		if (c != NULL)
+		{
+			RateEntry  *re = hash_search(b->rates, &c->rate_id, HASH_FIND, NULL);
+
+			if (re == NULL)
+				elog(ERROR, "rate_batch: rate %lld not found", (long long) c->rate_id);
+			e->rate_id = c->rate_id;
+			e->t = re->t;
+			if (e->qty_ok)
+			{
+				cb_int128	bq;
+				TariffError err;
+
+				if (!tariff_billed_quantity(e->t, i128_load(e->q), &bq, &err))
+					tariff_raise(&err);
+				e->bq = i128_store(bq);
+				e->has_bq = true;
+			}
+		}
+		if (!e->acc_found)
+			e->reason = "unknown_account";
+		else if (e->closed)
+			e->reason = "account_closed";
+		else if (e->key_off < 0)
+			e->reason = "missing_event_key";
+		else if (!e->time_ok)
+			e->reason = "invalid_time";
+		else if (!e->qty_ok)
+			e->reason = "invalid_quantity";
+		else if (!e->svc_found)
+			e->reason = "unknown_service";
+		else if (c == NULL)
+			e->reason = "no_tariff";
+		else if (strcmp(e->t->currency[0] != '\0' ? e->t->currency : b->cur.name[c->plan_cur],
+						b->cur.name[e->cur]) != 0)
+			e->reason = "currency_mismatch";
+	}
+}
+
+static Batch *dup_batch;		/* for dup_cmp (qsort has no argument) */
 
 /* (account, key, idx): copies of one event next to each other, first first */
 static int
 dup_cmp(const void *pa, const void *pb)
 {
-	const JudgeEvent *a = *(JudgeEvent *const *) pa;
-	const JudgeEvent *b = *(JudgeEvent *const *) pb;
+	const RateEvent *a = *(RateEvent *const *) pa;
+	const RateEvent *b = *(RateEvent *const *) pb;
 	int			c;
 
 	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->keyhash, b->keyhash)) != 0)
 		return c;
 	if (a->key_off != b->key_off)
 	{
-		const char *ka = dup_js->keys.data + a->key_off;
-		const char *kb = dup_js->keys.data + b->key_off;
+		const char *ka = dup_batch->keys.data + a->key_off;
+		const char *kb = dup_batch->keys.data + b->key_off;
 
 		if ((c = strcmp(ka, kb)) != 0)
 			return c;
@@ -1007,23 +676,40 @@ dup_cmp(const void *pa, const void *pb)
 }
 
 static bool
-same_key(JudgeState *js, const JudgeEvent *a, const JudgeEvent *b)
+same_key(Batch *b, const RateEvent *x, const RateEvent *y)
 {
-	const char *ka,
-			   *kb;
+	const char *kx,
+			   *ky;
 
-	if (a->account != b->account || a->keyhash != b->keyhash)
+	if (x->account != y->account || x->keyhash != y->keyhash)
 		return false;
-	ka = js->keys.data + a->key_off;
-	kb = js->keys.data + b->key_off;
-	return strcmp(ka, kb) == 0 && strcmp(ka + strlen(ka) + 1, kb + strlen(kb) + 1) == 0;
+	kx = b->keys.data + x->key_off;
+	ky = b->keys.data + y->key_off;
+	return strcmp(kx, ky) == 0 && strcmp(kx + strlen(kx) + 1, ky + strlen(ky) + 1) == 0;
 }
 
-/* The open period of every billable (account, own period): closed ones pushed on by open_period(). */
+/* 3. Duplicates among the acceptable events. */
 static void
-judge_open_periods(JudgeState *js, MemoryContext keep)
+find_duplicates(Batch *b, RateEvent **order)
 {
-	PriceState *st = &js->p;
+	int64		m = 0;
+
+	for (int64 i = 0; i < b->nev; i++)
+		if (b->ev[i].reason == NULL)
+			order[m++] = &b->ev[i];
+	dup_batch = b;
+	qsort(order, m, sizeof(RateEvent *), dup_cmp);
+	for (int64 i = 0; i < m; i++)
+		order[i]->duplicate = order[i]->already || (i > 0 && same_key(b, order[i - 1], order[i]));
+}
+
+/*
+ * 4. The open period of every billable (account, own period), closed ones
+ * pushed on by open_period(); then the plan allowances of those periods.
+ */
+static void
+open_periods(Batch *b)
+{
 	HASHCTL		ctl;
 	HTAB	   *periods;
 	HASH_SEQ_STATUS seq;
@@ -1033,24 +719,24 @@ judge_open_periods(JudgeState *js, MemoryContext keep)
 			   *s,
 			   *e;
 	int			i = 0;
-	Oid			argtypes[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+	Oid			types[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
 	Datum		args[3];
 
 	ctl.keysize = sizeof(PeriodKey);
 	ctl.entrysize = sizeof(PeriodEntry);
-	ctl.hcxt = keep;
+	ctl.hcxt = b->keep;
 	periods = hash_create("rating periods", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (int k = 0; k < js->nev; k++)
+	for (int64 k = 0; k < b->nev; k++)
 	{
-		JudgeEvent *ev = &js->ev[k];
+		RateEvent  *ev = &b->ev[k];
 		PeriodKey	key;
 		bool		found;
 
-		if (ev->reason != NULL || ev->duplicate)
+		if (!billable(ev))
 			continue;
 		memset(&key, 0, sizeof(key));
 		key.account = ev->account;
-		billing_period_bounds(ev->started, st->tzs[ev->tz], ev->billing_day, &key.start, &ev->pend);
+		billing_period_bounds(ev->started, b->tzs[ev->tz], ev->billing_day, &key.start, &ev->pend);
 		pe = hash_search(periods, &key, HASH_ENTER, &found);
 		if (!found)
 		{
@@ -1074,19 +760,17 @@ judge_open_periods(JudgeState *js, MemoryContext keep)
 		e[i] = TimestampTzGetDatum(pe->end);
 		i++;
 	}
-	args[0] = PointerGetDatum(construct_array(a, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[1] = PointerGetDatum(construct_array(s, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[2] = PointerGetDatum(construct_array(e, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[0] = int8_array(a, n);
+	args[1] = timestamptz_array(s, n);
+	args[2] = timestamptz_array(e, n);
 	/* checked once per pair; open_period() only where a closed period overlaps */
-	if (SPI_execute_with_args(psprintf("SELECT x.a, x.s, lower(x.p), upper(x.p) "
-									   "FROM (SELECT k.a, k.s, %s.open_period(k.a, k.s) AS p "
-									   "      FROM unnest($1, $2, $3) AS k(a, s, e) "
-									   "      WHERE EXISTS (SELECT 1 FROM %s.closed_period cp "
-									   "                    WHERE cp.account_id = k.a AND cp.period_start < k.e"
-									   "                      AND cp.period_end > k.s)) x",
-									   st->schema, st->schema),
-							  3, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "rate_batch_judge: the open periods query failed");
+	run(psprintf("SELECT x.a, x.s, lower(x.p), upper(x.p) "
+				 "FROM (SELECT k.a, k.s, %s.open_period(k.a, k.s) AS p "
+				 "      FROM unnest($1, $2, $3) AS k(a, s, e) "
+				 "      WHERE EXISTS (SELECT 1 FROM %s.closed_period cp "
+				 "                    WHERE cp.account_id = k.a AND cp.period_start < k.e"
+				 "                      AND cp.period_end > k.s)) x",
+				 b->schema, b->schema), 3, types, args);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		PeriodKey	key;
@@ -1096,159 +780,782 @@ judge_open_periods(JudgeState *js, MemoryContext keep)
 		key.start = DatumGetTimestampTz(val(r, 2));
 		pe = hash_search(periods, &key, HASH_FIND, NULL);
 		if (pe == NULL)
-			elog(ERROR, "rate_batch_judge: unexpected period");
+			elog(ERROR, "rate_batch: unexpected period");
 		pe->open_start = DatumGetTimestampTz(val(r, 3));
 		pe->open_end = DatumGetTimestampTz(val(r, 4));
 	}
-	for (int k = 0; k < js->nev; k++)
+
+	/* the events' open periods */
+	for (int64 k = 0; k < b->nev; k++)
 	{
-		JudgeEvent *ev = &js->ev[k];
+		RateEvent  *ev = &b->ev[k];
 		PeriodKey	key;
 
-		if (ev->reason != NULL || ev->duplicate)
+		if (!billable(ev))
 			continue;
 		memset(&key, 0, sizeof(key));
 		key.account = ev->account;
 		key.start = ev->pstart;
 		pe = hash_search(periods, &key, HASH_FIND, NULL);
+		if (pe == NULL)
+			elog(ERROR, "rate_batch: period not found");
 		ev->pstart = pe->open_start;
 		ev->pend = pe->open_end;
 	}
+	hash_destroy(periods);
 }
 
-PG_FUNCTION_INFO_V1(rate_batch_judge);
+/* The plan allowances of every (account, open period) the batch bills in. */
+static void
+grant_plan_allowances(Batch *b)
+{
+	HASHCTL		ctl;
+	HTAB	   *pairs;
+	HASH_SEQ_STATUS seq;
+	PeriodKey  *pk;
+	long		n;
+	Datum	   *a,
+			   *s;
+	int			i = 0;
+	Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[2];
+
+	ctl.keysize = sizeof(PeriodKey);
+	ctl.entrysize = sizeof(PeriodKey);
+	ctl.hcxt = CurrentMemoryContext;
+	pairs = hash_create("rating allowance periods", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int64 k = 0; k < b->nev; k++)
+	{
+		RateEvent  *ev = &b->ev[k];
+		PeriodKey	key;
+
+		if (!billable(ev))
+			continue;
+		memset(&key, 0, sizeof(key));
+		key.account = ev->account;
+		key.start = ev->pstart;
+		(void) hash_search(pairs, &key, HASH_ENTER, NULL);
+	}
+	n = hash_get_num_entries(pairs);
+	if (n == 0)
+		return;
+	a = palloc(n * sizeof(Datum));
+	s = palloc(n * sizeof(Datum));
+	hash_seq_init(&seq, pairs);
+	while ((pk = hash_seq_search(&seq)) != NULL)
+	{
+		a[i] = Int64GetDatum(pk->account);
+		s[i] = TimestampTzGetDatum(pk->start);
+		i++;
+	}
+	args[0] = int8_array(a, n);
+	args[1] = timestamptz_array(s, n);
+	run(psprintf("SELECT %s.ensure_plan_allowances($1, $2)", b->schema), 2, types, args);
+	hash_destroy(pairs);
+}
+
+/*
+ * What rating may take from each allowance bucket of the billable events'
+ * (account, service) pairs: its balance less the units open sessions hold,
+ * those set aside from the buckets valid now in consumption order (where the
+ * sessions' debits will take them).
+ */
+static void
+load_buckets(Batch *b)
+{
+	HASHCTL		ctl;
+	HTAB	   *pairs;
+	HASH_SEQ_STATUS seq;
+	PeriodKey  *pk;				/* (account, service id) */
+	long		n;
+	Datum	   *a,
+			   *u;
+	int			i = 0;
+	Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+	Datum		args[2];
+
+	ctl.keysize = sizeof(PeriodKey);
+	ctl.entrysize = sizeof(PeriodKey);
+	ctl.hcxt = CurrentMemoryContext;
+	pairs = hash_create("rating allowance keys", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int64 k = 0; k < b->nev; k++)
+	{
+		RateEvent  *ev = &b->ev[k];
+		PeriodKey	key;
+
+		if (!billable(ev) || i128_load(ev->bq) <= 0)
+			continue;
+		memset(&key, 0, sizeof(key));
+		key.account = ev->account;
+		key.start = ev->svc;
+		(void) hash_search(pairs, &key, HASH_ENTER, NULL);
+	}
+	b->nbk = 0;
+	n = hash_get_num_entries(pairs);
+	if (n == 0)
+		return;
+	a = palloc(n * sizeof(Datum));
+	u = palloc(n * sizeof(Datum));
+	hash_seq_init(&seq, pairs);
+	while ((pk = hash_seq_search(&seq)) != NULL)
+	{
+		a[i] = Int64GetDatum(pk->account);
+		u[i] = CStringGetTextDatum(b->svc.name[pk->start]);
+		i++;
+	}
+	args[0] = int8_array(a, n);
+	args[1] = PointerGetDatum(construct_array(u, n, TEXTOID, -1, false, TYPALIGN_INT));
+	run(psprintf("WITH keys AS ("
+				 "    SELECT k.account_id, k.service FROM unnest($1, $2) AS k(account_id, service)"
+				 "), held AS ("
+				 "    SELECT r.account_id, r.service, sum(r.held_units) AS units"
+				 "    FROM keys k"
+				 "    JOIN %s.reservation r ON r.account_id = k.account_id AND r.service = k.service"
+				 "    WHERE r.status = 'open' AND r.expires_at > now() AND r.held_units > 0"
+				 "    GROUP BY 1, 2"
+				 "), buckets AS ("
+				 "    SELECT b.account_id, b.unit, b.bucket_id, b.priority, b.valid_from, b.valid_until, b.balance,"
+				 "           b.valid_from <= now() AND b.valid_until > now() AS valid_now,"
+				 "           coalesce(h.units, 0) AS held,"
+				 "           coalesce(sum(CASE WHEN b.valid_from <= now() AND b.valid_until > now() THEN b.balance END)"
+				 "                    OVER (PARTITION BY b.account_id, b.unit"
+				 "                          ORDER BY b.priority, b.valid_until, b.bucket_id"
+				 "                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before_now"
+				 "    FROM keys k"
+				 "    JOIN %s.bucket b ON b.account_id = k.account_id AND b.kind = 'allowance'"
+				 "                    AND b.unit = k.service AND b.balance > 0"
+				 "    LEFT JOIN held h ON h.account_id = k.account_id AND h.service = k.service"
+				 ") "
+				 "SELECT x.* FROM ("
+				 "    SELECT x.account_id, x.unit, x.bucket_id, x.priority, x.valid_from, x.valid_until,"
+				 "           trunc(x.balance - CASE WHEN x.valid_now"
+				 "                                  THEN least(x.balance, greatest(x.held - x.before_now, 0))"
+				 "                                  ELSE 0 END, 9) AS units"
+				 "    FROM buckets x) x "
+				 "WHERE x.units > 0",
+				 b->schema, b->schema), 2, types, args);
+	b->bk = MemoryContextAllocHuge(b->keep, Max(1, SPI_processed) * sizeof(Bucket));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		Bucket	   *x = &b->bk[b->nbk++];
+
+		x->account = DatumGetInt64(val(r, 1));
+		x->svc = intern(&b->svc, TextDatumGetCString(val(r, 2)), NULL);
+		x->id = DatumGetInt64(val(r, 3));
+		x->priority = DatumGetInt32(val(r, 4));
+		x->from = DatumGetTimestampTz(val(r, 5));
+		x->until = DatumGetTimestampTz(val(r, 6));
+		x->avail = i128_store(numeric_to_scaled(DatumGetNumeric(val(r, 7)), QTY_DECIMALS, "available units"));
+	}
+	hash_destroy(pairs);
+}
+
+/* The cycle counters (usage_counter 'rate:<id>') of the billable events' cycle keys. */
+static void
+load_counters(Batch *b)
+{
+	HASHCTL		ctl;
+	HASH_SEQ_STATUS seq;
+	CounterEntry *ce;
+	long		n;
+	Datum	   *a,
+			   *s,
+			   *r_;
+	int			i = 0;
+	Oid			types[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
+	Datum		args[3];
+
+	ctl.keysize = sizeof(CounterKey);
+	ctl.entrysize = sizeof(CounterEntry);
+	ctl.hcxt = b->keep;
+	b->counters = hash_create("rating counters", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int64 k = 0; k < b->nev; k++)
+	{
+		RateEvent  *ev = &b->ev[k];
+		CounterKey	key;
+		bool		found;
+
+		if (!billable(ev) || !(ev->t->scope == SCOPE_CYCLE))
+			continue;
+		memset(&key, 0, sizeof(key));
+		key.account = ev->account;
+		key.pstart = ev->pstart;
+		key.rate_id = ev->rate_id;
+		ce = hash_search(b->counters, &key, HASH_ENTER, &found);
+		if (!found)
+			ce->used = i128_store(0);
+	}
+	n = hash_get_num_entries(b->counters);
+	if (n == 0)
+		return;
+	a = palloc(n * sizeof(Datum));
+	s = palloc(n * sizeof(Datum));
+	r_ = palloc(n * sizeof(Datum));
+	hash_seq_init(&seq, b->counters);
+	while ((ce = hash_seq_search(&seq)) != NULL)
+	{
+		a[i] = Int64GetDatum(ce->key.account);
+		s[i] = TimestampTzGetDatum(ce->key.pstart);
+		r_[i] = Int64GetDatum(ce->key.rate_id);
+		i++;
+	}
+	args[0] = int8_array(a, n);
+	args[1] = timestamptz_array(s, n);
+	args[2] = int8_array(r_, n);
+	run(psprintf("SELECT k.a, k.s, k.r, rc.used "
+				 "FROM unnest($1, $2, $3) AS k(a, s, r) "
+				 "JOIN %s.usage_counter rc ON rc.account_id = k.a AND rc.period_start = k.s"
+				 "                        AND rc.counter = 'rate:' || k.r",
+				 b->schema), 3, types, args);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		CounterKey	key;
+
+		memset(&key, 0, sizeof(key));
+		key.account = DatumGetInt64(val(r, 1));
+		key.pstart = DatumGetTimestampTz(val(r, 2));
+		key.rate_id = DatumGetInt64(val(r, 3));
+		ce = hash_search(b->counters, &key, HASH_FIND, NULL);
+		if (ce == NULL)
+			elog(ERROR, "rate_batch: unexpected counter");
+		ce->used = i128_store(numeric_to_scaled(DatumGetNumeric(val(r, 4)), QTY_DECIMALS, "used_before"));
+	}
+}
+
+static TimestampTz
+allow_at(const RateEvent *e)
+{
+	return e->started > e->pstart ? e->started : e->pstart;
+}
+
+/* allowance order: (account, service, at, idx) */
+static int
+allow_cmp(const void *pa, const void *pb)
+{
+	const RateEvent *a = *(RateEvent *const *) pa;
+	const RateEvent *b = *(RateEvent *const *) pb;
+	int			c;
+
+	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->svc, b->svc)) != 0
+		|| (c = cmp_i64(allow_at(a), allow_at(b))) != 0)
+		return c;
+	return cmp_i64(a->idx, b->idx);
+}
+
+/* consumption order: (account, service, priority, valid_until, bucket_id) */
+static int
+bucket_cmp(const void *pa, const void *pb)
+{
+	const Bucket *a = pa;
+	const Bucket *b = pb;
+	int			c;
+
+	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->svc, b->svc)) != 0
+		|| (c = cmp_i64(a->priority, b->priority)) != 0 || (c = cmp_i64(a->until, b->until)) != 0)
+		return c;
+	return cmp_i64(a->id, b->id);
+}
+
+/* cycle order: (account, period, rate, started_at, idx) */
+static int
+cycle_cmp(const void *pa, const void *pb)
+{
+	const RateEvent *a = *(RateEvent *const *) pa;
+	const RateEvent *b = *(RateEvent *const *) pb;
+	int			c;
+
+	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->pstart, b->pstart)) != 0
+		|| (c = cmp_i64(a->rate_id, b->rate_id)) != 0 || (c = cmp_i64(a->started, b->started)) != 0)
+		return c;
+	return cmp_i64(a->idx, b->idx);
+}
+
+/* 5. Allowances: one walk over events and buckets in key order. */
+static void
+take_allowances(Batch *b, RateEvent **order)
+{
+	int64		n = 0;
+	int			b0 = 0;
+
+	for (int64 i = 0; i < b->nev; i++)
+		if (billable(&b->ev[i]) && i128_load(b->ev[i].bq) > 0)
+			order[n++] = &b->ev[i];
+	qsort(b->bk, b->nbk, sizeof(Bucket), bucket_cmp);
+	qsort(order, n, sizeof(RateEvent *), allow_cmp);
+	for (int64 i = 0; i < n; i++)
+	{
+		RateEvent  *e = order[i];
+		cb_int128	need = i128_load(e->bq);
+		cb_int128	covered = 0;
+		TimestampTz at = allow_at(e);
+
+		e->take0 = b->ntakes;
+		while (b0 < b->nbk && (b->bk[b0].account < e->account
+							   || (b->bk[b0].account == e->account && b->bk[b0].svc < e->svc)))
+			b0++;
+		for (int k = b0; need > 0 && k < b->nbk && b->bk[k].account == e->account
+			 && b->bk[k].svc == e->svc; k++)
+		{
+			Bucket	   *x = &b->bk[k];
+			cb_int128	avail = i128_load(x->avail);
+			cb_int128	take;
+			Take	   *t;
+
+			if (avail <= 0 || at < x->from || at >= x->until)
+				continue;
+			take = need < avail ? need : avail;
+			x->avail = i128_store(avail - take);
+			need -= take;
+			covered += take;
+			if (b->ntakes == b->takecap)
+			{
+				b->takecap = Max(1024, b->takecap * 2);
+				b->takes = b->takes ? repalloc_huge(b->takes, (Size) b->takecap * sizeof(Take))
+					: MemoryContextAllocHuge(b->keep, (Size) b->takecap * sizeof(Take));
+			}
+			t = &b->takes[b->ntakes++];
+			t->bucket_id = x->id;
+			t->units = i128_store(take);
+			e->ntake++;
+			e->cov_scale = Max(e->cov_scale, short_scale(take));
+		}
+		e->covered = i128_store(covered);
+	}
+}
+
+/* 6. Cycle running totals. */
+static void
+cycle_totals(Batch *b, RateEvent **order)
+{
+	int64		m = 0;
+
+	for (int64 i = 0; i < b->nev; i++)
+		if (billable(&b->ev[i]) && b->ev[i].t->scope == SCOPE_CYCLE)
+			order[m++] = &b->ev[i];
+	qsort(order, m, sizeof(RateEvent *), cycle_cmp);
+	for (int64 i = 0; i < m;)
+	{
+		RateEvent  *first = order[i];
+		CounterKey	k;
+		CounterEntry *ce;
+		cb_int128	used;
+		int64		j;
+
+		memset(&k, 0, sizeof(k));
+		k.account = first->account;
+		k.pstart = first->pstart;
+		k.rate_id = first->rate_id;
+		ce = hash_search(b->counters, &k, HASH_FIND, NULL);
+		used = ce ? i128_load(ce->used) : 0;
+		for (j = i; j < m && order[j]->account == first->account && order[j]->pstart == first->pstart
+			 && order[j]->rate_id == first->rate_id; j++)
+		{
+			RateEvent  *e = order[j];
+
+			e->used_before = i128_store(used);
+			used += i128_load(e->bq) - i128_load(e->covered);
+		}
+		i = j;
+	}
+}
+
+/* 7. The price of each billable event (has_amount false: out of range). */
+static void
+price(Batch *b)
+{
+	for (int64 i = 0; i < b->nev; i++)
+	{
+		RateEvent  *e = &b->ev[i];
+		cb_int128	amount;
+		TariffError err;
+		struct pg_tm *tm;
+		TariffWhen	when;
+
+		if (!billable(e))
+			continue;
+		tm = local_tm(e->started, b->tzs[e->tz]);
+		when.dow = tm->tm_wday;
+		when.sec_of_day = tm->tm_hour * 3600 + tm->tm_min * 60 + tm->tm_sec;
+		if (tariff_rate_billed(e->t, i128_load(e->bq) - i128_load(e->covered), when,
+							   i128_load(e->used_before), &amount, &err))
+		{
+			e->amount = i128_store(amount);
+			e->has_amount = true;
+		}
+		else if (err.kind != TARIFF_ERR_OVERFLOW)
+			tariff_raise(&err);
+	}
+}
+
+static int
+debit_cmp(const void *pa, const void *pb)
+{
+	const DebitAgg *a = pa;
+	const DebitAgg *b = pb;
+	int			c;
+
+	if ((c = cmp_i64(a->account, b->account)) != 0)
+		return c;
+	return cmp_i64(a->bucket_id, b->bucket_id);
+}
+
+static int
+count_cmp(const void *pa, const void *pb)
+{
+	const CountAgg *a = pa;
+	const CountAgg *b = pb;
+	int			c;
+
+	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->pstart, b->pstart)) != 0)
+		return c;
+	return cmp_i64(a->rate_id, b->rate_id);
+}
+
+static AccountOut *
+account_out(Batch *b, const RateEvent *e)
+{
+	bool		found;
+	AccountOut *ao = hash_search(b->outs, &e->account, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		ao->rep_idx = e->idx;
+		ao->d0 = ao->nd = ao->c0 = ao->nc = 0;
+	}
+	else if (e->idx < ao->rep_idx)
+		ao->rep_idx = e->idx;
+	return ao;
+}
+
+/*
+ * What the charged events (those with a price) take from each bucket and add
+ * to each cycle counter, per account: the bucket debits with their ledger
+ * entries and the counters are written from these (one row per bucket or
+ * counter), each account's on one of its rows.
+ */
+static void
+aggregate(Batch *b)
+{
+	HASHCTL		ctl;
+	HTAB	   *dh,
+			   *ch;
+	HASH_SEQ_STATUS seq;
+	DebitAgg   *d;
+	CountAgg   *c;
+	typedef struct
+	{
+		int64		account;
+		int64		bucket_id;
+	} DKey;
+	typedef struct
+	{
+		int64		account;
+		TimestampTz pstart;
+		int64		rate_id;
+	} CKey;
+
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(AccountOut);
+	ctl.hcxt = b->keep;
+	b->outs = hash_create("rating accounts out", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(DKey);
+	ctl.entrysize = sizeof(DebitAgg);
+	dh = hash_create("rating debits", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(CKey);
+	ctl.entrysize = sizeof(CountAgg);
+	ch = hash_create("rating counts", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	for (int64 i = 0; i < b->nev; i++)
+	{
+		RateEvent  *e = &b->ev[i];
+		bool		found;
+
+		if (!billable(e) || !e->has_amount)
+			continue;
+		for (int k = 0; k < e->ntake; k++)
+		{
+			Take	   *t = &b->takes[e->take0 + k];
+			DKey		key;
+
+			memset(&key, 0, sizeof(key));
+			key.account = e->account;
+			key.bucket_id = t->bucket_id;
+			d = hash_search(dh, &key, HASH_ENTER, &found);
+			if (!found)
+			{
+				d->svc = e->svc;
+				d->events = 0;
+				d->scale = 0;
+				d->taken = i128_store(0);
+			}
+			d->events++;
+			d->scale = Max(d->scale, short_scale(i128_load(t->units)));
+			d->taken = i128_store(i128_load(d->taken) + i128_load(t->units));
+			(void) account_out(b, e);
+		}
+		if (e->t->scope == SCOPE_CYCLE)
+		{
+			CKey		key;
+			cb_int128	bq = i128_load(e->bq);
+
+			memset(&key, 0, sizeof(key));
+			key.account = e->account;
+			key.pstart = e->pstart;
+			key.rate_id = e->rate_id;
+			c = hash_search(ch, &key, HASH_ENTER, &found);
+			if (!found)
+			{
+				c->scale = 0;
+				c->used = i128_store(0);
+			}
+			/* rest = bq - covered, in the numeric form their difference has */
+			c->scale = Max(c->scale, Max(short_scale(bq), e->cov_scale));
+			c->used = i128_store(i128_load(c->used) + bq - i128_load(e->covered));
+			(void) account_out(b, e);
+		}
+	}
+
+	b->debits = MemoryContextAllocHuge(b->keep, Max(1, hash_get_num_entries(dh)) * sizeof(DebitAgg));
+	hash_seq_init(&seq, dh);
+	while ((d = hash_seq_search(&seq)) != NULL)
+		b->debits[b->ndebits++] = *d;
+	b->counts = MemoryContextAllocHuge(b->keep, Max(1, hash_get_num_entries(ch)) * sizeof(CountAgg));
+	hash_seq_init(&seq, ch);
+	while ((c = hash_seq_search(&seq)) != NULL)
+		b->counts[b->ncounts++] = *c;
+	qsort(b->debits, b->ndebits, sizeof(DebitAgg), debit_cmp);
+	qsort(b->counts, b->ncounts, sizeof(CountAgg), count_cmp);
+	for (int i = 0; i < b->ndebits; i++)
+	{
+		AccountOut *ao = hash_search(b->outs, &b->debits[i].account, HASH_FIND, NULL);
+
+		if (ao->nd++ == 0)
+			ao->d0 = i;
+	}
+	for (int i = 0; i < b->ncounts; i++)
+	{
+		AccountOut *ao = hash_search(b->outs, &b->counts[i].account, HASH_FIND, NULL);
+
+		if (ao->nc++ == 0)
+			ao->c0 = i;
+	}
+	hash_destroy(dh);
+	hash_destroy(ch);
+}
+
+#define RATE_BATCH_COLS 28
+
+/* An account's debits and counters, on its representative row. */
+static void
+emit_account(Batch *b, const RateEvent *e, Datum *values, bool *nulls)
+{
+	AccountOut *ao = hash_search(b->outs, &e->account, HASH_FIND, NULL);
+
+	if (ao == NULL || ao->rep_idx != e->idx)
+		return;
+	if (ao->nd > 0)
+	{
+		Datum	   *ids = palloc(ao->nd * sizeof(Datum));
+		Datum	   *units = palloc(ao->nd * sizeof(Datum));
+		Datum	   *taken = palloc(ao->nd * sizeof(Datum));
+		Datum	   *events = palloc(ao->nd * sizeof(Datum));
+
+		for (int k = 0; k < ao->nd; k++)
+		{
+			DebitAgg   *d = &b->debits[ao->d0 + k];
+
+			ids[k] = Int64GetDatum(d->bucket_id);
+			units[k] = CStringGetTextDatum(b->svc.name[d->svc]);
+			taken[k] = NumericGetDatum(qty_numeric(i128_load(d->taken), d->scale));
+			events[k] = Int32GetDatum(d->events);
+		}
+		values[21] = int8_array(ids, ao->nd);
+		values[22] = PointerGetDatum(construct_array(units, ao->nd, TEXTOID, -1, false, TYPALIGN_INT));
+		values[23] = PointerGetDatum(construct_array(taken, ao->nd, NUMERICOID, -1, false, TYPALIGN_INT));
+		values[24] = PointerGetDatum(construct_array(events, ao->nd, INT4OID, 4, true, TYPALIGN_INT));
+		nulls[21] = nulls[22] = nulls[23] = nulls[24] = false;
+	}
+	if (ao->nc > 0)
+	{
+		Datum	   *ps = palloc(ao->nc * sizeof(Datum));
+		Datum	   *rates = palloc(ao->nc * sizeof(Datum));
+		Datum	   *used = palloc(ao->nc * sizeof(Datum));
+
+		for (int k = 0; k < ao->nc; k++)
+		{
+			CountAgg   *c = &b->counts[ao->c0 + k];
+
+			ps[k] = TimestampTzGetDatum(c->pstart);
+			rates[k] = Int64GetDatum(c->rate_id);
+			used[k] = NumericGetDatum(qty_numeric(i128_load(c->used), c->scale));
+		}
+		values[25] = timestamptz_array(ps, ao->nc);
+		values[26] = int8_array(rates, ao->nc);
+		values[27] = PointerGetDatum(construct_array(used, ao->nc, NUMERICOID, -1, false, TYPALIGN_INT));
+		nulls[25] = nulls[26] = nulls[27] = false;
+	}
+}
+
+/*
+ * The rows: the claimed events (a second cursor over convbill_claim, its
+ * columns passed through) with their decisions.
+ */
+static void
+emit(Batch *b, ReturnSetInfo *rsinfo)
+{
+	SPIPlanPtr	plan;
+	Portal		portal;
+	MemoryContext row = AllocSetContextCreate(CurrentMemoryContext, "rating row", ALLOCSET_SMALL_SIZES);
+	Datum		zero = NumericGetDatum(int64_to_numeric(0));
+
+	plan = SPI_prepare("SELECT c.idx, c.part, c.tid, c.account_id, c.source, c.external_id, c.service, c.zone,"
+					   "       c.quantity, c.started_at "
+					   "FROM pg_temp.convbill_claim c", 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "rate_batch: SPI_prepare failed");
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			MemoryContext old = MemoryContextSwitchTo(row);
+			Datum		values[RATE_BATCH_COLS];
+			bool		nulls[RATE_BATCH_COLS];
+			int64		idx = DatumGetInt64(val(r, 1));
+			RateEvent  *e;
+
+			if (idx < 1 || idx > b->nev)
+				elog(ERROR, "rate_batch: event %lld out of range", (long long) idx);
+			e = &b->ev[idx - 1];
+			memset(nulls, true, sizeof(nulls));
+			/* idx .. started_at as claimed */
+			for (int c = 0; c < 10; c++)
+				values[c] = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c + 1, &nulls[c]);
+			if (e->acc_found)
+			{
+				values[10] = CStringGetTextDatum(b->cur.name[e->cur]);
+				values[11] = CStringGetTextDatum(b->tz.name[e->tz]);
+				nulls[10] = nulls[11] = false;
+			}
+			if (e->t != NULL)
+			{
+				values[12] = Int64GetDatum(e->rate_id);
+				values[14] = BoolGetDatum(e->t->scope == SCOPE_CYCLE);
+				nulls[12] = nulls[14] = false;
+				if (e->has_bq)
+				{
+					cb_int128	bq = i128_load(e->bq);
+
+					values[13] = NumericGetDatum(qty_numeric(bq, short_scale(bq)));
+					nulls[13] = false;
+				}
+			}
+			values[19] = zero;	/* covered */
+			nulls[19] = false;
+			if (e->reason != NULL)
+			{
+				values[17] = CStringGetTextDatum("rejected");
+				values[18] = CStringGetTextDatum(e->reason);
+				nulls[18] = false;
+			}
+			else if (e->duplicate)
+				values[17] = CStringGetTextDatum("duplicate");
+			else
+			{
+				values[15] = TimestampTzGetDatum(e->pstart);
+				values[16] = TimestampTzGetDatum(e->pend);
+				nulls[15] = nulls[16] = false;
+				values[17] = CStringGetTextDatum("billable");
+				values[19] = NumericGetDatum(qty_numeric(i128_load(e->covered), e->cov_scale));
+				if (e->has_amount)
+				{
+					values[20] = NumericGetDatum(scaled_to_numeric(i128_load(e->amount), e->t->round_decimals));
+					nulls[20] = false;
+				}
+				if (e->has_amount)
+					emit_account(b, e, values, nulls);
+			}
+			nulls[17] = false;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(row);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+	MemoryContextDelete(row);
+}
+
+PG_FUNCTION_INFO_V1(rate_batch);
+/*
+ * rate_batch(n bigint) -> SETOF (idx, part, tid, account_id, source,
+ *     external_id, service, zone, quantity, started_at, currency, timezone,
+ *     rate_id, bq, cycle, period_start, period_end, status, reject_reason,
+ *     covered, amount, debit_bucket, debit_unit, debit_taken, debit_events,
+ *     counter_period, counter_rate, counter_used)
+ * over the n events of pg_temp.convbill_claim (numbered 1..n by idx); the
+ * debit_* and counter_* arrays, on one row per account, are what its charged
+ * events take from each allowance bucket (and how many events) and add to
+ * each cycle counter.
+ */
 Datum
-rate_batch_judge(PG_FUNCTION_ARGS)
+rate_batch(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64		n = PG_GETARG_INT64(0);
 	MemoryContext pass;
 	MemoryContext old;
-	JudgeState	js;
-	JudgeEvent **order;
-	int			m = 0;
-	MemoryContext row;
+	Batch		b;
+	RateEvent **order;
 
 	InitMaterializedSRF(fcinfo, 0);
+	if (rsinfo->setDesc->natts != RATE_BATCH_COLS)
+		elog(ERROR, "rate_batch: the result must have %d columns", RATE_BATCH_COLS);
+	if (n < 0 || n > 100000000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("rate_batch: n must be from 0 to 100000000, not %lld", (long long) n)));
 
-	pass = AllocSetContextCreate(CurrentMemoryContext, "rate_batch_judge", ALLOCSET_DEFAULT_SIZES);
+	pass = AllocSetContextCreate(CurrentMemoryContext, "rate_batch", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(pass);
-	memset(&js, 0, sizeof(js));
-	js.p.schema = quote_identifier(get_namespace_name(get_func_namespace(fcinfo->flinfo->fn_oid)));
-	names_init(&js.p.svc, "rating services", pass);
-	names_init(&js.p.tz, "rating zones", pass);
-	names_init(&js.zone, "rating destination zones", pass);
-	names_init(&js.cur, "rating currencies", pass);
-	initStringInfo(&js.keys);
+	memset(&b, 0, sizeof(b));
+	b.keep = pass;
+	b.schema = quote_identifier(get_namespace_name(get_func_namespace(fcinfo->flinfo->fn_oid)));
+	names_init(&b.svc, "rating services", pass);
+	names_init(&b.zone, "rating destination zones", pass);
+	names_init(&b.tz, "rating time zones", pass);
+	names_init(&b.cur, "rating currencies", pass);
+	initStringInfo(&b.keys);
+	b.nev = n;
+	b.ev = MemoryContextAllocHuge(pass, Max(1, n) * sizeof(RateEvent));
+	memset(b.ev, 0, Max(1, n) * sizeof(RateEvent));
+	order = MemoryContextAllocHuge(pass, Max(1, n) * sizeof(RateEvent *));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "rate_batch_judge: SPI_connect failed");
-	judge_load_events(&js, pass);
-	judge_load_candidates(&js, pass);
-
-	/* rejects, rates, billed quantities */
+		elog(ERROR, "rate_batch: SPI_connect failed");
+	load_events(&b);
+	load_candidates(&b);
 	MemoryContextSwitchTo(pass);
-	for (int i = 0; i < js.nev; i++)
-	{
-		JudgeEvent *e = &js.ev[i];
-		const Candidate *c = NULL;
-
-		if (e->acc_found && e->svc_found && e->time_ok)
-			c = resolve(&js, e);
-		if (c != NULL)
-		{
-			RateEntry  *re = hash_search(js.p.rates, &c->rate_id, HASH_FIND, NULL);
-
-			if (re == NULL)
-				elog(ERROR, "rate_batch_judge: rate %lld not found", (long long) c->rate_id);
-			e->rate_id = c->rate_id;
-			e->t = re->t;
-		}
-		if (!e->acc_found)
-			e->reason = "unknown_account";
-		else if (e->closed)
-			e->reason = "account_closed";
-		else if (e->key_off < 0)
-			e->reason = "missing_event_key";
-		else if (!e->time_ok)
-			e->reason = "invalid_time";
-		else if (!e->qty_ok)
-			e->reason = "invalid_quantity";
-		else if (!e->svc_found)
-			e->reason = "unknown_service";
-		else if (c == NULL)
-			e->reason = "no_tariff";
-		else if (strcmp(e->t->currency[0] != '\0' ? e->t->currency : js.cur.name[c->plan_cur],
-						js.cur.name[e->cur]) != 0)
-			e->reason = "currency_mismatch";
-	}
-
-	/* duplicates among the acceptable events */
-	order = palloc_extended(Max(1, js.nev) * sizeof(JudgeEvent *), MCXT_ALLOC_HUGE);
-	for (int i = 0; i < js.nev; i++)
-		if (js.ev[i].reason == NULL)
-			order[m++] = &js.ev[i];
-	dup_js = &js;
-	qsort(order, m, sizeof(JudgeEvent *), dup_cmp);
-	for (int i = 0; i < m; i++)
-		order[i]->duplicate = order[i]->already || (i > 0 && same_key(&js, order[i - 1], order[i]));
-
-	judge_open_periods(&js, pass);
+	judge(&b);
+	find_duplicates(&b, order);
+	open_periods(&b);
+	MemoryContextSwitchTo(pass);
+	grant_plan_allowances(&b);
+	MemoryContextSwitchTo(pass);
+	load_buckets(&b);
+	load_counters(&b);
+	MemoryContextSwitchTo(pass);
+	take_allowances(&b, order);
+	cycle_totals(&b, order);
+	price(&b);
+	aggregate(&b);
+	emit(&b, rsinfo);
 	SPI_finish();
 
-	row = AllocSetContextCreate(pass, "rating row", ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(row);
-	for (int i = 0; i < js.nev; i++)
-	{
-		JudgeEvent *e = &js.ev[i];
-		Datum		values[10];
-		bool		nulls[10];
-
-		memset(nulls, true, sizeof(nulls));
-		values[0] = Int64GetDatum(e->idx);
-		nulls[0] = false;
-		if (e->acc_found)
-		{
-			values[1] = CStringGetTextDatum(js.cur.name[e->cur]);
-			values[2] = CStringGetTextDatum(js.p.tz.name[e->tz]);
-			nulls[1] = nulls[2] = false;
-		}
-		if (e->t != NULL)
-		{
-			values[3] = Int64GetDatum(e->rate_id);
-			values[5] = BoolGetDatum(e->t->scope == SCOPE_CYCLE);
-			nulls[3] = nulls[5] = false;
-			if (e->qty_ok)
-			{
-				cb_int128	bq;
-				TariffError err;
-
-				if (!tariff_billed_quantity(e->t, i128_load(e->q), &bq, &err))
-					tariff_raise(&err);
-				values[4] = NumericGetDatum(qty_numeric(bq, short_scale(bq)));
-				nulls[4] = false;
-			}
-		}
-		if (e->reason != NULL)
-		{
-			values[8] = CStringGetTextDatum("rejected");
-			values[9] = CStringGetTextDatum(e->reason);
-			nulls[9] = false;
-		}
-		else if (e->duplicate)
-			values[8] = CStringGetTextDatum("duplicate");
-		else
-		{
-			values[6] = TimestampTzGetDatum(e->pstart);
-			values[7] = TimestampTzGetDatum(e->pend);
-			nulls[6] = nulls[7] = false;
-			values[8] = CStringGetTextDatum("billable");
-		}
-		nulls[8] = false;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		MemoryContextReset(row);
-		if (i % 1024 == 1023)
-			CHECK_FOR_INTERRUPTS();
-	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(pass);
 	PG_RETURN_NULL();

@@ -8,34 +8,33 @@
 --      allowance buckets and cycle counters of an account are read and written
 --      by one rater (or online charging request) at a time, and duplicates are
 --      judged after that lock;
---   3. every event's fate in one pass in C (rate_batch_judge(),
+--   3. every event's fate in one pass in C (rate_batch(),
 --      src/rating_batch.c): rejects with their reason, duplicates, tariff
 --      resolution (plan -> service -> most specific zone -> latest
 --      valid_from), billed quantity, the open period (late usage to the next
 --      open one);
---   4. grant the plan allowances of the batch's (account, open period) pairs
---      as buckets (ensure_plan_allowances: the same buckets online charging
---      draws on, so an allowance is never given twice);
---   5. one pass in C (rate_batch_price(), src/rating_batch.c): allowances
---      first, walking the batch in event-time order and taking units from the
---      buckets valid at each event; cycle running totals; the price;
+--   4. (in that pass) the plan allowances of the batch's (account, open
+--      period) pairs granted as buckets (ensure_plan_allowances: the same
+--      buckets online charging draws on, so an allowance is never given
+--      twice);
+--   5. (in that pass) allowances first, walking the batch in event-time
+--      order and taking units from the buckets valid at each event; cycle
+--      running totals; the price;
 --   6. in one statement the charges, the events, the bucket debits with
 --      their ledger entries and the cycle counters.
 -- Within a batch, an account's events are rated in started_at order.
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION @extschema@.rate_batch_judge()
-RETURNS TABLE (idx bigint, currency text, timezone text, rate_id bigint, bq numeric, cycle boolean,
-               period_start timestamptz, period_end timestamptz, status text, reject_reason text)
-    AS 'MODULE_PATHNAME', 'rate_batch_judge' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION @extschema@.rate_batch_judge() IS
-    'internal: the judging pass of a rating batch over pg_temp.convbill_claim (rate_events) — each event''s reject reason, rate, billed quantity, duplicate status and open period (C)';
-
-CREATE FUNCTION @extschema@.rate_batch_price()
-RETURNS TABLE (idx bigint, covered numeric, amount numeric, take_bucket bigint[], take_units numeric[])
-    AS 'MODULE_PATHNAME', 'rate_batch_price' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION @extschema@.rate_batch_price() IS
-    'internal: the pricing pass of a rating batch over pg_temp.convbill_work (rate_events) — allowance buckets taken in event-time order, cycle running totals, the price (NULL: out of range); one row per billable event (C)';
+CREATE FUNCTION @extschema@.rate_batch(n bigint)
+RETURNS TABLE (idx bigint, part oid, tid tid, account_id bigint, source text, external_id text, service text,
+               zone text, quantity numeric, started_at timestamptz, currency text, timezone text,
+               rate_id bigint, bq numeric, cycle boolean, period_start timestamptz, period_end timestamptz,
+               status text, reject_reason text, covered numeric, amount numeric,
+               debit_bucket bigint[], debit_unit text[], debit_taken numeric[], debit_events integer[],
+               counter_period timestamptz[], counter_rate bigint[], counter_used numeric[])
+    AS 'MODULE_PATHNAME', 'rate_batch' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.rate_batch(bigint) IS
+    'internal: rating''s pass over the n claimed events of pg_temp.convbill_claim (rate_events): each event with its reject reason or duplicate status, rate, billed quantity, open period (plan allowances granted), allowance covered (buckets taken in event-time order, cycle running total) and price (NULL: out of range); on one row per account, what its charged events take from each bucket and add to each cycle counter (C)';
 
 -- Raise usage_queue.low_water to the least queued_by of the pending events
 -- this statement's snapshot sees (those the caller rated this transaction are
@@ -94,9 +93,6 @@ BEGIN
     IF to_regclass('pg_temp.convbill_work') IS NOT NULL THEN
         DROP TABLE pg_temp.convbill_work;
     END IF;
-    IF to_regclass('pg_temp.convbill_priced') IS NOT NULL THEN
-        DROP TABLE pg_temp.convbill_priced;
-    END IF;
     -- narrow rows: what rating needs, the zone already resolved
     CREATE TEMP TABLE convbill_claim (
         part oid, tid tid, idx bigint, account_id bigint, source text, external_id text,
@@ -148,56 +144,36 @@ BEGIN
     ORDER BY a.account_id
     FOR NO KEY UPDATE OF a;
 
-    -- 3. every event's fate, up to its billed quantity and open period: one
-    -- pass in C (rate_batch_judge, src/rating_batch.c) over the claimed
-    -- events with their account, service and charge lookups: the reject
-    -- reason (unknown_account, account_closed, missing_event_key,
-    -- invalid_time, invalid_quantity, unknown_service, no_tariff,
-    -- currency_mismatch, the first that applies), the rate (plan -> service ->
-    -- most specific zone -> latest valid_from -> newest subscription), the
-    -- billed quantity, duplicates (of a charged event or of an earlier
-    -- acceptable copy in the batch), the open period (late usage to the next
-    -- open one)
+    -- 3-5. every event's fate, in one pass in C (rate_batch(), see
+    -- src/rating_batch.c): the reject reason (the first of unknown_account,
+    -- account_closed, missing_event_key, invalid_time, invalid_quantity,
+    -- unknown_service, no_tariff, currency_mismatch), the rate (plan ->
+    -- service -> most specific zone -> latest valid_from -> newest
+    -- subscription), the billed quantity, duplicates (of a charged event or of
+    -- an earlier acceptable copy in the batch), the open period (late usage
+    -- to the next open one) and its plan allowances (ensure_plan_allowances:
+    -- the buckets online charging draws on too, so an allowance is never
+    -- given twice); then allowances first: each event takes from its
+    -- account's allowance buckets of its service valid at its time (a late
+    -- event: at the start of the open period it is billed in), in event-time
+    -- order, each in (priority, valid_until, bucket_id) order, units held by
+    -- open sessions set aside first (from the buckets valid now in that same
+    -- order, where the sessions' debits will take them); then the cycle
+    -- running totals and the price.
     CREATE TEMP TABLE convbill_work ON COMMIT DROP AS
-    SELECT c.idx, c.part, c.tid, c.account_id, c.source, c.external_id, c.service, c.zone, c.quantity,
-           c.started_at, j.currency, j.timezone, j.rate_id, j.bq, j.cycle, j.period_start, j.period_end,
-           j.status, j.reject_reason
-    FROM convbill_claim c
-    JOIN @extschema@.rate_batch_judge() j ON j.idx = c.idx;
-    IF n > 1000 THEN
-        ANALYZE convbill_work;
-    END IF;
-
-    -- 4. the plan allowances of every (account, open period) the batch bills
-    -- in, granted as buckets if they are not yet (under the account locks)
-    PERFORM @extschema@.ensure_plan_allowances(array_agg(k.account_id), array_agg(k.period_start))
-    FROM (SELECT DISTINCT w.account_id, w.period_start FROM convbill_work w WHERE w.status = 'billable') k;
-
-    -- 5. allowances first: each event takes from its account's allowance
-    -- buckets of its service valid at its time (a late event: at the start of
-    -- the open period it is billed in), in event-time order, each in
-    -- (priority, valid_until, bucket_id) order.  Units held by open sessions
-    -- are set aside first, from the buckets valid now in that same order
-    -- (where the sessions' debits will take them), so rating never takes
-    -- units a session was granted.  Then the cycle running totals and the
-    -- price.  One pass in C over the batch (rate_batch_price).
-    CREATE TEMP TABLE convbill_priced ON COMMIT DROP AS
-    SELECT * FROM @extschema@.rate_batch_price();
+    SELECT * FROM @extschema@.rate_batch(n);
 
     -- 6. the charges, the events, the buckets and ledger, the counters in one
     -- statement.  The account locks and the duplicate check above mean no
     -- charge of this batch can exist yet; the unique index on
     -- (account_id, source, external_id) is the safety net.  An event whose
     -- charge is out of range is rejected and takes no allowance.
-    -- Every event of the batch in claim order (account, time): charges and
-    -- event updates written in that order keep the indexes' inserts local.
+    -- Every event of the batch in claim order (account, time), as rate_batch()
+    -- returned them: charges and event updates written in that order keep
+    -- the indexes' inserts local.
     WITH priced AS MATERIALIZED (
-        SELECT p.*, CASE WHEN p.amount IS NOT NULL THEN nextval('@extschema@.charge_charge_id_seq') END AS charge_id
-        FROM (SELECT w.*, coalesce(pp.covered, 0) AS covered, w.bq - coalesce(pp.covered, 0) AS rest,
-                     pp.amount, pp.take_bucket, pp.take_units
-              FROM convbill_work w
-              LEFT JOIN convbill_priced pp USING (idx)
-              ORDER BY w.idx) p
+        SELECT w.*, CASE WHEN w.amount IS NOT NULL THEN nextval('@extschema@.charge_charge_id_seq') END AS charge_id
+        FROM convbill_work w
     ),
     charges AS (
         INSERT INTO @extschema@.charge
@@ -208,12 +184,14 @@ BEGIN
         FROM priced p
         WHERE p.charge_id IS NOT NULL
     ),
+    -- what the charged events took from each bucket (rate_batch() returns an
+    -- account's on one of its rows)
     debits AS (
-        SELECT p.account_id, t.bucket_id, p.service AS unit, sum(t.taken) AS taken, count(*)::integer AS events
+        SELECT p.account_id, t.bucket_id, t.unit, t.taken, t.events
         FROM priced p
-        CROSS JOIN LATERAL unnest(p.take_bucket, p.take_units) AS t(bucket_id, taken)
-        WHERE p.charge_id IS NOT NULL AND p.take_bucket IS NOT NULL
-        GROUP BY 1, 2, 3
+        CROSS JOIN LATERAL unnest(p.debit_bucket, p.debit_unit, p.debit_taken, p.debit_events)
+                           AS t(bucket_id, unit, taken, events)
+        WHERE p.debit_bucket IS NOT NULL
     ),
     bucket_update AS (
         UPDATE @extschema@.bucket b SET balance = b.balance - d.taken
@@ -226,9 +204,10 @@ BEGIN
     ),
     counters AS (
         INSERT INTO @extschema@.usage_counter AS uc (account_id, period_start, counter, used)
-        SELECT p.account_id, p.period_start, 'rate:' || p.rate_id, sum(p.rest)
-        FROM priced p WHERE p.charge_id IS NOT NULL AND p.cycle
-        GROUP BY 1, 2, 3
+        SELECT p.account_id, t.period_start, 'rate:' || t.rate_id, t.used
+        FROM priced p
+        CROSS JOIN LATERAL unnest(p.counter_period, p.counter_rate, p.counter_used) AS t(period_start, rate_id, used)
+        WHERE p.counter_period IS NOT NULL
         ON CONFLICT (account_id, period_start, counter) DO UPDATE SET used = uc.used + excluded.used
     )
     UPDATE @extschema@.usage_event e
@@ -240,7 +219,7 @@ BEGIN
     FROM priced p
     WHERE e.tableoid = p.part AND e.ctid = p.tid;
 
-    DROP TABLE pg_temp.convbill_claim, pg_temp.convbill_work, pg_temp.convbill_priced;
+    DROP TABLE pg_temp.convbill_claim, pg_temp.convbill_work;
     -- 7. a batch that drained the queue (as far as this rater can claim)
     -- raises the low-water mark past what is rated; a full batch leaves that
     -- to the call that finds the queue's end
