@@ -257,38 +257,50 @@ BEGIN
         RETURN;                         -- nothing to debit
     END IF;
     WITH req AS (
-        SELECT r.account_id, r.unit, r.amount, r.charge_id, r.charges
-        FROM unnest(p_account_ids, p_units, p_amounts, p_charge_ids, p_charges)
-             AS r(account_id, unit, amount, charge_id, charges)
+        SELECT r.account_id, r.unit, r.amount, r.charge_id, r.charges, r.i
+        FROM unnest(p_account_ids, p_units, p_amounts, p_charge_ids, p_charges) WITH ORDINALITY
+             AS r(account_id, unit, amount, charge_id, charges, i)
         WHERE r.amount OPERATOR(pg_catalog.<>) 0
     ),
+    -- every request with the buckets it may take from (none for a credit or
+    -- when there are none), in consumption order, and what each takes; the
+    -- rest of a request is computed on the same rows by windows, not by a
+    -- join of the requests with what was taken (a generic plan makes that a
+    -- nested loop over all of it)
     ordered AS (
-        SELECT b.account_id, b.bucket_id, b.balance, q.amount, q.charge_id, q.charges, q.unit,
-               coalesce(sum(b.balance) OVER (PARTITION BY b.account_id, b.unit
-                                             ORDER BY b.priority, b.valid_until, b.bucket_id
-                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-        FROM req q
-        JOIN @extschema@.bucket b
-          ON b.account_id OPERATOR(pg_catalog.=) q.account_id AND b.kind OPERATOR(pg_catalog.=) p_kind
-         AND b.unit OPERATOR(pg_catalog.=) q.unit AND b.origin OPERATOR(pg_catalog.<>) 'main'
-         AND b.balance OPERATOR(pg_catalog.>) 0
-         AND b.valid_from OPERATOR(pg_catalog.<=) p_at AND b.valid_until OPERATOR(pg_catalog.>) p_at
-        WHERE q.amount OPERATOR(pg_catalog.>) 0
+        SELECT o.*,
+               CASE WHEN o.bucket_id IS NOT NULL
+                    THEN least(o.balance, greatest(o.amount OPERATOR(pg_catalog.-) o.before, 0)) END AS take
+        FROM (
+            SELECT q.account_id, b.bucket_id, b.balance, q.amount, q.charge_id, q.charges, q.unit,
+                   coalesce(sum(b.balance) OVER (PARTITION BY b.account_id, b.unit
+                                                 ORDER BY b.priority, b.valid_until, b.bucket_id
+                                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before,
+                   row_number() OVER (PARTITION BY q.i) AS n
+            FROM req q
+            LEFT JOIN @extschema@.bucket b
+              ON b.account_id OPERATOR(pg_catalog.=) q.account_id AND b.kind OPERATOR(pg_catalog.=) p_kind
+             AND b.unit OPERATOR(pg_catalog.=) q.unit AND b.origin OPERATOR(pg_catalog.<>) 'main'
+             AND b.balance OPERATOR(pg_catalog.>) 0
+             AND b.valid_from OPERATOR(pg_catalog.<=) p_at AND b.valid_until OPERATOR(pg_catalog.>) p_at
+             AND q.amount OPERATOR(pg_catalog.>) 0
+        ) o
     ),
     taken AS (
-        SELECT o.account_id, o.bucket_id, o.unit, o.charge_id, o.charges,
-               least(o.balance, greatest(o.amount OPERATOR(pg_catalog.-) o.before, 0)) AS amount
+        SELECT o.account_id, o.bucket_id, o.unit, o.charge_id, o.charges, o.take AS amount
         FROM ordered o
+        WHERE o.bucket_id IS NOT NULL
     ),
+    -- per request: its amount less what the buckets of its account and unit took
     rest AS (
-        SELECT q.account_id, m.bucket_id, q.unit, q.charge_id, q.charges,
-               q.amount OPERATOR(pg_catalog.-) coalesce((SELECT sum(t.amount) FROM taken t
-                                                         WHERE t.account_id OPERATOR(pg_catalog.=) q.account_id
-                                                           AND t.unit OPERATOR(pg_catalog.=) q.unit), 0) AS amount
-        FROM req q
-        JOIN @extschema@.bucket m ON m.account_id OPERATOR(pg_catalog.=) q.account_id
+        SELECT o.account_id, m.bucket_id, o.unit, o.charge_id, o.charges,
+               o.amount OPERATOR(pg_catalog.-) o.took AS amount
+        FROM (SELECT o.*, coalesce(sum(o.take) OVER (PARTITION BY o.account_id, o.unit), 0) AS took
+              FROM ordered o
+              WHERE p_kind OPERATOR(pg_catalog.=) 'money') o
+        JOIN @extschema@.bucket m ON m.account_id OPERATOR(pg_catalog.=) o.account_id
                                  AND m.origin OPERATOR(pg_catalog.=) 'main'
-        WHERE p_kind OPERATOR(pg_catalog.=) 'money'
+        WHERE o.n OPERATOR(pg_catalog.=) 1
     ),
     alloc AS (
         SELECT * FROM taken WHERE amount OPERATOR(pg_catalog.>) 0
