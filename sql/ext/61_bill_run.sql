@@ -123,9 +123,12 @@ BEGIN
         ),
         unbilled AS (
             SELECT u.payer, min(u.ps) AS first_at
-            FROM (SELECT DISTINCT f.payer, c.period_start AS ps
-                  FROM @extschema@.charge c JOIN convbill_family f ON f.member = c.account_id
-                  WHERE c.invoice_id IS NULL) u
+            -- (each account's unbilled periods first: a few rows per account
+            -- to join, not every unbilled charge)
+            FROM (SELECT DISTINCT f.payer, c.ps
+                  FROM (SELECT DISTINCT c.account_id, c.period_start AS ps
+                        FROM @extschema@.charge c WHERE c.invoice_id IS NULL) c
+                  JOIN convbill_family f ON f.member = c.account_id) u
             -- charges left in a period the payer has invoiced (an account that
             -- joined its parent's invoice with a period not billed yet) go on the
             -- payer's next invoice
@@ -407,15 +410,36 @@ BEGIN
             FROM convbill_chunk c LEFT JOIN convbill_lines l ON l.payer = c.payer AND l.ps = c.ps
             GROUP BY c.payer, c.ps, c.pe, c.currency
         ),
+        -- the money: prepaid = what the balance held before this period's
+        -- charges (later charges and open sessions' debits added back), up
+        -- to the total; the balance then carries the whole total (debited
+        -- below, after the invoice: nothing before that changes a balance)
+        pre AS (
+            SELECT t.*,
+                   -- in whole minor units: never more than the balance held
+                   trunc(greatest(0, least(t.total,
+                       (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
+                        WHERE b.account_id = t.payer AND b.kind = 'money'
+                          AND b.valid_from <= now() AND b.valid_until > now())
+                       + t.charged
+                       + (SELECT coalesce(sum(ch.amount), 0) FROM convbill_family f
+                          JOIN @extschema@.charge ch ON ch.account_id = f.member
+                          WHERE f.payer = t.payer AND ch.invoice_id IS NULL AND ch.period_start > t.ps)
+                       + (SELECT coalesce(sum(r.charged), 0) FROM @extschema@.reservation r
+                          WHERE r.payer_id = t.payer AND r.status = 'open'))),
+                         @extschema@.currency_exponent(t.currency)) AS prepaid
+            FROM tot t
+            WHERE t.nlines > 0 OR empty_too
+            OFFSET 0   -- once per invoice, not once per use
+        ),
         ins AS (
             INSERT INTO @extschema@.invoice (account_id, kind, period_start, period_end, status, currency,
                                              subtotal, discount, tax, total, prepaid_applied, amount_due, charged,
                                              debited,
                                              issued_at)
             SELECT t.payer, 'invoice', t.ps, t.pe, 'draft', t.currency, t.subtotal, t.discount, t.tax, t.total,
-                   0, t.total, t.charged, t.total - t.charged, NULL
-            FROM tot t
-            WHERE t.nlines > 0 OR empty_too
+                   t.prepaid, t.total - t.prepaid, t.charged, t.total - t.charged, NULL
+            FROM pre t
             ON CONFLICT DO NOTHING
             RETURNING account_id, invoice_id, period_start, total, charged, currency
         )
@@ -442,30 +466,7 @@ BEGIN
         FROM convbill_inv i JOIN convbill_family f ON f.payer = i.account_id
         WHERE ch.account_id = f.member AND ch.period_start <= i.period_start AND ch.invoice_id IS NULL;
 
-        -- the money: prepaid = what the balance held before this period's
-        -- charges (later charges and open sessions' debits added back), up
-        -- to the total; the balance then carries the whole total
-        UPDATE @extschema@.invoice v
-        SET prepaid_applied = p.prepaid, amount_due = v.total - p.prepaid
-        FROM (
-            SELECT i.account_id, i.invoice_id,
-                   -- in whole minor units: never more than the balance held
-                   trunc(greatest(0, least(i.total,
-                       (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
-                        WHERE b.account_id = i.account_id AND b.kind = 'money'
-                          AND b.valid_from <= now() AND b.valid_until > now())
-                       + i.charged
-                       + (SELECT coalesce(sum(ch.amount), 0) FROM convbill_family f
-                          JOIN @extschema@.charge ch ON ch.account_id = f.member
-                          WHERE f.payer = i.account_id AND ch.invoice_id IS NULL AND ch.period_start > i.period_start)
-                       + (SELECT coalesce(sum(r.charged), 0) FROM @extschema@.reservation r
-                          WHERE r.payer_id = i.account_id AND r.status = 'open'))),
-                         @extschema@.currency_exponent(i.currency)) AS prepaid
-            FROM convbill_inv i
-            OFFSET 0   -- once per invoice, not once per column set
-        ) p
-        WHERE v.account_id = p.account_id AND v.invoice_id = p.invoice_id;
-
+        -- the money: the balance carries the whole total
         PERFORM @extschema@.debit_buckets('money', array_agg(i.account_id), array_agg(i.currency),
                                           array_agg(i.total - i.charged), array_agg(NULL::bigint),
                                           array_agg(NULL::integer), NULL, now())
