@@ -164,6 +164,29 @@ SELECT count(*) AS steps_seen, count(DISTINCT run_start) AS distinct_starts,
        min(run_start) = (SELECT started_at FROM job_run WHERE job = 'stamp') AS is_run_start
 FROM public.seen;
 
+-- what a step reports with job_warn() lands in its run's job_run.warning
+-- (pg_cron keeps no WARNING): a job whose steps warn on steps 1 and 3 of 4;
+-- a step rolled back by its error takes its report back; a report made
+-- before the run (outside any job) is not the run's
+CREATE TABLE public.w (n int NOT NULL);
+INSERT INTO job (name, schedule, command, repeat) VALUES
+    ('warny', '* * * * *',
+     'WITH i AS (INSERT INTO public.w SELECT count(*) + 1 FROM public.w RETURNING n)
+      SELECT CASE WHEN n = 4 THEN 0 ELSE 1 END
+             + CASE WHEN n % 2 = 1 THEN 0 * length(convbill.job_warn(''step '' || n)::text) ELSE 0 END
+      FROM i', true);
+SELECT job_warn('left over from before');
+CALL run_job_proc('warny');
+SELECT status, steps, rows, warning FROM job_run WHERE job = 'warny';
+TRUNCATE public.w;
+SELECT run_job('warny');
+SELECT status, steps, rows, warning FROM job_run WHERE job = 'warny' ORDER BY run_id;
+-- an error after the report: the run fails, the failed step's report is gone
+INSERT INTO job (name, schedule, command) VALUES
+    ('warnfail', '* * * * *', 'SELECT 1 / (length(convbill.job_warn(''doomed'')::text) - length(convbill.job_warn(''doomed'')::text))');
+SELECT run_job('warnfail');
+SELECT status, error, warning FROM job_run WHERE job = 'warnfail';
+
 -------------------------------------------------------------------------------
 -- 5. repeat stops when the time budget is spent
 -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ static int	leakage_pending_age = 60;
 static int	leakage_billing_grace = 1440;
 
 /* How long job_run keeps a job's runs (minutes; 0: for ever), read by the jobs. */
+static char *job_warning = NULL;
 static int	job_run_retention = 43200;
 
 /* Pure-C modules allocate through these: palloc in the current memory context. */
@@ -180,6 +181,15 @@ _PG_init(void)
 							PGC_SUSET,
 							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
+	/* not a setting: where job_warn() leaves a step's report for its job run */
+	DefineCustomStringVariable("convbill.job_warning",
+							   "Internal: the last report of a job step (job_warn()), taken by the job's runner.",
+							   NULL,
+							   &job_warning,
+							   "",
+							   PGC_USERSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
+							   NULL, NULL, NULL);
 	define_anomaly_settings();
 	MarkGUCPrefixReserved("convbill");
 }

@@ -494,6 +494,10 @@ BEGIN
         SELECT count(*), array_agg(d.payer ORDER BY d.payer) INTO busy, skipped
         FROM convbill_due d WHERE d.done AND d.skips > 0;
         IF busy > 0 THEN
+            -- in a job, job_run.warning says it too (pg_cron keeps no WARNING)
+            PERFORM @extschema@.job_warn(format('run_billing: %s account(s) not billed: another session holds them (%s%s)',
+                                                busy, array_to_string(skipped[1:20], ', '),
+                                                CASE WHEN busy > 20 THEN ', …' ELSE '' END));
             RAISE WARNING 'run_billing: % account(s) not billed: another session holds them', busy
                 USING DETAIL = format('Accounts %s%s (a request in progress on them or a sub-account, or another bill run).',
                                       array_to_string(skipped[1:20], ', '), CASE WHEN busy > 20 THEN ', …' ELSE '' END),

@@ -95,13 +95,15 @@ CREATE TABLE @extschema@.job_run (
     rows        bigint NOT NULL DEFAULT 0,      -- what the completed steps returned, summed
     error       text,                           -- message of the step that failed
     sqlstate    text,
+    warning     text,                           -- what the steps reported besides their rows
+                                                -- (job_warn: e.g. accounts a bill run left busy)
     PRIMARY KEY (job, run_id),
     CHECK ((status IN ('failed', 'interrupted')) = (error IS NOT NULL)),
     CHECK ((status IN ('running', 'interrupted')) = (finished_at IS NULL))
 );
 CREATE INDEX job_run_started ON @extschema@.job_run (started_at);
 COMMENT ON TABLE @extschema@.job_run IS
-    'one row per job run: when, how many rows, status, and the error of a failed run';
+    'one row per job run: when, how many rows, status, the error of a failed run and what its steps reported (warning)';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.job_run', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.job_run_run_id_seq', '');
 
@@ -172,6 +174,45 @@ END $$;
 COMMENT ON FUNCTION @extschema@.job_run_prune(text, timestamptz) IS
     'internal: delete a job''s runs older than convbill.job_run_retention; returns how many';
 
+-- A step's report for its run's job_run.warning (a step that WARNs only to
+-- the server log would be silent under pg_cron): kept in the session until
+-- the job's runner takes it after the step; a step rolled back takes it back.
+-- Outside a job it is kept until replaced (one message, never growing).
+CREATE FUNCTION @extschema@.job_warn(p_message text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.realtime_rating_enabled();      -- the library defines the slot
+    PERFORM set_config('convbill.job_warning', coalesce(p_message, ''), false);
+END $$;
+COMMENT ON FUNCTION @extschema@.job_warn(text) IS
+    'report something for the running job''s job_run.warning (what a step did not do, e.g. accounts left busy)';
+
+-- The report of the step just run ('' when none), and the slot emptied.
+CREATE FUNCTION @extschema@.job_take_warning()
+RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w text;
+BEGIN
+    PERFORM @extschema@.realtime_rating_enabled();      -- the library defines the slot
+    w := coalesce(current_setting('convbill.job_warning', true), '');
+    IF w <> '' THEN
+        PERFORM set_config('convbill.job_warning', '', false);
+    END IF;
+    RETURN w;
+END $$;
+COMMENT ON FUNCTION @extschema@.job_take_warning() IS
+    'internal: the last job_warn() message of the session (empty: none), then forgotten';
+
+-- a run's warnings so far and the step's, joined
+CREATE FUNCTION @extschema@.job_add_warning(p_so_far text, p_step text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN p_step IS NULL OR p_step = '' THEN p_so_far
+            WHEN p_so_far IS NULL THEN p_step
+            ELSE p_so_far || '; ' || p_step END;
+
 CREATE FUNCTION @extschema@.run_job(job_name text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -182,6 +223,7 @@ DECLARE
     s record;
     total bigint := 0;
     steps integer := 0;
+    warned text;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(k) THEN
         INSERT INTO @extschema@.job_run (job, started_at, finished_at, status)
@@ -189,16 +231,18 @@ BEGIN
         RETURN 0;
     END IF;
     PERFORM @extschema@.job_run_prune(j.name, t0);
+    PERFORM @extschema@.job_take_warning();      -- nothing from before the run
     LOOP
         s := @extschema@.job_step(j.command, t0);
+        warned := @extschema@.job_add_warning(warned, @extschema@.job_take_warning());
         EXIT WHEN s.error IS NOT NULL;
         steps := steps + 1;
         total := total + s.rows;
         EXIT WHEN NOT j.repeat OR s.rows <= 0 OR clock_timestamp() >= t0 + j.time_budget;
     END LOOP;
-    INSERT INTO @extschema@.job_run (job, started_at, finished_at, status, steps, rows, error, sqlstate)
+    INSERT INTO @extschema@.job_run (job, started_at, finished_at, status, steps, rows, error, sqlstate, warning)
     VALUES (j.name, t0, clock_timestamp(), CASE WHEN s.error IS NULL THEN 'succeeded' ELSE 'failed' END,
-            steps, total, s.error, s.error_sqlstate);
+            steps, total, s.error, s.error_sqlstate, warned);
     IF s.error IS NOT NULL THEN
         RAISE WARNING 'job "%" failed: %', j.name, s.error
             USING DETAIL = format('SQLSTATE %s; the failed step was rolled back, the run is logged in convbill.job_run', s.error_sqlstate);
@@ -220,6 +264,7 @@ DECLARE
     rid bigint;
     s record;
     n_steps integer := 0;
+    warned text;
 BEGIN
     -- fails with "invalid transaction termination" inside a transaction block,
     -- before anything was locked or logged (run_job() works there)
@@ -240,13 +285,16 @@ BEGIN
     PERFORM @extschema@.job_run_prune(j.name, t0);
     INSERT INTO @extschema@.job_run (job, started_at, status)
     VALUES (j.name, t0, 'running') RETURNING run_id INTO rid;
+    PERFORM @extschema@.job_take_warning();      -- nothing from before the run
     COMMIT;
     LOOP
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         s := @extschema@.job_step(j.command, t0);
+        warned := @extschema@.job_add_warning(warned, @extschema@.job_take_warning());
         IF s.error IS NOT NULL THEN
             UPDATE @extschema@.job_run r
-            SET finished_at = clock_timestamp(), status = 'failed', error = s.error, sqlstate = s.error_sqlstate
+            SET finished_at = clock_timestamp(), status = 'failed', error = s.error, sqlstate = s.error_sqlstate,
+                warning = warned
             WHERE r.job = j.name AND r.run_id = rid;
             COMMIT;
             PERFORM pg_catalog.pg_advisory_unlock(k);
@@ -257,7 +305,7 @@ BEGIN
         n_steps := n_steps + 1;
         rows := rows + s.rows;
         -- the progress commits together with the step's work
-        UPDATE @extschema@.job_run r SET steps = n_steps, rows = run_job_proc.rows
+        UPDATE @extschema@.job_run r SET steps = n_steps, rows = run_job_proc.rows, warning = warned
         WHERE r.job = j.name AND r.run_id = rid;
         EXIT WHEN NOT j.repeat OR s.rows <= 0 OR clock_timestamp() >= t0 + j.time_budget;
         COMMIT;
