@@ -50,6 +50,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -156,9 +157,11 @@ typedef struct AccountOut
 } AccountOut;
 
 /* interned strings (services, zones, currencies): name -> small int */
+#define NAME_KEY_SIZE 256		/* bytes: 63 characters of up to 4 bytes fit */
+
 typedef struct NameEntry
 {
-	char		name[NAMEDATALEN * 2];
+	char		name[NAME_KEY_SIZE];
 	int32		id;
 } NameEntry;
 
@@ -258,7 +261,7 @@ names_init(Names *n, const char *what, MemoryContext keep)
 {
 	HASHCTL		ctl;
 
-	ctl.keysize = NAMEDATALEN * 2;
+	ctl.keysize = NAME_KEY_SIZE;
 	ctl.entrysize = sizeof(NameEntry);
 	ctl.hcxt = keep;
 	n->h = hash_create(what, 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
@@ -267,17 +270,20 @@ names_init(Names *n, const char *what, MemoryContext keep)
 	n->name = MemoryContextAlloc(keep, n->cap * sizeof(char *));
 }
 
-/* The id of a name (a service, a zone, a currency), interned on first sight. */
+/*
+ * The id of a name (a service, a zone, a currency), interned on first sight;
+ * -2 for a name too long to be one of the catalog's (it matches nothing).
+ */
 static int32
 intern(Names *n, const char *name, bool *is_new)
 {
 	NameEntry  *e;
 	bool		found;
 
-	if (strlen(name) >= NAMEDATALEN * 2)
-		ereport(ERROR,
-				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("rating: name \"%.40s...\" is too long", name)));
+	if (is_new)
+		*is_new = false;
+	if (strlen(name) >= NAME_KEY_SIZE)
+		return -2;
 	e = hash_search(n->h, name, HASH_ENTER, &found);
 	if (!found)
 	{
@@ -294,12 +300,26 @@ intern(Names *n, const char *name, bool *is_new)
 	return e->id;
 }
 
+/* The id of a name that must have one (an account's currency or zone). */
+static int32
+intern_known(Names *n, const char *name, bool *is_new)
+{
+	int32		id = intern(n, name, is_new);
+
+	if (id < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("rating: name \"%s...\" is too long",
+						pnstrdup(name, pg_mbcliplen(name, strlen(name), 40)))));
+	return id;
+}
+
 /* A time zone's id; its pg_tz is looked up once per pass. */
 static int32
 intern_zone(Batch *b, const char *name)
 {
 	bool		is_new;
-	int32		id = intern(&b->tz, name, &is_new);
+	int32		id = intern_known(&b->tz, name, &is_new);
 
 	if (is_new)
 	{
@@ -345,10 +365,17 @@ bool_col(uint64 r, int c)
 	return !isnull && DatumGetBool(d);
 }
 
+/*
+ * Run a query.  read_only: in the snapshot of the statement that called
+ * rate_batch(), like the event cursor (the catalog and the closed periods
+ * as of then, all in one snapshot); otherwise in a new one (the buckets and
+ * counters after the plan allowances were granted; the account locks keep
+ * them from changing under the pass).
+ */
 static void
-run(const char *sql, int nargs, Oid *types, Datum *args)
+run(const char *sql, int nargs, Oid *types, Datum *args, bool read_only)
 {
-	if (SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(sql, nargs, types, args, NULL, read_only, 0) != SPI_OK_SELECT)
 		elog(ERROR, "rate_batch: query failed: %s", sql);
 }
 
@@ -466,8 +493,10 @@ load_events(Batch *b)
 										b->keys.len - e->key_off);
 				MemoryContextSwitchTo(tmp);
 			}
+			e->svc_found = bool_col(r, 14);
+			/* an unknown service is rejected (unknown_service): no id needed */
 			s = text_or_null(r, 5, &isnull);
-			e->svc = isnull ? -1 : intern(&b->svc, s, NULL);
+			e->svc = (isnull || !e->svc_found) ? -1 : intern_known(&b->svc, s, NULL);
 			d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 6, &isnull);
 			e->started = isnull ? 0 : DatumGetTimestampTz(d);
 			s = text_or_null(r, 7, &isnull);
@@ -476,12 +505,11 @@ load_events(Batch *b)
 			e->tz = e->cur = -1;
 			if (e->acc_found)
 			{
-				e->cur = intern(&b->cur, TextDatumGetCString(val(r, 10)), NULL);
+				e->cur = intern_known(&b->cur, TextDatumGetCString(val(r, 10)), NULL);
 				e->tz = intern_zone(b, TextDatumGetCString(val(r, 11)));
 				e->billing_day = DatumGetInt32(val(r, 12));
 				e->closed = bool_col(r, 13);
 			}
-			e->svc_found = bool_col(r, 14);
 			e->qty_ok = bool_col(r, 15);
 			e->time_ok = bool_col(r, 16);
 			e->already = bool_col(r, 17);
@@ -500,31 +528,48 @@ load_events(Batch *b)
 			elog(ERROR, "rate_batch: event %lld of %lld is missing", (long long) i + 1, (long long) b->nev);
 }
 
-/* The plan rates of the batch's accounts' subscriptions (grouped by account) and their tariffs. */
+/*
+ * The candidate rates of the batch's (account, service, zone) keys — the
+ * plan rates of the account's subscriptions for the service, of the zone or
+ * of any zone — grouped by account, with their tariffs (one query: the same
+ * snapshot for both).
+ */
 static void
 load_candidates(Batch *b)
 {
 	HASHCTL		ctl;
 	bool		isnull;
 
-	run(psprintf("SELECT s.account_id, s.started_at, coalesce(s.ended_at, 'infinity'), r.rate_id, r.service,"
-				 "       r.zone, r.valid_from, r.valid_until, p.currency "
-				 "FROM %s.subscription s "
-				 "JOIN %s.plan p ON p.code = s.plan_code "
-				 "JOIN %s.plan_rate r ON r.plan_code = s.plan_code "
-				 "WHERE s.account_id IN (SELECT c.account_id FROM pg_temp.convbill_claim c) "
-				 "ORDER BY s.account_id",
-				 b->schema, b->schema, b->schema), 0, NULL, NULL);
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(RateEntry);
+	ctl.hcxt = b->keep;
+	b->rates = hash_create("rating rates", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(AccountRange);
 	ctl.hcxt = b->keep;
 	b->ranges = hash_create("rating accounts", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	run(psprintf("SELECT x.account_id, x.started_at, x.ended_at, x.rate_id, x.service, x.zone, x.valid_from,"
+				 "       x.valid_until, x.currency, r.tariff "
+				 "FROM (SELECT DISTINCT k.account_id, s.subscription_id, s.started_at,"
+				 "             coalesce(s.ended_at, 'infinity') AS ended_at, r.rate_id, r.service, r.zone,"
+				 "             r.valid_from, r.valid_until, p.currency"
+				 "      FROM (SELECT DISTINCT c.account_id, c.service, c.zone FROM pg_temp.convbill_claim c"
+				 "            WHERE c.account_id IS NOT NULL AND c.service IS NOT NULL) k"
+				 "      JOIN %s.subscription s ON s.account_id = k.account_id"
+				 "      JOIN %s.plan p ON p.code = s.plan_code"
+				 "      JOIN %s.plan_rate r ON r.plan_code = s.plan_code AND r.service = k.service"
+				 "                          AND (r.zone IS NULL OR r.zone = k.zone)) x "
+				 "JOIN %s.plan_rate r ON r.rate_id = x.rate_id "
+				 "ORDER BY x.account_id",
+				 b->schema, b->schema, b->schema, b->schema), 0, NULL, NULL, true);
 	b->cand = MemoryContextAllocHuge(b->keep, Max(1, SPI_processed) * sizeof(Candidate));
 	b->ncand = 0;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		Candidate  *c = &b->cand[b->ncand];
 		AccountRange *ar;
+		RateEntry  *re;
 		bool		found;
 		const char *z;
 
@@ -537,7 +582,15 @@ load_candidates(Batch *b)
 		c->zone = isnull ? -1 : intern(&b->zone, z, NULL);
 		c->valid_from = DatumGetTimestampTz(val(r, 7));
 		c->valid_until = DatumGetTimestampTz(val(r, 8));
-		c->plan_cur = intern(&b->cur, TextDatumGetCString(val(r, 9)), NULL);
+		c->plan_cur = intern_known(&b->cur, TextDatumGetCString(val(r, 9)), NULL);
+		re = hash_search(b->rates, &c->rate_id, HASH_ENTER, &found);
+		if (!found)
+		{
+			MemoryContext old = MemoryContextSwitchTo(b->keep);
+
+			re->t = tariff_check_version((Tariff *) PG_DETOAST_DATUM_COPY(val(r, 10)));
+			MemoryContextSwitchTo(old);
+		}
 		ar = hash_search(b->ranges, &c->account, HASH_ENTER, &found);
 		if (!found)
 		{
@@ -547,24 +600,7 @@ load_candidates(Batch *b)
 		ar->count++;
 		b->ncand++;
 	}
-
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(RateEntry);
-	ctl.hcxt = b->keep;
-	b->rates = hash_create("rating rates", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	run(psprintf("SELECT r.rate_id, r.tariff FROM %s.plan_rate r "
-				 "WHERE r.plan_code IN (SELECT s.plan_code FROM %s.subscription s "
-				 "                      WHERE s.account_id IN (SELECT c.account_id FROM pg_temp.convbill_claim c))",
-				 b->schema, b->schema), 0, NULL, NULL);
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		int64		id = DatumGetInt64(val(r, 1));
-		RateEntry  *e = hash_search(b->rates, &id, HASH_ENTER, NULL);
-		MemoryContext old = MemoryContextSwitchTo(b->keep);
-
-		e->t = tariff_check_version((Tariff *) PG_DETOAST_DATUM_COPY(val(r, 2)));
-		MemoryContextSwitchTo(old);
-	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /* The rate of an event: the best candidate valid at its time, or NULL. */
@@ -582,7 +618,7 @@ resolve(Batch *b, const RateEvent *e)
 		TimestampTz vf = Max(c->sub_start, c->valid_from);
 		TimestampTz vu = Min(c->sub_end, c->valid_until);
 
-		if (c->svc != e->svc || (c->zone != -1 && c->zone != e->zone))
+		if (c->svc != e->svc || (c->zone != -1 && (c->zone != e->zone || c->zone < 0)))
 			continue;
 		if (e->started < vf || e->started >= vu)
 			continue;
@@ -770,7 +806,7 @@ open_periods(Batch *b)
 				 "      WHERE EXISTS (SELECT 1 FROM %s.closed_period cp "
 				 "                    WHERE cp.account_id = k.a AND cp.period_start < k.e"
 				 "                      AND cp.period_end > k.s)) x",
-				 b->schema, b->schema), 3, types, args);
+				 b->schema, b->schema), 3, types, args, true);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		PeriodKey	key;
@@ -850,7 +886,7 @@ grant_plan_allowances(Batch *b)
 	}
 	args[0] = int8_array(a, n);
 	args[1] = timestamptz_array(s, n);
-	run(psprintf("SELECT %s.ensure_plan_allowances($1, $2)", b->schema), 2, types, args);
+	run(psprintf("SELECT %s.ensure_plan_allowances($1, $2)", b->schema), 2, types, args, false);
 	hash_destroy(pairs);
 }
 
@@ -933,7 +969,7 @@ load_buckets(Batch *b)
 				 "                                  ELSE 0 END, 9) AS units"
 				 "    FROM buckets x) x "
 				 "WHERE x.units > 0",
-				 b->schema, b->schema), 2, types, args);
+				 b->schema, b->schema), 2, types, args, false);
 	b->bk = MemoryContextAllocHuge(b->keep, Max(1, SPI_processed) * sizeof(Bucket));
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -1006,7 +1042,7 @@ load_counters(Batch *b)
 				 "FROM unnest($1, $2, $3) AS k(a, s, r) "
 				 "JOIN %s.usage_counter rc ON rc.account_id = k.a AND rc.period_start = k.s"
 				 "                        AND rc.counter = 'rate:' || k.r",
-				 b->schema), 3, types, args);
+				 b->schema), 3, types, args, false);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		CounterKey	key;
@@ -1344,6 +1380,8 @@ aggregate(Batch *b)
 }
 
 #define RATE_BATCH_COLS 28
+/* events per batch: their keys (source, external_id) stay well under 1 GB */
+#define RATE_BATCH_MAX 10000000
 
 /* An account's debits and counters, on its representative row. */
 static void
@@ -1515,10 +1553,10 @@ rate_batch(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	if (rsinfo->setDesc->natts != RATE_BATCH_COLS)
 		elog(ERROR, "rate_batch: the result must have %d columns", RATE_BATCH_COLS);
-	if (n < 0 || n > 100000000)
+	if (n < 0 || n > RATE_BATCH_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("rate_batch: n must be from 0 to 100000000, not %lld", (long long) n)));
+				 errmsg("rate_batch: n must be from 0 to %d, not %lld", RATE_BATCH_MAX, (long long) n)));
 
 	pass = AllocSetContextCreate(CurrentMemoryContext, "rate_batch", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(pass);

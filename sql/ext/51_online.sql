@@ -55,7 +55,7 @@ BEGIN
       AND s.started_at OPERATOR(pg_catalog.<=) p_at
       AND coalesce(s.ended_at, 'infinity') OPERATOR(pg_catalog.>) p_at
       AND r.valid_from OPERATOR(pg_catalog.<=) p_at AND r.valid_until OPERATOR(pg_catalog.>) p_at
-    ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC
+    ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC, r.rate_id
     LIMIT 1;
 END $$;
 COMMENT ON FUNCTION @extschema@.resolve_rate(bigint, text, text, timestamptz) IS

@@ -201,7 +201,7 @@ BEGIN
               AND s.account_id = y.account_id
               AND s.started_at <= now() AND coalesce(s.ended_at, 'infinity') > now()
               AND r.valid_from <= now() AND r.valid_until > now()
-            ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC
+            ORDER BY r.zone IS NOT NULL DESC, r.valid_from DESC, s.started_at DESC, r.rate_id
             LIMIT 1) rt ON true
         OFFSET 0                        -- each event's period and zone computed once
     ) x;
