@@ -81,10 +81,8 @@ SET search_path = pg_catalog, pg_temp
 SET enable_nestloop = off
 SET jit = off AS $$
 DECLARE
-    n integer := 0;
-    got integer;
+    n integer;
     low_water bigint;
-    cutoff bigint;
 BEGIN
     IF p_max_events IS NULL OR p_max_events < 1 THEN
         RAISE EXCEPTION 'max_events must be a positive number, not %', p_max_events USING ERRCODE = '22023';
@@ -109,52 +107,29 @@ BEGIN
     -- is the pending events with queued_by >= the low-water mark (see
     -- usage_queue, 40_rating.sql); real-time rating looks only at events
     -- queued by its own transaction, which is the one that inserted the event.
-    --
-    -- The batch's accounts first: the last account whose pending events start
-    -- within the first max_events in account order (one pass over the queue,
-    -- grouped by account), so that the claim sorts the batch's events, not
-    -- every pending event again for every batch of a large backlog.  Phase 1
-    -- claims the events of the accounts up to it; phase 2, only when phase 1
-    -- came short (rows another rater holds, or the last accounts), claims in
-    -- the same order from the accounts after it and from NULL accounts.
     IF p_account_id IS NULL THEN
         SELECT q.low_water INTO low_water FROM @extschema@.usage_queue q;
-        SELECT max(c.account_id) INTO cutoff
-        FROM (SELECT g.account_id, sum(g.n) OVER (ORDER BY g.account_id) - g.n AS before
-              FROM (SELECT e.account_id, count(*) AS n
-                    FROM @extschema@.usage_event e
-                    WHERE e.status = 'pending' AND (e.queued_by >= low_water OR e.queued_by IS NULL)
-                      AND e.account_id IS NOT NULL
-                    GROUP BY e.account_id) g) c
-        WHERE c.before < p_max_events;
     ELSE
         low_water := txid_current();
     END IF;
-    FOR phase IN 1 .. 2 LOOP
-        EXIT WHEN phase = 2 AND (cutoff IS NULL OR n >= p_max_events);
-        INSERT INTO convbill_claim
-        SELECT e.tableoid, e.ctid, n + row_number() OVER (), e.account_id, e.source, e.external_id,
-               e.service, e.quantity, e.started_at,
-               CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
-                    THEN @extschema@.zone_of(e.attrs ->> 'destination') END
-        FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
-                     e.quantity, e.started_at, e.attrs
-              FROM @extschema@.usage_event e
-              -- (an event inserted with a NULL queued_by, e.g. INSERT ... SELECT *
-              -- from a copy of the table, is queued too)
-              WHERE e.status = 'pending' AND (e.queued_by >= low_water OR e.queued_by IS NULL)
-                AND (p_account_id IS NULL
-                     OR (e.account_id = p_account_id AND e.source IS NOT DISTINCT FROM p_source
-                         AND e.external_id IS NOT DISTINCT FROM p_external_id))
-                AND (cutoff IS NULL
-                     OR CASE WHEN phase = 1 THEN e.account_id <= cutoff
-                             ELSE e.account_id > cutoff OR e.account_id IS NULL END)
-              ORDER BY e.account_id, e.started_at
-              LIMIT p_max_events - n
-              FOR UPDATE SKIP LOCKED) e;
-        GET DIAGNOSTICS got = ROW_COUNT;
-        n := n + got;
-    END LOOP;
+    INSERT INTO convbill_claim
+    SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
+           e.service, e.quantity, e.started_at,
+           CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
+                THEN @extschema@.zone_of(e.attrs ->> 'destination') END
+    FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
+                 e.quantity, e.started_at, e.attrs
+          FROM @extschema@.usage_event e
+          -- (an event inserted with a NULL queued_by, e.g. INSERT ... SELECT *
+          -- from a copy of the table, is queued too)
+          WHERE e.status = 'pending' AND (e.queued_by >= low_water OR e.queued_by IS NULL)
+            AND (p_account_id IS NULL
+                 OR (e.account_id = p_account_id AND e.source IS NOT DISTINCT FROM p_source
+                     AND e.external_id IS NOT DISTINCT FROM p_external_id))
+          ORDER BY e.account_id, e.started_at
+          LIMIT p_max_events
+          FOR UPDATE SKIP LOCKED) e;
+    GET DIAGNOSTICS n = ROW_COUNT;
     IF n = 0 THEN
         DROP TABLE pg_temp.convbill_claim;
         IF p_account_id IS NULL THEN
