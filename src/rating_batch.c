@@ -841,53 +841,83 @@ open_periods(Batch *b)
 	hash_destroy(periods);
 }
 
-/* The plan allowances of every (account, open period) the batch bills in. */
-static void
-grant_plan_allowances(Batch *b)
+static int64
+open_start_of(const RateEvent *e)
+{
+	return e->pstart;
+}
+
+static int64
+service_of(const RateEvent *e)
+{
+	return e->svc;
+}
+
+/*
+ * The distinct (account, key(event)) pairs of the billable events (only
+ * those with a positive billed quantity when positive_bq): how many, and
+ * the accounts and keys as arrays.
+ */
+static long
+billable_pairs(Batch *b, bool positive_bq, int64 (*keyf) (const RateEvent *),
+			   Datum **accounts, int64 **keys)
 {
 	HASHCTL		ctl;
 	HTAB	   *pairs;
 	HASH_SEQ_STATUS seq;
 	PeriodKey  *pk;
 	long		n;
-	Datum	   *a,
-			   *s;
 	int			i = 0;
-	Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum		args[2];
 
 	ctl.keysize = sizeof(PeriodKey);
 	ctl.entrysize = sizeof(PeriodKey);
 	ctl.hcxt = CurrentMemoryContext;
-	pairs = hash_create("rating allowance periods", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	pairs = hash_create("rating pairs", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (int64 k = 0; k < b->nev; k++)
 	{
 		RateEvent  *ev = &b->ev[k];
 		PeriodKey	key;
 
-		if (!billable(ev))
+		if (!billable(ev) || (positive_bq && i128_load(ev->bq) <= 0))
 			continue;
 		memset(&key, 0, sizeof(key));
 		key.account = ev->account;
-		key.start = ev->pstart;
+		key.start = keyf(ev);
 		(void) hash_search(pairs, &key, HASH_ENTER, NULL);
 	}
 	n = hash_get_num_entries(pairs);
-	if (n == 0)
-		return;
-	a = palloc(n * sizeof(Datum));
-	s = palloc(n * sizeof(Datum));
+	*accounts = palloc(Max(1, n) * sizeof(Datum));
+	*keys = palloc(Max(1, n) * sizeof(int64));
 	hash_seq_init(&seq, pairs);
 	while ((pk = hash_seq_search(&seq)) != NULL)
 	{
-		a[i] = Int64GetDatum(pk->account);
-		s[i] = TimestampTzGetDatum(pk->start);
+		(*accounts)[i] = Int64GetDatum(pk->account);
+		(*keys)[i] = pk->start;
 		i++;
 	}
+	hash_destroy(pairs);
+	return n;
+}
+
+/* The plan allowances of every (account, open period) the batch bills in. */
+static void
+grant_plan_allowances(Batch *b)
+{
+	Datum	   *a;
+	int64	   *starts;
+	Datum	   *s;
+	long		n = billable_pairs(b, false, open_start_of, &a, &starts);
+	Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[2];
+
+	if (n == 0)
+		return;
+	s = palloc(n * sizeof(Datum));
+	for (long i = 0; i < n; i++)
+		s[i] = TimestampTzGetDatum(starts[i]);
 	args[0] = int8_array(a, n);
 	args[1] = timestamptz_array(s, n);
 	run(psprintf("SELECT %s.ensure_plan_allowances($1, $2)", b->schema), 2, types, args, false);
-	hash_destroy(pairs);
 }
 
 /*
@@ -899,46 +929,19 @@ grant_plan_allowances(Batch *b)
 static void
 load_buckets(Batch *b)
 {
-	HASHCTL		ctl;
-	HTAB	   *pairs;
-	HASH_SEQ_STATUS seq;
-	PeriodKey  *pk;				/* (account, service id) */
-	long		n;
-	Datum	   *a,
-			   *u;
-	int			i = 0;
+	Datum	   *a;
+	int64	   *svcs;
+	Datum	   *u;
+	long		n = billable_pairs(b, true, service_of, &a, &svcs);
 	Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
 	Datum		args[2];
 
-	ctl.keysize = sizeof(PeriodKey);
-	ctl.entrysize = sizeof(PeriodKey);
-	ctl.hcxt = CurrentMemoryContext;
-	pairs = hash_create("rating allowance keys", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (int64 k = 0; k < b->nev; k++)
-	{
-		RateEvent  *ev = &b->ev[k];
-		PeriodKey	key;
-
-		if (!billable(ev) || i128_load(ev->bq) <= 0)
-			continue;
-		memset(&key, 0, sizeof(key));
-		key.account = ev->account;
-		key.start = ev->svc;
-		(void) hash_search(pairs, &key, HASH_ENTER, NULL);
-	}
 	b->nbk = 0;
-	n = hash_get_num_entries(pairs);
 	if (n == 0)
 		return;
-	a = palloc(n * sizeof(Datum));
 	u = palloc(n * sizeof(Datum));
-	hash_seq_init(&seq, pairs);
-	while ((pk = hash_seq_search(&seq)) != NULL)
-	{
-		a[i] = Int64GetDatum(pk->account);
-		u[i] = CStringGetTextDatum(b->svc.name[pk->start]);
-		i++;
-	}
+	for (long i = 0; i < n; i++)
+		u[i] = CStringGetTextDatum(b->svc.name[svcs[i]]);
 	args[0] = int8_array(a, n);
 	args[1] = PointerGetDatum(construct_array(u, n, TEXTOID, -1, false, TYPALIGN_INT));
 	run(psprintf("WITH keys AS ("
@@ -983,7 +986,6 @@ load_buckets(Batch *b)
 		x->until = DatumGetTimestampTz(val(r, 6));
 		x->avail = i128_store(numeric_to_scaled(DatumGetNumeric(val(r, 7)), QTY_DECIMALS, "available units"));
 	}
-	hash_destroy(pairs);
 }
 
 /* The cycle counters (usage_counter 'rate:<id>') of the billable events' cycle keys. */

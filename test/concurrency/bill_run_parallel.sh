@@ -309,13 +309,17 @@ echo "two run_billing_batches and a run_billing at once: $m40 + $m70 + $mrun inv
 # 5. accounts busy during the procedure: reported, then billed by the next run.
 # A session holds account 3 (a paying account) and 2 (a sub-account of 1),
 # as requests in progress do, while the procedure bills October
-psql_v -d $LCK -c "BEGIN" -c "SELECT 1 FROM convbill.account WHERE account_id IN (2, 3) FOR NO KEY UPDATE" \
-    -c "SELECT pg_sleep(3)" -c "COMMIT" > "$tmp/holder" 2>&1 &
-busy_holder=$!
-sleep 0.5
-psql_v -d $LCK -c "CALL convbill.run_billing_batches('2026-11-01', 1)" > "$tmp/busy_proc" 2>&1 \
-    || { echo "the procedure failed next to the busy accounts:"; cat "$tmp/busy_proc"; exit 1; }
-wait $busy_holder || { echo "the session holding the accounts failed:"; cat "$tmp/holder"; exit 1; }
+# busy_2_3 "<command>" <output file> <what>: run the command while another
+# session holds accounts 2 and 3 (for 3 s)
+busy_2_3() {
+    psql_v -d $LCK -c "BEGIN" -c "SELECT 1 FROM convbill.account WHERE account_id IN (2, 3) FOR NO KEY UPDATE" \
+        -c "SELECT pg_sleep(3)" -c "COMMIT" > "$tmp/holder" 2>&1 &
+    local holder=$!
+    sleep 0.5
+    psql_v -d $LCK -c "$1" > "$2" 2>&1 || { echo "the $3 failed next to the busy accounts:"; cat "$2"; exit 1; }
+    wait $holder || { echo "the session holding the accounts failed:"; cat "$tmp/holder"; exit 1; }
+}
+busy_2_3 "CALL convbill.run_billing_batches('2026-11-01', 1)" "$tmp/busy_proc" procedure
 [ "$(tail -1 "$tmp/busy_proc" | cut -d'|' -f1)" = "0" ] \
     || { echo "the procedure billed busy accounts:"; cat "$tmp/busy_proc"; exit 1; }
 grep -q 'WARNING:  run_billing: 2 account(s) not billed: another session holds them' "$tmp/busy_proc" \
@@ -323,13 +327,7 @@ grep -q 'WARNING:  run_billing: 2 account(s) not billed: another session holds t
     || { echo "the busy accounts were not reported:"; cat "$tmp/busy_proc"; exit 1; }
 # the same under the bill job (pg_cron keeps no WARNING): job_run.warning says it
 # (the job bills as of now: October has ended; 1 and 3 are busy, nothing is billed)
-psql_v -d $LCK -c "BEGIN" -c "SELECT 1 FROM convbill.account WHERE account_id IN (2, 3) FOR NO KEY UPDATE" \
-    -c "SELECT pg_sleep(3)" -c "COMMIT" > "$tmp/holder" 2>&1 &
-busy_holder=$!
-sleep 0.5
-psql_v -d $LCK -c "CALL convbill.run_job_proc('bill')" > "$tmp/busy_job" 2>&1 \
-    || { echo "the bill job failed next to the busy accounts:"; cat "$tmp/busy_job"; exit 1; }
-wait $busy_holder || { echo "the session holding the accounts failed:"; cat "$tmp/holder"; exit 1; }
+busy_2_3 "CALL convbill.run_job_proc('bill')" "$tmp/busy_job" "bill job"
 job_warning=$(psql_v -d $LCK -c "SELECT status || '|' || coalesce(warning, '') FROM convbill.job_run
                                  WHERE job = 'bill' ORDER BY run_id DESC LIMIT 1")
 [ "$job_warning" = "succeeded|run_billing: 2 account(s) not billed: another session holds them (1, 3)" ] \
