@@ -555,3 +555,12 @@ SELECT * FROM pg_temp.a(reserve(90, 'voice', 's90b', 600));
 SELECT * FROM pg_temp.a(reserve(90, 'voice', 's90c', 600, '{}', '10 seconds'));
 SELECT * FROM pg_temp.a(release('s90b'));
 SELECT * FROM pg_temp.a(release('s90c'));
+
+-- 16. debit_buckets() (internal: the charge trigger, charge_events and the
+-- bill run call it) takes one request per account and unit: two would each
+-- be netted against what the other took (22023); the balance is untouched
+SELECT balance FROM balance(90) WHERE unit = 'EUR' \gset
+SELECT debit_buckets('money', ARRAY[90, 90]::bigint[], ARRAY['EUR', 'EUR'], ARRAY[5, 3]::numeric[],
+                     ARRAY[NULL, NULL]::bigint[], ARRAY[NULL, NULL]::integer[], NULL, now());
+\echo :LAST_ERROR_SQLSTATE
+SELECT balance = :balance AS balance_unchanged FROM balance(90) WHERE unit = 'EUR';

@@ -26,8 +26,10 @@ static int	leakage_pending_age = 60;
 static int	leakage_billing_grace = 1440;
 
 /* How long job_run keeps a job's runs (minutes; 0: for ever), read by the jobs. */
-static char *job_warning = NULL;
 static int	job_run_retention = 43200;
+
+/* A job step's report (job_warn()), taken by the job's runner. */
+static char *job_warning = NULL;
 
 /* Pure-C modules allocate through these: palloc in the current memory context. */
 void *

@@ -77,7 +77,7 @@ typedef struct RateEvent
 	int32		tz;				/* account's time zone; -1: no account */
 	int32		cur;			/* account's currency; -1: no account */
 	int32		billing_day;
-	int32		key_off;		/* "source\0external_id\0" in the key arena; -1: missing */
+	const char *key;			/* "source\0external_id\0"; NULL: either is missing */
 	uint32		keyhash;
 	bool		seen;
 	bool		acc_found;
@@ -238,7 +238,7 @@ typedef struct Batch
 	int32		tzcap;
 	RateEvent  *ev;				/* ev[idx - 1] */
 	int64		nev;
-	StringInfoData keys;		/* event keys arena */
+	MemoryContext keys;			/* the events' keys */
 	Candidate  *cand;
 	int			ncand;
 	HTAB	   *ranges;			/* account -> its candidates */
@@ -482,16 +482,16 @@ load_events(Batch *b)
 			e->account = isnull ? 0 : DatumGetInt64(d);
 			s3 = text_or_null(r, 3, &n3);
 			s4 = text_or_null(r, 4, &n4);
-			e->key_off = -1;
 			if (!n3 && !n4)
 			{
-				MemoryContextSwitchTo(b->keep);
-				e->key_off = b->keys.len;
-				appendBinaryStringInfo(&b->keys, s3, strlen(s3) + 1);
-				appendBinaryStringInfo(&b->keys, s4, strlen(s4) + 1);
-				e->keyhash = hash_bytes((const unsigned char *) b->keys.data + e->key_off,
-										b->keys.len - e->key_off);
-				MemoryContextSwitchTo(tmp);
+				size_t		l3 = strlen(s3) + 1;
+				size_t		l4 = strlen(s4) + 1;
+				char	   *k = MemoryContextAllocHuge(b->keys, l3 + l4);
+
+				memcpy(k, s3, l3);
+				memcpy(k + l3, s4, l4);
+				e->key = k;
+				e->keyhash = hash_bytes((const unsigned char *) k, l3 + l4);
 			}
 			e->svc_found = bool_col(r, 14);
 			/* an unknown service is rejected (unknown_service): no id needed */
@@ -670,7 +670,7 @@ judge(Batch *b)
 			e->reason = "unknown_account";
 		else if (e->closed)
 			e->reason = "account_closed";
-		else if (e->key_off < 0)
+		else if (e->key == NULL)
 			e->reason = "missing_event_key";
 		else if (!e->time_ok)
 			e->reason = "invalid_time";
@@ -698,10 +698,10 @@ dup_cmp(const void *pa, const void *pb)
 
 	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->keyhash, b->keyhash)) != 0)
 		return c;
-	if (a->key_off != b->key_off)
+	if (a->key != b->key)
 	{
-		const char *ka = dup_batch->keys.data + a->key_off;
-		const char *kb = dup_batch->keys.data + b->key_off;
+		const char *ka = a->key;
+		const char *kb = b->key;
 
 		if ((c = strcmp(ka, kb)) != 0)
 			return c;
@@ -719,8 +719,8 @@ same_key(Batch *b, const RateEvent *x, const RateEvent *y)
 
 	if (x->account != y->account || x->keyhash != y->keyhash)
 		return false;
-	kx = b->keys.data + x->key_off;
-	ky = b->keys.data + y->key_off;
+	kx = x->key;
+	ky = y->key;
 	return strcmp(kx, ky) == 0 && strcmp(kx + strlen(kx) + 1, ky + strlen(ky) + 1) == 0;
 }
 
@@ -1382,8 +1382,8 @@ aggregate(Batch *b)
 }
 
 #define RATE_BATCH_COLS 28
-/* events per batch: their keys (source, external_id) stay well under 1 GB */
-#define RATE_BATCH_MAX 10000000
+/* events per batch: ~200 bytes each in memory, plus their keys */
+#define RATE_BATCH_MAX 1000000
 
 /* An account's debits and counters, on its representative row. */
 static void
@@ -1569,7 +1569,7 @@ rate_batch(PG_FUNCTION_ARGS)
 	names_init(&b.zone, "rating destination zones", pass);
 	names_init(&b.tz, "rating time zones", pass);
 	names_init(&b.cur, "rating currencies", pass);
-	initStringInfo(&b.keys);
+	b.keys = AllocSetContextCreate(pass, "rating event keys", ALLOCSET_DEFAULT_SIZES);
 	b.nev = n;
 	b.ev = MemoryContextAllocHuge(pass, Max(1, n) * sizeof(RateEvent));
 	memset(b.ev, 0, Max(1, n) * sizeof(RateEvent));

@@ -87,9 +87,10 @@ BEGIN
     IF p_max_events IS NULL OR p_max_events < 1 THEN
         RAISE EXCEPTION 'max_events must be a positive number, not %', p_max_events USING ERRCODE = '22023';
     END IF;
-    -- one batch holds at most 10,000,000 events (rate_batch's limit); the
-    -- caller calls again for the rest, as it does for any batch
-    p_max_events := least(p_max_events, 10000000);
+    -- one batch holds at most 1,000,000 events (rate_batch's limit, ~200
+    -- bytes of memory each); the caller calls again for the rest, as it does
+    -- for any batch
+    p_max_events := least(p_max_events, 1000000);
     IF to_regclass('pg_temp.convbill_claim') IS NOT NULL THEN
         DROP TABLE pg_temp.convbill_claim;
     END IF;
@@ -246,7 +247,7 @@ BEGIN
     RETURN @extschema@.rate_events(max_events, NULL, NULL, NULL);
 END $$;
 COMMENT ON FUNCTION @extschema@.rate_pending(integer) IS
-    'rate up to max_events (at most 10,000,000 per call) pending usage events (several sessions may run it at once); returns how many were processed (rated, rejected or found duplicate) — call until it returns 0';
+    'rate up to max_events (at most 1,000,000 per call) pending usage events (several sessions may run it at once); returns how many were processed (rated, rejected or found duplicate) — call until it returns 0';
 
 CREATE FUNCTION @extschema@.rerate(p_reason text DEFAULT NULL, p_account_id bigint DEFAULT NULL)
 RETURNS integer

@@ -256,6 +256,14 @@ BEGIN
     IF coalesce(NOT (0 OPERATOR(pg_catalog.<>) ANY (p_amounts)), true) THEN
         RETURN;                         -- nothing to debit
     END IF;
+    -- each request is debited against the buckets of its account and unit
+    -- net of what the others took from them: two requests for one account
+    -- and unit would each count the other's (the callers group by it)
+    IF EXISTS (SELECT 1 FROM unnest(p_account_ids, p_units) AS r(account_id, unit)
+               GROUP BY r.account_id, r.unit HAVING count(*) OPERATOR(pg_catalog.>) 1) THEN
+        RAISE EXCEPTION 'debit_buckets: one request per account and unit'
+            USING ERRCODE = '22023', HINT = 'Sum the amounts of an account and unit into one request.';
+    END IF;
     WITH req AS (
         SELECT r.account_id, r.unit, r.amount, r.charge_id, r.charges, r.i
         FROM unnest(p_account_ids, p_units, p_amounts, p_charge_ids, p_charges) WITH ORDINALITY

@@ -210,8 +210,10 @@ CREATE FUNCTION @extschema@.job_add_warning(p_so_far text, p_step text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 RETURN CASE WHEN p_step IS NULL OR p_step = '' THEN p_so_far
-            WHEN p_so_far IS NULL THEN p_step
-            ELSE p_so_far || '; ' || p_step END;
+            WHEN p_so_far IS NULL THEN left(p_step, 10000)
+            -- a run of many warning steps keeps its first 10,000 characters
+            WHEN length(p_so_far) >= 10000 THEN p_so_far
+            ELSE left(p_so_far || '; ' || p_step, 10000) END;
 
 CREATE FUNCTION @extschema@.run_job(job_name text)
 RETURNS bigint
