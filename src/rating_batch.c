@@ -442,12 +442,18 @@ load_events(Batch *b)
 				   "            THEN false"
 				   "            ELSE c.quantity >= 0 AND c.quantity < 1e20 AND c.quantity = round(c.quantity, 9) END,"
 				   "       coalesce(c.started_at >= '1900-01-01' AND c.started_at < '3000-01-01', false),"
-	/* an index probe per event, never a scan of the charge history */
-				   "       EXISTS (SELECT 1 FROM %s.charge x WHERE x.account_id = c.account_id"
-				   "                  AND x.source = c.source AND x.external_id = c.external_id) "
+				   "       charged.found IS NOT NULL "
 				   "FROM pg_temp.convbill_claim c "
 				   "LEFT JOIN %s.account a ON a.account_id = c.account_id "
-				   "LEFT JOIN %s.service s ON s.code = c.service",
+				   "LEFT JOIN %s.service s ON s.code = c.service "
+	/*
+	 * an index probe per event, never a scan of the charge history (an
+	 * EXISTS here may become a hashed subplan: every charge ever, read and
+	 * hashed for each batch)
+	 */
+				   "LEFT JOIN LATERAL (SELECT 1 AS found FROM %s.charge x"
+				   "                   WHERE x.account_id = c.account_id AND x.source = c.source"
+				   "                     AND x.external_id = c.external_id LIMIT 1) charged ON true",
 				   b->schema, b->schema, b->schema);
 	plan = SPI_prepare(sql, 0, NULL);
 	if (plan == NULL)

@@ -174,7 +174,10 @@ BEGIN
     -- charge is out of range is rejected and takes no allowance.
     -- Every event of the batch in claim order (account, time), as rate_batch()
     -- returned them: charges and event updates written in that order keep
-    -- the indexes' inserts local.
+    -- the indexes' inserts local.  Nested loops allowed here (until the
+    -- function returns): a small batch finds its events by TID and its
+    -- buckets by key, rather than hashing every event and bucket there is.
+    PERFORM set_config('enable_nestloop', 'on', true);
     WITH priced AS MATERIALIZED (
         SELECT w.*, CASE WHEN w.amount IS NOT NULL THEN nextval('@extschema@.charge_charge_id_seq') END AS charge_id
         FROM convbill_work w
