@@ -282,3 +282,28 @@ SELECT external_id, status FROM usage_event WHERE external_id IN ('q3', 'q4') OR
 SELECT rerate() AS requeued_rejects;
 SELECT external_id, status, queued_by >= (SELECT low_water FROM usage_queue) AS above_mark
 FROM usage_event WHERE external_id IN ('q3', 'q4') ORDER BY 1;
+
+-- The rating pass's edge cases (src/rating_batch.c).  A service name too long
+-- to be any service's is rejected as unknown_service, and the batch around it
+-- is rated.
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (7, 'x', 'long1', repeat('s', 300), 1, now() - interval '1 hour'),
+       (7, 'msc', 'long2', 'voice', 30, now() - interval '1 hour');
+SELECT rate_pending() AS processed;
+SELECT external_id, status, reject_reason FROM usage_event WHERE external_id IN ('long1', 'long2') ORDER BY 1;
+-- Two rates that tie exactly (both for any zone, the same valid_from, from
+-- subscriptions that started together): the lowest rate_id prices the event,
+-- in bulk rating and online charging alike.
+INSERT INTO service VALUES ('fax', 'page');
+INSERT INTO plan (code, name, currency) VALUES ('T1', 'Tie one', 'EUR'), ('T2', 'Tie two', 'EUR');
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('T1', 'fax', '{"price": "0.10"}');
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('T2', 'fax', '{"price": "0.20"}');
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (71, 'TIE', 'Tie', 'EUR');
+SELECT count(subscribe(71, p, '2026-01-01')) AS subscriptions FROM unnest(ARRAY['T2', 'T1']) p;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (71, 'fax', 'tie1', 'fax', 3, now() - interval '1 hour');
+SELECT rate_pending() AS processed;
+SELECT c.amount, c.rate_id = (SELECT min(rate_id) FROM plan_rate WHERE service = 'fax') AS lowest_rate
+FROM usage_event u JOIN charge c USING (account_id, charge_id) WHERE u.external_id = 'tie1';
+SELECT rate_id = (SELECT min(rate_id) FROM plan_rate WHERE service = 'fax') AS online_lowest_rate
+FROM resolve_rate(71, 'fax', NULL, now());
