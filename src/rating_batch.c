@@ -545,6 +545,19 @@ load_candidates(Batch *b)
 {
 	HASHCTL		ctl;
 	bool		isnull;
+	HTAB	   *keys;
+	HASH_SEQ_STATUS seq;
+	CounterKey *kp;
+	long		n;
+	int			i = 0;
+	Datum	   *ka,
+			   *ks,
+			   *kz;
+	bool	   *kzn;
+	int			dims[1];
+	int			lbs[1];
+	Oid			types[3] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		args[3];
 
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(RateEntry);
@@ -555,20 +568,57 @@ load_candidates(Batch *b)
 	ctl.hcxt = b->keep;
 	b->ranges = hash_create("rating accounts", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
+	/* the keys: the events a rate is resolved for (see judge()) */
+	ctl.keysize = sizeof(CounterKey);
+	ctl.entrysize = sizeof(CounterKey);
+	ctl.hcxt = CurrentMemoryContext;
+	keys = hash_create("rating rate keys", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int64 i = 0; i < b->nev; i++)
+	{
+		RateEvent  *e = &b->ev[i];
+		CounterKey	k;
+
+		if (!(e->acc_found && e->svc_found && e->time_ok))
+			continue;
+		memset(&k, 0, sizeof(k));
+		k.account = e->account;
+		k.pstart = e->svc;		/* (account, service id, zone id) */
+		k.rate_id = e->zone;
+		(void) hash_search(keys, &k, HASH_ENTER, NULL);
+	}
+	n = hash_get_num_entries(keys);
+	ka = palloc(Max(1, n) * sizeof(Datum));
+	ks = palloc(Max(1, n) * sizeof(Datum));
+	kz = palloc(Max(1, n) * sizeof(Datum));
+	kzn = palloc(Max(1, n) * sizeof(bool));
+	hash_seq_init(&seq, keys);
+	while ((kp = hash_seq_search(&seq)) != NULL)
+	{
+		ka[i] = Int64GetDatum(kp->account);
+		ks[i] = CStringGetTextDatum(b->svc.name[kp->pstart]);
+		kzn[i] = kp->rate_id < 0;
+		kz[i] = kzn[i] ? (Datum) 0 : CStringGetTextDatum(b->zone.name[kp->rate_id]);
+		i++;
+	}
+	hash_destroy(keys);
+	args[0] = int8_array(ka, n);
+	args[1] = PointerGetDatum(construct_array(ks, n, TEXTOID, -1, false, TYPALIGN_INT));
+	dims[0] = n;
+	lbs[0] = 1;
+	args[2] = PointerGetDatum(construct_md_array(kz, kzn, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 	run(psprintf("SELECT x.account_id, x.started_at, x.ended_at, x.rate_id, x.service, x.zone, x.valid_from,"
 				 "       x.valid_until, x.currency, r.tariff "
 				 "FROM (SELECT DISTINCT k.account_id, s.subscription_id, s.started_at,"
 				 "             coalesce(s.ended_at, 'infinity') AS ended_at, r.rate_id, r.service, r.zone,"
 				 "             r.valid_from, r.valid_until, p.currency"
-				 "      FROM (SELECT DISTINCT c.account_id, c.service, c.zone FROM pg_temp.convbill_claim c"
-				 "            WHERE c.account_id IS NOT NULL AND c.service IS NOT NULL) k"
+				 "      FROM unnest($1, $2, $3) AS k(account_id, service, zone)"
 				 "      JOIN %s.subscription s ON s.account_id = k.account_id"
 				 "      JOIN %s.plan p ON p.code = s.plan_code"
 				 "      JOIN %s.plan_rate r ON r.plan_code = s.plan_code AND r.service = k.service"
 				 "                          AND (r.zone IS NULL OR r.zone = k.zone)) x "
 				 "JOIN %s.plan_rate r ON r.rate_id = x.rate_id "
 				 "ORDER BY x.account_id",
-				 b->schema, b->schema, b->schema, b->schema), 0, NULL, NULL, true);
+				 b->schema, b->schema, b->schema, b->schema), 3, types, args, true);
 	b->cand = MemoryContextAllocHuge(b->keep, Max(1, SPI_processed) * sizeof(Candidate));
 	b->ncand = 0;
 	for (uint64 r = 0; r < SPI_processed; r++)
