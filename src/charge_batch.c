@@ -66,18 +66,6 @@ typedef struct ChargeBatchState
 	int			round_decimals;
 } ChargeBatchState;
 
-/* v / 10^scale as a numeric without trailing zeros (as session_cost() returns quantities). */
-static Numeric
-quantity_to_numeric(cb_int128 v, int scale)
-{
-	while (scale > 0 && v % 10 == 0)
-	{
-		v /= 10;
-		scale--;
-	}
-	return scaled_to_numeric(v, scale);
-}
-
 /* Grow a per-key array to hold index `key` (1-based keys; index 0 unused). */
 static void
 grow(MemoryContext mcxt, int key, int *cap, void **vals, Size valsize, bool **set)
@@ -267,8 +255,8 @@ charge_batch_final(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(old);
 	}
 	values[0] = BoolGetDatum(st->granted);
-	values[1] = NumericGetDatum(quantity_to_numeric(i128_load(st->bq), QTY_DECIMALS));
-	values[2] = NumericGetDatum(quantity_to_numeric(i128_load(st->covered), QTY_DECIMALS));
+	values[1] = NumericGetDatum(scaled_to_numeric_trimmed(i128_load(st->bq), QTY_DECIMALS));
+	values[2] = NumericGetDatum(scaled_to_numeric_trimmed(i128_load(st->covered), QTY_DECIMALS));
 	values[3] = NumericGetDatum(scaled_to_numeric(i128_load(st->amount), st->round_decimals));
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }

@@ -120,6 +120,27 @@ scaled_to_numeric(cb_int128 v, int scale)
 											   Int32GetDatum(-1)));
 }
 
+/* The fewest decimals that show v / 10^scale exactly (its trailing zeros dropped). */
+int
+scaled_trimmed_scale(cb_int128 v, int scale)
+{
+	while (scale > 0 && v % 10 == 0)
+	{
+		v /= 10;
+		scale--;
+	}
+	return scale;
+}
+
+/* v / 10^scale as a numeric without trailing zeros (30, not 30.000000000). */
+Numeric
+scaled_to_numeric_trimmed(cb_int128 v, int scale)
+{
+	int			trimmed = scaled_trimmed_scale(v, scale);
+
+	return scaled_to_numeric(v / dec_pow10(scale - trimmed), trimmed);
+}
+
 /* A non-negative quantity argument at 10^9, or an error naming `what`. */
 cb_int128
 quantity_arg(FunctionCallInfo fcinfo, int argno, const char *what)

@@ -220,6 +220,14 @@ typedef struct CounterKey
 	int64		rate_id;
 } CounterKey;
 
+/* an event's (account, service, zone) for rate resolution */
+typedef struct RateKey
+{
+	int64		account;
+	int32		svc;
+	int32		zone;			/* -1: none */
+} RateKey;
+
 typedef struct CounterEntry
 {
 	CounterKey	key;
@@ -336,6 +344,18 @@ intern_zone(Batch *b, const char *name)
 	return id;
 }
 
+/* A hash table of fixed-size (binary) keys in cxt. */
+static HTAB *
+blob_table(const char *what, Size keysize, Size entrysize, MemoryContext cxt)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = keysize;
+	ctl.entrysize = entrysize;
+	ctl.hcxt = cxt;
+	return hash_create(what, 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
 /* Column c of row r of the last SPI result; NULL is an internal error. */
 static Datum
 val(uint64 r, int c)
@@ -397,18 +417,11 @@ cmp_i64(int64 a, int64 b)
 	return (a > b) - (a < b);
 }
 
-/* trailing zeros of v at 10^-QTY_DECIMALS: the scale of v's shortest form */
+/* the scale of v's shortest form (v at 10^-QTY_DECIMALS) */
 static int
 short_scale(cb_int128 v)
 {
-	int			scale = QTY_DECIMALS;
-
-	while (scale > 0 && v % 10 == 0)
-	{
-		v /= 10;
-		scale--;
-	}
-	return scale;
+	return scaled_trimmed_scale(v, QTY_DECIMALS);
 }
 
 static Numeric
@@ -543,11 +556,10 @@ load_events(Batch *b)
 static void
 load_candidates(Batch *b)
 {
-	HASHCTL		ctl;
 	bool		isnull;
 	HTAB	   *keys;
 	HASH_SEQ_STATUS seq;
-	CounterKey *kp;
+	RateKey    *kp;
 	long		n;
 	int			i = 0;
 	Datum	   *ka,
@@ -559,31 +571,22 @@ load_candidates(Batch *b)
 	Oid			types[3] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 	Datum		args[3];
 
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(RateEntry);
-	ctl.hcxt = b->keep;
-	b->rates = hash_create("rating rates", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(AccountRange);
-	ctl.hcxt = b->keep;
-	b->ranges = hash_create("rating accounts", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	b->rates = blob_table("rating rates", sizeof(int64), sizeof(RateEntry), b->keep);
+	b->ranges = blob_table("rating accounts", sizeof(int64), sizeof(AccountRange), b->keep);
 
 	/* the keys: the events a rate is resolved for (see judge()) */
-	ctl.keysize = sizeof(CounterKey);
-	ctl.entrysize = sizeof(CounterKey);
-	ctl.hcxt = CurrentMemoryContext;
-	keys = hash_create("rating rate keys", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	keys = blob_table("rating rate keys", sizeof(RateKey), sizeof(RateKey), CurrentMemoryContext);
 	for (int64 i = 0; i < b->nev; i++)
 	{
 		RateEvent  *e = &b->ev[i];
-		CounterKey	k;
+		RateKey		k;
 
 		if (!(e->acc_found && e->svc_found && e->time_ok))
 			continue;
 		memset(&k, 0, sizeof(k));
 		k.account = e->account;
-		k.pstart = e->svc;		/* (account, service id, zone id) */
-		k.rate_id = e->zone;
+		k.svc = e->svc;
+		k.zone = e->zone;
 		(void) hash_search(keys, &k, HASH_ENTER, NULL);
 	}
 	n = hash_get_num_entries(keys);
@@ -595,9 +598,9 @@ load_candidates(Batch *b)
 	while ((kp = hash_seq_search(&seq)) != NULL)
 	{
 		ka[i] = Int64GetDatum(kp->account);
-		ks[i] = CStringGetTextDatum(b->svc.name[kp->pstart]);
-		kzn[i] = kp->rate_id < 0;
-		kz[i] = kzn[i] ? (Datum) 0 : CStringGetTextDatum(b->zone.name[kp->rate_id]);
+		ks[i] = CStringGetTextDatum(b->svc.name[kp->svc]);
+		kzn[i] = kp->zone < 0;
+		kz[i] = kzn[i] ? (Datum) 0 : CStringGetTextDatum(b->zone.name[kp->zone]);
 		i++;
 	}
 	hash_destroy(keys);
@@ -802,7 +805,6 @@ find_duplicates(Batch *b, RateEvent **order)
 static void
 open_periods(Batch *b)
 {
-	HASHCTL		ctl;
 	HTAB	   *periods;
 	HASH_SEQ_STATUS seq;
 	PeriodEntry *pe;
@@ -814,10 +816,7 @@ open_periods(Batch *b)
 	Oid			types[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
 	Datum		args[3];
 
-	ctl.keysize = sizeof(PeriodKey);
-	ctl.entrysize = sizeof(PeriodEntry);
-	ctl.hcxt = b->keep;
-	periods = hash_create("rating periods", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	periods = blob_table("rating periods", sizeof(PeriodKey), sizeof(PeriodEntry), b->keep);
 	for (int64 k = 0; k < b->nev; k++)
 	{
 		RateEvent  *ev = &b->ev[k];
@@ -918,17 +917,13 @@ static long
 billable_pairs(Batch *b, bool positive_bq, int64 (*keyf) (const RateEvent *),
 			   Datum **accounts, int64 **keys)
 {
-	HASHCTL		ctl;
 	HTAB	   *pairs;
 	HASH_SEQ_STATUS seq;
 	PeriodKey  *pk;
 	long		n;
 	int			i = 0;
 
-	ctl.keysize = sizeof(PeriodKey);
-	ctl.entrysize = sizeof(PeriodKey);
-	ctl.hcxt = CurrentMemoryContext;
-	pairs = hash_create("rating pairs", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	pairs = blob_table("rating pairs", sizeof(PeriodKey), sizeof(PeriodKey), CurrentMemoryContext);
 	for (int64 k = 0; k < b->nev; k++)
 	{
 		RateEvent  *ev = &b->ev[k];
@@ -1048,7 +1043,6 @@ load_buckets(Batch *b)
 static void
 load_counters(Batch *b)
 {
-	HASHCTL		ctl;
 	HASH_SEQ_STATUS seq;
 	CounterEntry *ce;
 	long		n;
@@ -1059,10 +1053,7 @@ load_counters(Batch *b)
 	Oid			types[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
 	Datum		args[3];
 
-	ctl.keysize = sizeof(CounterKey);
-	ctl.entrysize = sizeof(CounterEntry);
-	ctl.hcxt = b->keep;
-	b->counters = hash_create("rating counters", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	b->counters = blob_table("rating counters", sizeof(CounterKey), sizeof(CounterEntry), b->keep);
 	for (int64 k = 0; k < b->nev; k++)
 	{
 		RateEvent  *ev = &b->ev[k];
@@ -1330,7 +1321,6 @@ account_out(Batch *b, const RateEvent *e)
 static void
 aggregate(Batch *b)
 {
-	HASHCTL		ctl;
 	HTAB	   *dh,
 			   *ch;
 	HASH_SEQ_STATUS seq;
@@ -1341,23 +1331,10 @@ aggregate(Batch *b)
 		int64		account;
 		int64		bucket_id;
 	} DKey;
-	typedef struct
-	{
-		int64		account;
-		TimestampTz pstart;
-		int64		rate_id;
-	} CKey;
 
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(AccountOut);
-	ctl.hcxt = b->keep;
-	b->outs = hash_create("rating accounts out", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	ctl.keysize = sizeof(DKey);
-	ctl.entrysize = sizeof(DebitAgg);
-	dh = hash_create("rating debits", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	ctl.keysize = sizeof(CKey);
-	ctl.entrysize = sizeof(CountAgg);
-	ch = hash_create("rating counts", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	b->outs = blob_table("rating accounts out", sizeof(int64), sizeof(AccountOut), b->keep);
+	dh = blob_table("rating debits", sizeof(DKey), sizeof(DebitAgg), CurrentMemoryContext);
+	ch = blob_table("rating counts", sizeof(CounterKey), sizeof(CountAgg), CurrentMemoryContext);
 
 	for (int64 i = 0; i < b->nev; i++)
 	{
@@ -1389,7 +1366,7 @@ aggregate(Batch *b)
 		}
 		if (e->t->scope == SCOPE_CYCLE)
 		{
-			CKey		key;
+			CounterKey	key;
 			cb_int128	bq = i128_load(e->bq);
 
 			memset(&key, 0, sizeof(key));
@@ -1545,7 +1522,7 @@ emit(Batch *b, ReturnSetInfo *rsinfo)
 				{
 					cb_int128	bq = i128_load(e->bq);
 
-					values[13] = NumericGetDatum(qty_numeric(bq, short_scale(bq)));
+					values[13] = NumericGetDatum(scaled_to_numeric_trimmed(bq, QTY_DECIMALS));
 					nulls[13] = false;
 				}
 			}

@@ -100,18 +100,6 @@ boundary(const Tariff *t, cb_int128 k)
 	return (k + 1) * dec_pow10(QTY_DECIMALS);
 }
 
-/* v / 10^scale as a numeric without trailing zeros (480, not 480.000000000). */
-static Numeric
-quantity_to_numeric(cb_int128 v, int scale)
-{
-	while (scale > 0 && v % 10 == 0)
-	{
-		v /= 10;
-		scale--;
-	}
-	return scaled_to_numeric(v, scale);
-}
-
 /* The numeric argument scaled to 10^scale, rounded down (toward -infinity). */
 static cb_int128
 numeric_floor_scaled(Numeric num, int scale, const char *what)
@@ -174,8 +162,8 @@ session_cost(PG_FUNCTION_ARGS)
 	total = quantity_arg(fcinfo, 6, "used");
 	if (!session_price(&s, total, &c, &err))
 		tariff_raise(&err);
-	values[0] = NumericGetDatum(quantity_to_numeric(c.bq, QTY_DECIMALS));
-	values[1] = NumericGetDatum(quantity_to_numeric(c.covered, QTY_DECIMALS));
+	values[0] = NumericGetDatum(scaled_to_numeric_trimmed(c.bq, QTY_DECIMALS));
+	values[1] = NumericGetDatum(scaled_to_numeric_trimmed(c.covered, QTY_DECIMALS));
 	values[2] = NumericGetDatum(scaled_to_numeric(c.amount, s.t->round_decimals));
 	return cost_tuple(fcinfo, &s, 3, values);
 }
@@ -267,8 +255,8 @@ grant_quantity(PG_FUNCTION_ARGS)
 		if (!session_price(&s, used + granted, &c, &err))
 			tariff_raise(&err);
 	}
-	values[0] = NumericGetDatum(quantity_to_numeric(granted, QTY_DECIMALS));
-	values[1] = NumericGetDatum(quantity_to_numeric(c.covered, QTY_DECIMALS));
+	values[0] = NumericGetDatum(scaled_to_numeric_trimmed(granted, QTY_DECIMALS));
+	values[1] = NumericGetDatum(scaled_to_numeric_trimmed(c.covered, QTY_DECIMALS));
 	values[2] = NumericGetDatum(scaled_to_numeric(c.amount, s.t->round_decimals));
 	return cost_tuple(fcinfo, &s, 3, values);
 }

@@ -329,17 +329,10 @@ tariff_billed_quantity_sql(PG_FUNCTION_ARGS)
 	cb_int128	q = numeric_to_scaled(PG_GETARG_NUMERIC(1), QTY_DECIMALS, "quantity");
 	cb_int128	bq;
 	TariffError err;
-	int			scale = QTY_DECIMALS;
 
 	if (!tariff_billed_quantity(t, q, &bq, &err))
 		tariff_raise(&err);
-	/* the smallest display scale that shows the value exactly */
-	while (scale > 0 && bq % 10 == 0)
-	{
-		bq /= 10;
-		scale--;
-	}
-	PG_RETURN_NUMERIC(scaled_to_numeric(bq, scale));
+	PG_RETURN_NUMERIC(scaled_to_numeric_trimmed(bq, QTY_DECIMALS));
 }
 
 PG_FUNCTION_INFO_V1(tariff_currency);

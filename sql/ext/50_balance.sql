@@ -259,8 +259,9 @@ BEGIN
     -- each request is debited against the buckets of its account and unit
     -- net of what the others took from them: two requests for one account
     -- and unit would each count the other's (the callers group by it)
-    IF EXISTS (SELECT 1 FROM unnest(p_account_ids, p_units) AS r(account_id, unit)
-               GROUP BY r.account_id, r.unit HAVING count(*) OPERATOR(pg_catalog.>) 1) THEN
+    IF cardinality(p_account_ids) OPERATOR(pg_catalog.>) 1
+       AND EXISTS (SELECT 1 FROM unnest(p_account_ids, p_units) AS r(account_id, unit)
+                   GROUP BY r.account_id, r.unit HAVING count(*) OPERATOR(pg_catalog.>) 1) THEN
         RAISE EXCEPTION 'debit_buckets: one request per account and unit'
             USING ERRCODE = '22023', HINT = 'Sum the amounts of an account and unit into one request.';
     END IF;

@@ -193,12 +193,17 @@ SELECT 'money', b.account_id, b.balance FROM bucket b WHERE b.kind = 'money' ORD
 SELECT 'closed', account_id, period_start FROM closed_period ORDER BY 2, 3;
 SQL
 }
-dump $PAR > "$tmp/par.txt"
 dump $SER > "$tmp/ser.txt"
-if ! cmp -s "$tmp/par.txt" "$tmp/ser.txt"; then
-    diff -u "$tmp/ser.txt" "$tmp/par.txt" | head -20
-    echo "concurrent bill runs differ from the serial run"; exit 1
-fi
+# same_as_serial <db> <name> <what>: <db>'s invoices, lines, balances and
+# closed periods equal the serial run's (dumped to $tmp/<name>.txt)
+same_as_serial() {
+    dump "$1" > "$tmp/$2.txt"
+    if ! cmp -s "$tmp/$2.txt" "$tmp/ser.txt"; then
+        diff -u "$tmp/ser.txt" "$tmp/$2.txt" | head -20
+        echo "$3 differ from the serial run"; exit 1
+    fi
+}
+same_as_serial $PAR par "concurrent bill runs"
 echo "concurrent bill runs: $n1 + $n2 invoices (serial: $nser), $(grep -c '^line' "$tmp/par.txt") lines and every balance equal the serial run's; each period invoiced once, each charge billed once"
 
 # 2. a rater holding a sub-account, then wanting its payer, during a bill run
@@ -270,11 +275,7 @@ IFS='|' read -r pinv pbatches plongest < <(tail -1 "$tmp/proc")
 then_inv=$(sed -n 's/^invoices then //p' "$tmp/probe")
 [ "$then_inv" -lt "$nser" ] || { echo "the probe ran after all $nser invoices existed"; exit 1; }
 invariants $PRO
-dump $PRO > "$tmp/pro.txt"
-if ! cmp -s "$tmp/pro.txt" "$tmp/ser.txt"; then
-    diff -u "$tmp/ser.txt" "$tmp/pro.txt" | head -20
-    echo "run_billing_batches differs from the serial run_billing"; exit 1
-fi
+same_as_serial $PRO pro "run_billing_batches' invoices"
 echo "run_billing_batches(as_of, 50): $pinv invoices in $pbatches batches (longest $plongest), equal to the serial run's; a billed account was locked by another session while it ran (after $then_inv invoices)"
 
 # 4. two procedures and a run_billing at once, released together by the barrier
@@ -299,11 +300,7 @@ if [ $((m40 + m70 + mrun)) -ne "$nser" ]; then
     echo "the procedures and run_billing made $m40 + $m70 + $mrun invoices, the serial run $nser"; cat "$tmp"/mix*; exit 1
 fi
 invariants $MIX
-dump $MIX > "$tmp/mix.txt"
-if ! cmp -s "$tmp/mix.txt" "$tmp/ser.txt"; then
-    diff -u "$tmp/ser.txt" "$tmp/mix.txt" | head -20
-    echo "two procedures and a run_billing at once differ from the serial run"; exit 1
-fi
+same_as_serial $MIX mix "two procedures and a run_billing at once"
 echo "two run_billing_batches and a run_billing at once: $m40 + $m70 + $mrun invoices, equal to the serial run's"
 
 # 5. accounts busy during the procedure: reported, then billed by the next run.
