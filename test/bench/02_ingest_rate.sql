@@ -18,6 +18,9 @@
 --       Every round is checked first: every event rated exactly once (or
 --       rejected for its deliberate reason), the same totals every round.
 --       Target: <= 2.5x.
+--       Context: the bare UPDATE of the rated events' status (b4), and the
+--       floor b1 + b4 (b5): the rows SPEC §4 requires rating to write, with
+--       no pricing, claiming or allowance work at all.
 --   (c) memory of the backend that rates: VmHWM before and after, peak RssAnon
 --       (sampled every 20 ms) and RssShmem, for a 1,000,000 batch and for
 --       100,000 batches.
@@ -471,6 +474,25 @@ SELECT pg_temp.time_baseline(2, :expect_rated);
 SELECT pg_temp.check_rating('1M', 3, :expect_rated, :expect_unknown_account, :expect_no_tariff);
 :base_reset
 SELECT pg_temp.time_baseline(3, :expect_rated);
+-- (b) context, the floor: the per-event write SPEC §4 adds to the charge
+-- rows, the UPDATE of each rated event's status, bare (one statement, no
+-- join: what marking the 999,303 events costs by itself), rolled back
+CREATE FUNCTION pg_temp.time_mark(OUT n bigint, OUT ms double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz;
+BEGIN
+    t0 := clock_timestamp();
+    UPDATE convbill.usage_event SET status = 'rated', rated_at = now() WHERE status = 'rated';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
+    RAISE NOTICE 'UPDATE of usage_event.status: % rows in % ms', n, round(ms::numeric, 1);
+END $$;
+CHECKPOINT;
+BEGIN;
+SELECT * FROM pg_temp.time_mark() \gset mark_
+ROLLBACK;
+VACUUM convbill.usage_event;
 -- 10 calls of 100,000 (each in its own transaction), the same totals expected
 :reset
 :rate_cmd('10x100k', 1, 100000, 10);
@@ -514,6 +536,14 @@ WITH copy_med AS (
     SELECT 5, 'b3 rate_pending(100000) x 10, total', r.ms, r.min_ms, r.max_ms, r.runs, r.rows,
            r.ms / b.ms, ''
       FROM rate_med r, base_med b WHERE r.label = '10x100k'
+    UNION ALL
+    SELECT 6, 'b4 (context) UPDATE of the rated events'' status alone, bare', :mark_ms, :mark_ms, :mark_ms, 1,
+           :mark_n, :mark_ms / b.ms, ''
+      FROM base_med b
+    UNION ALL
+    SELECT 7, 'b5 (floor) b1 + b4: the charge rows and the status updates, bare', b.ms + :mark_ms, NULL, NULL, 1,
+           b.rows, (b.ms + :mark_ms) / b.ms, ''
+      FROM base_med b
 )
 SELECT measurement, round(ms::numeric, 1) AS median_ms, round(min_ms::numeric, 1) AS min_ms,
        round(max_ms::numeric, 1) AS max_ms, runs, rows,

@@ -13,6 +13,9 @@
 #                       120 s of voice, 75 s used, on a random one of 10,000
 #                       accounts: sessions/s, each session counted once
 #       hot account     the same, all 8 clients on one account
+#       floor           (context) the rows a session must write (account
+#                       locks, session row, hold, debit, release, charge),
+#                       bare, one statement per transaction: floor.pgbench
 #     Target: 2 x sessions/s >= 0.6 x simple-update TPS (spread accounts).
 # (2) charge_events() in batches of 1,000 over the 10,000 accounts,
 #     BENCH03_BATCHES (200) batches per round, 3 rounds: events/s, against
@@ -72,6 +75,8 @@ for r in $(seq 1 "$ROUNDS"); do
     result sessions 'reserve + commit, sessions/s, 10,000 accounts' "$r" "$tps"
     tps=$(bench -f hot.pgbench)
     result sessions 'reserve + commit, sessions/s, 1 hot account' "$r" "$tps"
+    tps=$(bench -f floor.pgbench)
+    result sessions 'floor: the rows of a session written bare, sessions/s, 10,000 accounts' "$r" "$tps"
 done
 
 echo "checking the sessions"
@@ -108,13 +113,22 @@ SELECT '2 x sessions/s / simple-update TPS (1 hot account)', round((2 * s.v / u.
 FROM m s, m u
 WHERE s.what = 'reserve + commit, sessions/s, 1 hot account' AND u.what = 'simple-update, transactions/s'
 UNION ALL
+SELECT '2 x floor sessions/s / simple-update TPS (context: the rows alone)', round((2 * s.v / u.v)::numeric, 3),
+       '(context)', ''
+FROM m s, m u
+WHERE s.what = 'floor: the rows of a session written bare, sessions/s, 10,000 accounts'
+  AND u.what = 'simple-update, transactions/s'
+UNION ALL
 SELECT 'charge_events time / INSERT ... SELECT time', round(x.v::numeric, 2), '<= 3',
        CASE WHEN x.v <= 3 THEN 'met' ELSE 'MISSED' END
-FROM m x WHERE x.what = 'x baseline (target <= 3)';
+FROM m x WHERE x.what = 'x baseline (target <= 3)'
+UNION ALL
+SELECT 'floor: charge_events rows alone, bare / INSERT ... SELECT time', round(x.v::numeric, 2), '(context)', ''
+FROM m x WHERE x.what = 'floor: the rows alone, bare, x baseline (context)';
 EOF
 
 # leave nothing behind
-psql -c "DROP TABLE bench03_result, bench03_charge_baseline" \
-     -c "DROP PROCEDURE bench03_events(int, int, int, double precision), bench03_baseline(int, int, int, double precision)" \
+psql -c "DROP TABLE bench03_result, bench03_charge_baseline, bench03_floor_charge, bench03_floor_answer, bench03_floor_ledger, bench03_floor_bucket" \
+     -c "DROP PROCEDURE bench03_events(int, int, int, double precision), bench03_baseline(int, int, int, double precision), bench03_floor(int, int, int, double precision)" \
      -c "SET client_min_messages = warning" -c "DROP EXTENSION convbill CASCADE"
 "$PGBIN/pgbench" -i -I d "$DB" >/dev/null 2>&1

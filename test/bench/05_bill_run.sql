@@ -31,6 +31,10 @@
 --   (d) context: UPDATE convbill.charge SET invoice_id = ... of the same
 --       2,000,000 rows alone (rolled back; run before (b)): what marking each
 --       charge with its invoice, as run_billing does, costs by itself.
+--   (f) context, the floor: the rows the run wrote (invoices, lines, fee
+--       charges, closed periods) copied by bare INSERT ... SELECT into tables
+--       LIKE theirs, 3 rounds: what writing SPEC §5's output costs, whatever
+--       computes it.
 --
 -- Every round of (b) and (e) is checked before anything else, and the three
 -- must give the same totals: one invoice per paying
@@ -534,6 +538,50 @@ SELECT * FROM bench_check ORDER BY round;
 DO $$ BEGIN RAISE EXCEPTION 'the rounds of run_billing and run_billing_batches give different totals'; END $$;
 \endif
 
+-- (f) context: the floor SPEC §5 sets.  The rows the run had to write
+-- (its invoices, their lines, the recurring fee charges, the closed
+-- periods), copied by bare INSERT ... SELECT into tables LIKE theirs
+-- (INCLUDING ALL: columns, defaults, checks, indexes; no foreign key, no
+-- trigger), 3 rounds: no bill run can write them faster, whatever it
+-- computes.  (It must also read the 2,000,000 charges, which is the
+-- baseline itself, and move the money: not counted here.)
+CREATE TABLE bench05_floor_invoice (LIKE convbill.invoice INCLUDING ALL);
+CREATE TABLE bench05_floor_line (LIKE convbill.invoice_line INCLUDING ALL);
+CREATE TABLE bench05_floor_fee (LIKE convbill.charge INCLUDING ALL);
+CREATE TABLE bench05_floor_closed (LIKE convbill.closed_period INCLUDING ALL);
+CREATE FUNCTION pg_temp.time_floor(p_round int) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz;
+    ms double precision;
+    n bigint;
+    k bigint;
+BEGIN
+    t0 := clock_timestamp();
+    INSERT INTO bench05_floor_invoice SELECT * FROM convbill.invoice;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    INSERT INTO bench05_floor_line SELECT * FROM convbill.invoice_line;
+    GET DIAGNOSTICS k = ROW_COUNT;
+    n := n + k;
+    INSERT INTO bench05_floor_fee SELECT * FROM convbill.charge WHERE kind = 'recurring';
+    GET DIAGNOSTICS k = ROW_COUNT;
+    n := n + k;
+    INSERT INTO bench05_floor_closed SELECT * FROM convbill.closed_period;
+    GET DIAGNOSTICS k = ROW_COUNT;
+    n := n + k;
+    ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
+    INSERT INTO bench_run VALUES ('floor', p_round, ms, n);
+    RAISE NOTICE 'floor round %: % rows in % ms', p_round, n, round(ms::numeric, 1);
+END $$;
+\set floor_reset 'TRUNCATE bench05_floor_invoice, bench05_floor_line, bench05_floor_fee, bench05_floor_closed; CHECKPOINT;'
+CHECKPOINT;
+SELECT pg_temp.time_floor(1);
+:floor_reset
+SELECT pg_temp.time_floor(2);
+:floor_reset
+SELECT pg_temp.time_floor(3);
+DROP TABLE bench05_floor_invoice, bench05_floor_line, bench05_floor_fee, bench05_floor_closed;
+
 -- (c) nothing left to bill
 SELECT * FROM pg_temp.time_run('run_billing again', 1, :as_of) \gset r3_
 INSERT INTO bench_run VALUES ('run_billing again', 1, :r3_ms, :r3_n);
@@ -577,6 +625,10 @@ WITH med AS (
     SELECT 4, 'd  (context) UPDATE charge SET invoice_id of the same rows, alone', r.ms, r.min_ms, r.max_ms, r.runs,
            r.n, r.ms / b.ms, ''
       FROM med r, med b WHERE r.label = 'mark' AND b.label = 'baseline'
+    UNION ALL
+    SELECT 8, 'f  (floor) the run''s invoices, lines, fee charges, closed periods: bare INSERT ... SELECT', r.ms,
+           r.min_ms, r.max_ms, r.runs, r.n, r.ms / b.ms, ''
+      FROM med r, med b WHERE r.label = 'floor' AND b.label = 'baseline'
 )
 SELECT measurement, round(ms::numeric, 1) AS median_ms, round(min_ms::numeric, 1) AS min_ms,
        round(max_ms::numeric, 1) AS max_ms, runs, rows, round(ratio::numeric, 2) AS x_baseline, target,

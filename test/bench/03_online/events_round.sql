@@ -1,7 +1,9 @@
 -- one round of events.sql (:r): timed, then checked
 CALL bench03_events(:r, :batches, 1000, NULL) \gset ev_
 CALL bench03_baseline(:r, :batches, 1000, NULL) \gset bl_
+CALL bench03_floor(:r, :batches, 1000, NULL) \gset fl_
 INSERT INTO bench03_result VALUES
+    ('charge_events', 'floor: the rows alone, bare, x baseline (context)', :r, :fl_ms / :bl_ms),
     ('charge_events', 'events/s, batches of 1,000', :r, :events / (:ev_ms / 1000)),
     ('charge_events', 'rows/s, INSERT ... SELECT of 1,000', :r, :events / (:bl_ms / 1000)),
     ('charge_events', 'x baseline (target <= 3)', :r, :ev_ms / :bl_ms);

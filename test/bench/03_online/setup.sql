@@ -10,8 +10,8 @@
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS convbill CASCADE;
-DROP TABLE IF EXISTS bench03_result, bench03_charge_baseline;
-DROP PROCEDURE IF EXISTS bench03_events(int, int, int, double precision), bench03_baseline(int, int, int, double precision);
+DROP TABLE IF EXISTS bench03_result, bench03_charge_baseline, bench03_floor_charge, bench03_floor_answer, bench03_floor_ledger, bench03_floor_bucket;
+DROP PROCEDURE IF EXISTS bench03_events(int, int, int, double precision), bench03_baseline(int, int, int, double precision), bench03_floor(int, int, int, double precision);
 CREATE EXTENSION convbill;
 
 INSERT INTO convbill.service (code, unit, description) VALUES
