@@ -690,3 +690,50 @@ SELECT discard_draft(:redo_id);
 \echo :LAST_ERROR_SQLSTATE
 SELECT discard_draft(-1);
 \echo :LAST_ERROR_SQLSTATE
+
+-- A period reopened while a run is under way: the run listed what is due
+-- when it started (9002 and 9003: October, their September drafts existed),
+-- then the September drafts are discarded before the run reaches them.  The
+-- run bills September first and then October, each on its own invoice (it
+-- does not fold September's charges into October's): 9002 still has an
+-- August invoice (its last closed period before the discarded one), 9003's
+-- discarded draft was its only one.  Fee 10.00 a month; 9002's September
+-- also 5.00, 9003's 7.00.  9001 is billed first and stays as it was.
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('REOPEN', 'Reopen', 'EUR', 10);
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9001, 'reopen-1', 'Reopen 1', 'EUR', 'UTC', 1), (9002, 'reopen-2', 'Reopen 2', 'EUR', 'UTC', 1),
+    (9003, 'reopen-3', 'Reopen 3', 'EUR', 'UTC', 1);
+INSERT INTO subscription (account_id, plan_code, started_at, ended_at) VALUES
+    (9001, 'REOPEN', '2027-08-01 00:00+00', '2027-11-01 00:00+00'),
+    (9002, 'REOPEN', '2027-08-01 00:00+00', '2027-11-01 00:00+00'),
+    (9003, 'REOPEN', '2027-09-01 00:00+00', '2027-11-01 00:00+00');
+SELECT add_charge(9002, 5, 'September item', 'one_time', '2027-09-10 00:00+00') > 0 AS charged,
+       add_charge(9003, 7, 'September item', 'one_time', '2027-09-10 00:00+00') > 0 AS charged;
+SELECT run_billing('2027-10-01 00:00+00') >= 5 AS billed;
+DO $$
+BEGIN
+    -- a run in steps, until it has billed 9001's October (lowest ids first)
+    LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM convbill.invoice WHERE account_id = 9001
+                          AND period_start = '2027-10-01 00:00+00');
+        IF convbill.run_billing_step('2027-11-01 00:00+00', 1) = 0 THEN
+            RAISE EXCEPTION 'the run ended before billing 9001';
+        END IF;
+    END LOOP;
+    -- meanwhile, September's drafts of 9002 and 9003 are discarded
+    PERFORM convbill.discard_draft(i.invoice_id) FROM convbill.invoice i
+    WHERE i.account_id IN (9002, 9003) AND i.period_start = '2027-09-01 00:00+00';
+    -- the run goes on to its end
+    WHILE convbill.run_billing_step('2027-11-01 00:00+00', 1) > 0 LOOP
+    END LOOP;
+END $$;
+-- 9001: August 10.00, September 10.00, October 10.00
+-- 9002: August 10.00, September 15.00 (fee + 5.00), October 10.00
+-- 9003: September 17.00 (fee + 7.00), October 10.00
+SELECT i.account_id, to_char(i.period_start, 'YYYY-MM') AS period, i.total, count(l.line_no) AS lines
+FROM invoice i JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE i.account_id BETWEEN 9001 AND 9003
+GROUP BY i.account_id, i.period_start, i.total ORDER BY i.account_id, i.period_start;
+-- nothing left: a run as of the same time bills nothing more for them
+SELECT run_billing('2027-11-01 00:00+00') AS again,
+       (SELECT count(*) FROM charge WHERE account_id BETWEEN 9001 AND 9003 AND invoice_id IS NULL) AS unbilled;

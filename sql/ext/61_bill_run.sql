@@ -227,6 +227,26 @@ BEGIN
         UPDATE convbill_due d SET done = true, skips = CASE WHEN c.mine THEN 0 ELSE d.skips + 1 END
         FROM convbill_chunk c WHERE d.payer = c.payer AND NOT d.done;
         DELETE FROM convbill_chunk c WHERE NOT c.mine;
+        -- an earlier period of a payer reopened since the run listed what is
+        -- due (discard_draft of its draft, in another session or between the
+        -- batches of this run): that period is billed first, not folded into
+        -- the later one (its charges are unbilled again and would be swept
+        -- into it); the later period is due again after it.  The payer's
+        -- first period to bill is again the one after its last closed
+        -- period, or, with none left, its first unbilled charge's.
+        UPDATE convbill_chunk c
+        SET ps = @extschema@.billing_period_start(r.from_ts, c.timezone, c.billing_day),
+            pe = @extschema@.billing_period_end(r.from_ts, c.timezone, c.billing_day)
+        FROM (SELECT c2.payer,
+                     coalesce((SELECT max(cp.period_end) FROM @extschema@.closed_period cp
+                               WHERE cp.account_id = c2.payer),
+                              (SELECT min(ch.period_start) FROM convbill_family f
+                               JOIN @extschema@.charge ch ON ch.account_id = f.member
+                               WHERE f.payer = c2.payer AND ch.invoice_id IS NULL AND ch.period_start < c2.ps))
+                     AS from_ts
+              FROM convbill_chunk c2) r
+        WHERE r.payer = c.payer
+          AND @extschema@.billing_period_start(r.from_ts, c.timezone, c.billing_day) < c.ps;
         -- a concurrent run invoiced the period while we looked: its next
         -- period, if it has ended, is still to check
         WITH gone AS (
