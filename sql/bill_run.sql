@@ -737,3 +737,51 @@ GROUP BY i.account_id, i.period_start, i.total ORDER BY i.account_id, i.period_s
 -- nothing left: a run as of the same time bills nothing more for them
 SELECT run_billing('2027-11-01 00:00+00') AS again,
        (SELECT count(*) FROM charge WHERE account_id BETWEEN 9001 AND 9003 AND invoice_id IS NULL) AS unbilled;
+
+-- Changes behind an invoiced period are refused (55000), never silently
+-- left unbilled: 9002's periods are closed until 2027-11-01.
+SELECT subscribe(9002, 'REOPEN', '2027-10-15 00:00+00');
+\echo :LAST_ERROR_SQLSTATE
+SELECT unsubscribe(s.subscription_id, '2027-10-20 00:00+00') FROM subscription s WHERE s.account_id = 9002;
+\echo :LAST_ERROR_SQLSTATE
+SELECT change_plan(s.subscription_id, 'REOPEN', '2027-10-20 00:00+00') FROM subscription s WHERE s.account_id = 9002;
+\echo :LAST_ERROR_SQLSTATE
+-- from the open period on it is fine
+SELECT subscribe(9002, 'REOPEN', '2027-11-01 00:00+00') > 0 AS subscribed;
+-- a draft with a later invoice after it is not discarded: the later one
+-- took the balance as it was (prepaid); newest first works
+SELECT discard_draft(i.invoice_id) FROM invoice i WHERE i.account_id = 9002 AND i.period_start = '2027-09-01 00:00+00';
+\echo :LAST_ERROR_SQLSTATE
+-- payments go to the oldest period first, whatever order the invoices were
+-- finalized in: October (10.00) finalized before September (15.00); 15.00
+-- paid: September 15.00, October nothing
+SELECT finalize_invoice(i.invoice_id) IS NOT NULL AS finalized FROM invoice i
+WHERE i.account_id = 9002 AND i.period_start = '2027-10-01 00:00+00';
+SELECT finalize_invoice(i.invoice_id) IS NOT NULL AS finalized FROM invoice i
+WHERE i.account_id = 9002 AND i.period_start = '2027-09-01 00:00+00';
+SELECT record_payment(9002, 15, 'reopen-pay-1', '2027-11-20 00:00+00') > 0 AS paid;
+SELECT to_char(i.period_start, 'YYYY-MM') AS period, s.amount_due, s.paid, s.open
+FROM invoice_settlement s JOIN invoice i USING (account_id, invoice_id)
+WHERE s.account_id = 9002 ORDER BY i.period_start;
+
+-- A fixed discount is in a currency: one for every account must name it
+-- (23514), and it applies only to accounts paying in it.  9004 (EUR, fee
+-- 10.00 in November 2027): 2.00 EUR off, not the 3.00 USD: total 8.00.
+INSERT INTO discount (amount, valid_from) VALUES (3, '2027-11-01 00:00+00');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO discount (discount_id, amount, currency, valid_from, valid_until) VALUES
+    (9001, 3, 'USD', '2027-11-01 00:00+00', '2027-12-01 00:00+00'),
+    (9002, 2, 'EUR', '2027-11-01 00:00+00', '2027-12-01 00:00+00');
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9004, 'reopen-4', 'Reopen 4', 'EUR', 'UTC', 1);
+SELECT subscribe(9004, 'REOPEN', '2027-11-01 00:00+00') > 0 AS subscribed;
+SELECT run_billing('2027-12-01 00:00+00') >= 1 AS billed;
+SELECT l.kind, l.description, l.amount FROM invoice i
+JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE i.account_id = 9004 ORDER BY l.line_no;
+SELECT total FROM invoice WHERE account_id = 9004;
+
+-- a plan fee with more decimals than the bill run's exact arithmetic (12)
+-- is refused when the plan is written, not when a bill run meets it
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('FINE', 'Fine', 'EUR', 9.9999999999999);
+\echo :LAST_ERROR_SQLSTATE

@@ -7,7 +7,9 @@ CREATE TABLE @extschema@.plan (
     name          text NOT NULL,
     currency      text NOT NULL
                   CHECK (@extschema@.currency_exponent(currency) IS NOT NULL),
-    recurring_fee numeric NOT NULL DEFAULT 0 CHECK (recurring_fee >= 0),
+    -- (at most 12 decimals: the bill run's exact arithmetic, prorate() and
+    -- the line totals, works at 10^-12)
+    recurring_fee numeric NOT NULL DEFAULT 0 CHECK (recurring_fee >= 0 AND scale(recurring_fee) <= 12),
     fee_interval  text NOT NULL DEFAULT 'month' CHECK (fee_interval IN ('month', 'year')),
     billing       text NOT NULL DEFAULT 'arrears' CHECK (billing IN ('arrears', 'advance')),
     allowances    jsonb NOT NULL DEFAULT '{}'
@@ -202,14 +204,20 @@ CREATE TABLE @extschema@.discount (
     service     text REFERENCES @extschema@.service ON UPDATE CASCADE,
     percent     numeric CHECK (percent > 0 AND percent <= 100),
     amount      numeric CHECK (amount > 0),
+    -- a fixed amount's currency: it applies only to accounts paying in it
+    -- (NULL: the currency of its account, or of its plan; a fixed amount for
+    -- every account and plan must name one)
+    currency    text CHECK (currency IS NULL OR @extschema@.currency_exponent(currency) IS NOT NULL),
     valid_from  timestamptz NOT NULL DEFAULT '-infinity',
     valid_until timestamptz NOT NULL DEFAULT 'infinity',
     max_periods integer CHECK (max_periods > 0),
     CHECK ((percent IS NULL) <> (amount IS NULL)),
+    CONSTRAINT discount_amount_currency
+        CHECK (amount IS NULL OR currency IS NOT NULL OR account_id IS NOT NULL OR plan_code IS NOT NULL),
     CHECK (valid_from < valid_until)
 );
 COMMENT ON TABLE @extschema@.discount IS
-    'a percent or fixed discount, before tax and never below zero, for an account and/or plan and/or service (NULL = any)';
+    'a percent or fixed discount (in currency: for accounts paying in it), before tax and never below zero, for an account and/or plan and/or service (NULL = any)';
 
 -------------------------------------------------------------------------------
 -- Billing periods: [local midnight of billing_day, the same day next month)
@@ -257,6 +265,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     acc record;
     plan_currency text;
+    until timestamptz;
+    changed_at timestamptz;
 BEGIN
     -- one subscription change per account at a time: the overlap check below
     -- then sees every committed subscription
@@ -265,6 +275,27 @@ BEGIN
     SELECT p.currency INTO plan_currency FROM @extschema@.plan p WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code;
     IF acc.status OPERATOR(pg_catalog.=) 'closed' AND TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         RAISE EXCEPTION 'account % is closed', NEW.account_id USING ERRCODE = '22023';
+    END IF;
+    -- a start or an end inside a period already invoiced (closed) would never
+    -- be billed or credited: the bill run prices the fees of the periods it
+    -- closes, not of those behind it.  Changes take effect from the open period.
+    SELECT max(cp.period_end) INTO until FROM @extschema@.closed_period cp
+    WHERE cp.account_id OPERATOR(pg_catalog.=) NEW.account_id;
+    IF until IS NOT NULL THEN
+        IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+            changed_at := NEW.started_at;
+        ELSE
+            changed_at := least(CASE WHEN NEW.started_at IS DISTINCT FROM OLD.started_at
+                                     THEN least(NEW.started_at, OLD.started_at) END,
+                                CASE WHEN NEW.ended_at IS DISTINCT FROM OLD.ended_at
+                                     THEN least(coalesce(NEW.ended_at, 'infinity'), coalesce(OLD.ended_at, 'infinity')) END);
+        END IF;
+        IF changed_at OPERATOR(pg_catalog.<) until THEN
+            RAISE EXCEPTION 'subscription of account % changed at %, inside a period already invoiced (closed until %)',
+                NEW.account_id, changed_at, until
+                USING ERRCODE = '55000',
+                      HINT = 'A subscription starts or ends from the open period on; correct an invoiced period with add_charge or a credit note.';
+        END IF;
     END IF;
     IF plan_currency IS DISTINCT FROM acc.currency THEN
         RAISE EXCEPTION 'plan % is priced in % but account % pays in %',

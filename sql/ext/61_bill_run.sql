@@ -382,6 +382,7 @@ BEGIN
                   ON d.for_src = l.src
                  AND (d.plan_code IS NULL OR d.plan_code = l.plan_code)
                  AND (d.service IS NULL OR d.service = l.service)
+                 AND (d.currency IS NULL OR d.currency = c.currency)
                  AND d.valid_from < c.pe AND d.valid_until > c.ps
                 WHERE l.kind IN ('recurring', 'usage', 'one_time')
                 GROUP BY l.payer, l.ps, l.src, d.discount_id, d.plan_code, d.service, d.percent, d.amount,

@@ -251,6 +251,15 @@ BEGIN
         RAISE EXCEPTION 'discard_draft: invoice % (%) is %', p_invoice_id, v.number, v.status
             USING ERRCODE = '55000', HINT = 'Correct a final invoice with a credit note (convbill.credit_note).';
     END IF;
+    -- a later period invoiced already took the balance as it was (prepaid):
+    -- billing this period again after it would apply that money twice
+    IF v.kind = 'invoice' AND EXISTS (SELECT 1 FROM @extschema@.invoice i
+                                      WHERE i.account_id = v.account_id AND i.kind = 'invoice'
+                                        AND i.period_start > v.period_start) THEN
+        RAISE EXCEPTION 'discard_draft: invoice % is not the latest of account %: a later period is invoiced already',
+            p_invoice_id, v.account_id
+            USING ERRCODE = '55000', HINT = 'Discard the later drafts first (newest first), or correct a final invoice with a credit note.';
+    END IF;
     SELECT count(*) INTO n FROM @extschema@.charge c
     WHERE c.account_id = ANY (@extschema@.invoice_accounts(v.account_id, v.period_start))
       AND c.period_start <= v.period_start AND c.invoice_id = p_invoice_id;
@@ -546,13 +555,15 @@ BEGIN
     INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, reference)
     VALUES (p_account_id, 'payment', b, a.currency, p_amount, p_reference);
 
-    -- oldest open invoice first; what is left stays on the balance as credit
+    -- oldest open invoice first (by the period it bills, not by when it was
+    -- finalized); what is left stays on the balance as credit
     INSERT INTO @extschema@.payment_allocation (account_id, payment_id, invoice_id, amount)
     SELECT p_account_id, pid, o.invoice_id, least(o.open, p_amount - o.before)
     FROM (SELECT s.invoice_id, s.open,
-                 coalesce(sum(s.open) OVER (ORDER BY s.issued_at, s.invoice_id
+                 coalesce(sum(s.open) OVER (ORDER BY i.period_start NULLS LAST, s.issued_at, s.invoice_id
                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
           FROM @extschema@.invoice_settlement s
+          JOIN @extschema@.invoice i ON i.account_id = s.account_id AND i.invoice_id = s.invoice_id
           WHERE s.account_id = p_account_id AND s.open > 0) o
     WHERE o.before < p_amount;
     RETURN pid;
