@@ -785,3 +785,32 @@ SELECT total FROM invoice WHERE account_id = 9004;
 -- is refused when the plan is written, not when a bill run meets it
 INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('FINE', 'Fine', 'EUR', 9.9999999999999);
 \echo :LAST_ERROR_SQLSTATE
+
+-- A payment recorded while the invoice is still a draft settles it when it
+-- is finalized (record_payment allocates only to final invoices); one
+-- recorded before the bill run is in the invoice's prepaid already and is
+-- not allocated to it again.  9005: fee 10.00 a month from December 2027.
+--   December: billed (draft, due 10.00), paid 10.00 while a draft, then
+--   finalized: paid 10.00, open 0.00.
+--   January: 4.00 paid before the run (prepaid 4.00 applied, due 6.00),
+--   finalized: that payment is not allocated to it: paid 0, open 6.00; a
+--   6.00 payment after it settles it.
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9005, 'reopen-5', 'Reopen 5', 'EUR', 'UTC', 1);
+SELECT subscribe(9005, 'REOPEN', '2027-12-01 00:00+00') > 0 AS subscribed;
+SELECT run_billing('2028-01-01 00:00+00') >= 1 AS billed;
+SELECT record_payment(9005, 10, 'r5-dec', '2028-01-03 00:00+00') > 0 AS paid_while_draft;
+SELECT count(*) AS allocated_to_drafts FROM payment_allocation WHERE account_id = 9005;
+SELECT finalize_invoice(i.invoice_id) IS NOT NULL AS finalized FROM invoice i WHERE i.account_id = 9005;
+SELECT record_payment(9005, 4, 'r5-jan-early', '2028-01-20 00:00+00') > 0 AS paid_early;
+SELECT run_billing('2028-02-01 00:00+00') >= 1 AS billed;
+SELECT finalize_invoice(i.invoice_id) IS NOT NULL AS finalized FROM invoice i
+WHERE i.account_id = 9005 AND i.status = 'draft';
+SELECT to_char(i.period_start, 'YYYY-MM') AS period, i.prepaid_applied, s.amount_due, s.paid, s.open
+FROM invoice_settlement s JOIN invoice i USING (account_id, invoice_id)
+WHERE s.account_id = 9005 ORDER BY i.period_start;
+SELECT record_payment(9005, 6, 'r5-jan', '2028-02-03 00:00+00') > 0 AS paid;
+SELECT to_char(i.period_start, 'YYYY-MM') AS period, s.paid, s.open
+FROM invoice_settlement s JOIN invoice i USING (account_id, invoice_id)
+WHERE s.account_id = 9005 ORDER BY i.period_start;
+SELECT balance FROM bucket WHERE account_id = 9005 AND origin = 'main';

@@ -45,6 +45,9 @@ CREATE TABLE @extschema@.invoice (
     charged         numeric NOT NULL DEFAULT 0,   -- exact sum of the charges it bills
     debited         numeric NOT NULL DEFAULT 0,   -- money the bill run took for it beyond its charges
                                                   -- (total - charged: taxes, discounts, rounding)
+    last_payment_id bigint,                       -- the bill run's invoices: the payer's latest payment
+                                                  -- when it was billed (later ones are allocated to it
+                                                  -- when it is finalized)
     credits_invoice_id bigint,                    -- credit notes: the invoice corrected
     reason          text,                         -- credit notes: why
     issued_at       timestamptz,

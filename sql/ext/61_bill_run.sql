@@ -456,10 +456,14 @@ BEGIN
         ins AS (
             INSERT INTO @extschema@.invoice (account_id, kind, period_start, period_end, status, currency,
                                              subtotal, discount, tax, total, prepaid_applied, amount_due, charged,
-                                             debited,
+                                             debited, last_payment_id,
                                              issued_at)
             SELECT t.payer, 'invoice', t.ps, t.pe, 'draft', t.currency, t.subtotal, t.discount, t.tax, t.total,
-                   t.prepaid, t.total - t.prepaid, t.charged, t.total - t.charged, NULL
+                   t.prepaid, t.total - t.prepaid, t.charged, t.total - t.charged,
+                   -- the payments whose money prepaid could take (the payer is
+                   -- locked: none can come in between)
+                   coalesce((SELECT max(p.payment_id) FROM @extschema@.payment p WHERE p.account_id = t.payer), 0),
+                   NULL
             FROM pre t
             ON CONFLICT DO NOTHING
             RETURNING account_id, invoice_id, period_start, total, charged, currency

@@ -386,6 +386,23 @@ BEGIN
                           ((issued AT TIME ZONE a.timezone) + make_interval(days => a.payment_terms))
                           AT TIME ZONE a.timezone)
     WHERE account_id = acc AND invoice_id = p_invoice_id;
+    -- money paid while it was a draft (after it was billed: what was paid
+    -- before is in its prepaid already) and not allocated yet settles it,
+    -- oldest payment first (record_payment allocates only to final invoices)
+    IF inv.kind = 'invoice' AND inv.last_payment_id IS NOT NULL AND inv.amount_due > 0 THEN
+        INSERT INTO @extschema@.payment_allocation (account_id, payment_id, invoice_id, amount)
+        SELECT acc, f.payment_id, p_invoice_id, least(f.free, inv.amount_due - f.before)
+        FROM (SELECT u.payment_id, u.free,
+                     coalesce(sum(u.free) OVER (ORDER BY u.received_at, u.payment_id
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+              FROM (SELECT p.payment_id, p.received_at,
+                           p.amount - coalesce((SELECT sum(pa.amount) FROM @extschema@.payment_allocation pa
+                                                WHERE pa.account_id = acc AND pa.payment_id = p.payment_id), 0) AS free
+                    FROM @extschema@.payment p
+                    WHERE p.account_id = acc AND p.payment_id > inv.last_payment_id) u
+              WHERE u.free > 0) f
+        WHERE f.before < inv.amount_due;
+    END IF;
     RETURN num;
 END $$;
 COMMENT ON FUNCTION @extschema@.finalize_invoice(bigint) IS
