@@ -814,3 +814,25 @@ SELECT to_char(i.period_start, 'YYYY-MM') AS period, s.paid, s.open
 FROM invoice_settlement s JOIN invoice i USING (account_id, invoice_id)
 WHERE s.account_id = 9005 ORDER BY i.period_start;
 SELECT balance FROM bucket WHERE account_id = 9005 AND origin = 'main';
+
+-- account_statement from real money: 9006 (fee 50.00 from February 2028,
+-- invoices final) pays 100.00 for February; March applies the 50.00 left as
+-- prepaid.  Statement: +50 (February) -100 (payment) = -50, +50 (March) = 0:
+-- nothing owed, as its money balance says (0).  9007 tops up 40.00, then
+-- February and March 10.00 each (prepaid): -40 +10 +10 = -20: in credit
+-- 20.00, its balance.  (Before, the prepaid applied was a credit line too:
+-- 9006 ended at -50, its overpayment counted twice.)
+SET convbill.finalize_invoices = on;
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('STMT', 'Statement', 'EUR', 50);
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9006, 'stmt-6', 'Statement 6', 'EUR', 'UTC', 1), (9007, 'stmt-7', 'Statement 7', 'EUR', 'UTC', 1);
+SELECT subscribe(9006, 'STMT', '2028-02-01 00:00+00') > 0 AS subscribed,
+       subscribe(9007, 'REOPEN', '2028-02-01 00:00+00') > 0 AS subscribed;
+SELECT top_up(9007, 40, 'stmt-7-top-up') > 0 AS topped_up;
+SELECT run_billing('2028-03-01 00:00+00') >= 2 AS billed;
+SELECT record_payment(9006, 100, 'stmt-6-pay', '2028-03-05 00:00+00') > 0 AS paid;
+SELECT run_billing('2028-04-01 00:00+00') >= 2 AS billed;
+RESET convbill.finalize_invoices;
+SELECT account_id, kind, debit, credit, balance FROM account_statement
+WHERE account_id IN (9006, 9007) ORDER BY account_id, at, kind;
+SELECT b.account_id, b.balance FROM bucket b WHERE b.account_id IN (9006, 9007) AND b.kind = 'money' ORDER BY 1;

@@ -328,23 +328,25 @@ SELECT number, paid, open FROM invoice_settlement WHERE account_id = 200 ORDER B
 -------------------------------------------------------------------------------
 -- account_statement
 -------------------------------------------------------------------------------
--- Payer Inc: A +30 = 30; B +50 = 80, prepaid -10 = 70; C +20 = 90;
--- PAY-1 -45 = 45; PAY-2 -50 = -5; PAY-3 -12 = -17; PAY-4 -3 = -20;
--- then, issued now (in the order they were finalized): INV-000002 +10 = -10,
--- INV-000004 +5 = -5, CN-000003 -5 = -10: in credit by 10.00
--- (= 115.00 money received and credited - 105.00 due on the invoices).
+-- Payer Inc: A +30 = 30; B +50 = 80 (its prepaid 10.00 is in its
+-- description: no money of this account is on the statement for it, the
+-- drafts here are made by hand); C +20 = 100; PAY-1 -45 = 55; PAY-2 -50 = 5;
+-- PAY-3 -12 = -7; PAY-4 -3 = -10; then, issued now (in the order they were
+-- finalized): INV-000002 +10 = 0, INV-000004 +5 = 5, CN-000003 -5 = 0
+-- (= 115.00 invoiced - 110.00 paid - 5.00 credited).
 SELECT CASE WHEN at > '2025-01-01' THEN 'now' ELSE at::text END AS at,
        kind, document, description, debit, credit, balance
 FROM account_statement WHERE account_id = 400;
--- Acme: INV-000001 +25.63, prepaid -5.00 = 20.63; issued now: INV-000003
--- +10.00 = 30.63, CN-000001 -5.63 = 25.00, CN-000002 -20.00 = 5.00 (INV-000001
--- is void and its prepaid 5.00 is the customer's again: 10.00 - 5.00 owed)
+-- Acme: INV-000001 +25.63; issued now: INV-000003 +10.00 = 35.63, CN-000001
+-- -5.63 = 30.00, CN-000002 -20.00 = 10.00 (INV-000001 is void: credited in
+-- full; INV-000003's 10.00 is owed)
 SELECT CASE WHEN at > '2025-01-01' THEN 'now' ELSE at::text END AS at,
        kind, document, description, debit, credit, balance
 FROM account_statement WHERE account_id = 100;
--- the last balance of each account is what was invoiced minus prepaid, credits and payments
+-- the last balance of each account is what was invoiced minus credit notes,
+-- payments and the money put on its balance (top-ups, corrections: none here)
 SELECT s.account_id, s.balance,
-       (SELECT coalesce(sum(i.total - i.prepaid_applied), 0) FROM invoice i
+       (SELECT coalesce(sum(i.total), 0) FROM invoice i
         WHERE i.account_id = s.account_id AND i.status <> 'draft')
        - (SELECT coalesce(sum(p.amount), 0) FROM payment p WHERE p.account_id = s.account_id) AS recomputed
 FROM (SELECT DISTINCT ON (account_id) account_id, balance FROM account_statement

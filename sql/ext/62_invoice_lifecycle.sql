@@ -11,7 +11,7 @@
 --   record_payment    money received: credited to the account's main money
 --                     bucket, allocated to its open invoices oldest first
 --   invoice_settlement  per invoice: paid, credited, still open
---   account_statement   invoices, prepaid applied, credit notes and payments
+--   account_statement   invoices, payments, top-ups, credit notes and corrections
 --                     with a running balance
 --
 -- Numbers: series || '-' || the number zero-padded to 6 digits (INV-000042;
@@ -591,6 +591,12 @@ COMMENT ON FUNCTION @extschema@.record_payment(bigint, numeric, text, timestampt
 -------------------------------------------------------------------------------
 -- account_statement
 -------------------------------------------------------------------------------
+-- Money between the customer and the business: what was invoiced (debit)
+-- and every money the customer gave or was given (credit) - payments,
+-- top-ups, credit notes, balance corrections - and prepaid money that
+-- expired unused (debit).  The prepaid an invoice applied is not a line of
+-- its own: that money is on the statement already, as the top-up, payment or
+-- credit it came from (listing it again counted it twice).
 CREATE VIEW @extschema@.account_statement AS
 SELECT d.account_id, d.at, d.kind, d.document, d.description, d.debit, d.credit,
        sum(coalesce(d.debit, 0) - coalesce(d.credit, 0))
@@ -601,15 +607,12 @@ FROM (
            CASE WHEN i.period_start IS NULL THEN 'Invoice'
                 ELSE 'Invoice for ' || to_char(i.period_start AT TIME ZONE a.timezone, 'YYYY-MM-DD') || ' to '
                      || to_char((i.period_end AT TIME ZONE a.timezone) - interval '1 day', 'YYYY-MM-DD') END
-           || CASE WHEN i.status = 'void' THEN ' (void)' ELSE '' END AS description,
+           || CASE WHEN i.status = 'void' THEN ' (void)' ELSE '' END
+           || CASE WHEN i.prepaid_applied <> 0 THEN ' (prepaid applied ' || i.prepaid_applied || ')' ELSE '' END
+           AS description,
            i.total AS debit, NULL::numeric AS credit, 1 AS ord, i.invoice_id AS id
     FROM @extschema@.invoice i JOIN @extschema@.account a ON a.account_id = i.account_id
     WHERE i.kind = 'invoice' AND i.status IN ('final', 'void')
-    UNION ALL
-    SELECT i.account_id, i.issued_at, 'prepaid', i.number, 'Prepaid balance applied to ' || i.number,
-           NULL, i.prepaid_applied, 2, i.invoice_id
-    FROM @extschema@.invoice i
-    WHERE i.kind = 'invoice' AND i.status IN ('final', 'void') AND i.prepaid_applied <> 0
     UNION ALL
     SELECT c.account_id, c.issued_at, 'credit_note', c.number,
            'Credit note for ' || o.number || ': ' || c.reason,
@@ -621,6 +624,25 @@ FROM (
     SELECT p.account_id, p.received_at, 'payment', p.reference, 'Payment received',
            NULL, p.amount, 4, p.payment_id
     FROM @extschema@.payment p
+    UNION ALL
+    -- money buckets' top-ups, expiries and hand corrections (adjust_balance);
+    -- not a credit note's money (its own line above) nor what a discarded
+    -- draft gave back (its debit was never on the statement either)
+    SELECT l.account_id, l.created_at,
+           CASE l.kind WHEN 'top_up' THEN 'top_up' WHEN 'expiry' THEN 'expiry' ELSE 'adjustment' END,
+           l.reference,
+           CASE l.kind WHEN 'top_up' THEN 'Prepaid top-up' WHEN 'expiry' THEN 'Prepaid money expired'
+                ELSE 'Balance correction: ' || l.reference END,
+           CASE WHEN l.amount < 0 THEN -l.amount END, CASE WHEN l.amount > 0 THEN l.amount END, 5, l.entry_id
+    FROM @extschema@.ledger l
+    JOIN @extschema@.bucket b ON b.account_id = l.account_id AND b.bucket_id = l.bucket_id AND b.kind = 'money'
+    WHERE l.amount <> 0
+      AND (l.kind IN ('top_up', 'expiry')
+           OR (l.kind = 'adjustment'
+               AND l.reference NOT LIKE 'draft invoice % discarded: %'
+               AND NOT EXISTS (SELECT 1 FROM @extschema@.invoice cn
+                               WHERE cn.account_id = l.account_id AND cn.kind = 'credit_note'
+                                 AND cn.number = l.reference)))
 ) d;
 COMMENT ON VIEW @extschema@.account_statement IS
-    'what an account was invoiced and paid: final and void invoices (debit = total), prepaid money applied to them, credit notes and payments (credit), in time order with a running balance (positive = owed by the customer, negative = in credit); unbilled charges and top-ups are not on it';
+    'what an account was invoiced (final and void invoices: debit = total) and the money it gave or was given (payments, prepaid top-ups, credit notes, balance corrections: credit; prepaid money expired: debit), in time order with a running balance (positive = owed by the customer, negative = in credit); unbilled charges are not on it';
