@@ -836,3 +836,27 @@ RESET convbill.finalize_invoices;
 SELECT account_id, kind, debit, credit, balance FROM account_statement
 WHERE account_id IN (9006, 9007) ORDER BY account_id, at, kind;
 SELECT b.account_id, b.balance FROM bucket b WHERE b.account_id IN (9006, 9007) AND b.kind = 'money' ORDER BY 1;
+
+-- A change of time zone or billing day takes effect from the end of the last
+-- invoiced period, never before it (the period containing that end under the
+-- new settings starts earlier: those days were billed once already).  The
+-- first period then runs to the next boundary of the new settings, its fee
+-- prorated over the full new period.  Fee 31.00 a month.
+--   9008, Berlin -> New York after January: January 31.00; then from
+--   Feb 1 00:00 Berlin (Jan 31 18:00 in New York) to Feb 1 00:00 New York,
+--   1 local day (Jan 31) of 31: 1.00; then February in New York 31.00.
+--   9009, billing day 1 -> 15 after January: January 31.00; then Feb 1 to
+--   Feb 15, 14 days of the 31 of Jan 15 - Feb 15: 14.00; then Feb 15 - Mar 15
+--   31.00.
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('MOVE', 'Move', 'EUR', 31);
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9008, 'move-8', 'Move 8', 'EUR', 'Europe/Berlin', 1), (9009, 'move-9', 'Move 9', 'EUR', 'UTC', 1);
+SELECT subscribe(9008, 'MOVE', '2028-01-01 00:00+01') > 0 AS subscribed,
+       subscribe(9009, 'MOVE', '2028-01-01 00:00+00') > 0 AS subscribed;
+SELECT run_billing('2028-02-01 00:00+00') >= 2 AS billed;
+UPDATE account SET timezone = 'America/New_York' WHERE account_id = 9008;
+UPDATE account SET billing_day = 15 WHERE account_id = 9009;
+SELECT run_billing('2028-03-16 00:00+00') >= 4 AS billed;
+SELECT i.account_id, i.period_start, i.period_end, i.total, l.description
+FROM invoice i JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE i.account_id IN (9008, 9009) ORDER BY i.account_id, i.period_start;

@@ -137,7 +137,7 @@ BEGIN
             GROUP BY 1
         ),
         start AS (
-            SELECT a.account_id AS payer, a.timezone, a.billing_day, a.currency, a.tax_code,
+            SELECT a.account_id AS payer, a.timezone, a.billing_day, a.currency, a.tax_code, cl.until,
                    -- a period closed by hand (close_period) still gets its invoice
                    CASE WHEN cl.until IS NULL THEN least(su.first_at, ub.first_at)
                         ELSE least(cl.until, ub.first_at) END AS from_ts
@@ -148,7 +148,13 @@ BEGIN
             WHERE NOT a.bill_to_parent
         )
         SELECT s.payer, s.timezone, s.billing_day, s.currency, s.tax_code,
-               @extschema@.billing_period_start(s.from_ts, s.timezone, s.billing_day) AS ps,
+               -- never before the end of the last closed period: after a change
+               -- of time zone or billing day, the period containing it under
+               -- the new settings starts earlier (it would bill those days
+               -- again); the first period then runs from that end to the next
+               -- new boundary, its fees prorated over the full new period
+               greatest(@extschema@.billing_period_start(s.from_ts, s.timezone, s.billing_day),
+                        CASE WHEN s.from_ts >= s.until THEN s.until END) AS ps,
                @extschema@.billing_period_end(s.from_ts, s.timezone, s.billing_day) AS pe,
                false AS done,
                0 AS skips        -- times found busy (locked by another session)
@@ -235,18 +241,20 @@ BEGIN
         -- first period to bill is again the one after its last closed
         -- period, or, with none left, its first unbilled charge's.
         UPDATE convbill_chunk c
-        SET ps = @extschema@.billing_period_start(r.from_ts, c.timezone, c.billing_day),
+        SET ps = r.ps,
             pe = @extschema@.billing_period_end(r.from_ts, c.timezone, c.billing_day)
-        FROM (SELECT c2.payer,
-                     coalesce((SELECT max(cp.period_end) FROM @extschema@.closed_period cp
-                               WHERE cp.account_id = c2.payer),
-                              (SELECT min(ch.period_start) FROM convbill_family f
-                               JOIN @extschema@.charge ch ON ch.account_id = f.member
-                               WHERE f.payer = c2.payer AND ch.invoice_id IS NULL AND ch.period_start < c2.ps))
-                     AS from_ts
-              FROM convbill_chunk c2) r
-        WHERE r.payer = c.payer
-          AND @extschema@.billing_period_start(r.from_ts, c.timezone, c.billing_day) < c.ps;
+        FROM (SELECT x.payer, x.from_ts,
+                     greatest(@extschema@.billing_period_start(x.from_ts, x.timezone, x.billing_day), x.until) AS ps
+              FROM (SELECT c2.payer, c2.timezone, c2.billing_day, cl.until,
+                           coalesce(cl.until,
+                                    (SELECT min(ch.period_start) FROM convbill_family f
+                                     JOIN @extschema@.charge ch ON ch.account_id = f.member
+                                     WHERE f.payer = c2.payer AND ch.invoice_id IS NULL AND ch.period_start < c2.ps))
+                           AS from_ts
+                    FROM convbill_chunk c2
+                    CROSS JOIN LATERAL (SELECT max(cp.period_end) AS until FROM @extschema@.closed_period cp
+                                        WHERE cp.account_id = c2.payer) cl) x) r
+        WHERE r.payer = c.payer AND r.ps < c.ps;
         -- a concurrent run invoiced the period while we looked: its next
         -- period, if it has ended, is still to check
         WITH gone AS (
@@ -311,7 +319,10 @@ BEGIN
             CROSS JOIN LATERAL (
                 SELECT @extschema@.local_days(greatest(s.started_at, fp.fps),
                                               least(coalesce(s.ended_at, fp.fpe), fp.fpe), c.timezone) AS days,
-                       @extschema@.local_days(fp.fps, fp.fpe, c.timezone) AS period_days) d
+                       -- (the full period: a first period after a change of
+                       -- time zone or billing day starts late)
+                       @extschema@.local_days(@extschema@.billing_period_start(fp.fps, c.timezone, c.billing_day),
+                                              fp.fpe, c.timezone) AS period_days) d
             WHERE s.started_at < fp.fpe
             OFFSET 0   -- each fee and what was already charged for it once, not once per use
         ) x
