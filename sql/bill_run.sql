@@ -860,3 +860,23 @@ SELECT run_billing('2028-03-16 00:00+00') >= 4 AS billed;
 SELECT i.account_id, i.period_start, i.period_end, i.total, l.description
 FROM invoice i JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
 WHERE i.account_id IN (9008, 9009) ORDER BY i.account_id, i.period_start;
+
+-- A closed account's fees stop when it is closed (closed_at, set from
+-- status; a time can be given): 9010, 30.00 a month from April 2028, closed
+-- on April 16: April 15 of 30 days, 15.00; May nothing.  Closing it inside
+-- an invoiced period is refused (55000); reopening clears closed_at.
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('CLOSE', 'Close', 'EUR', 30);
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9010, 'close-10', 'Close 10', 'EUR', 'UTC', 1);
+SELECT subscribe(9010, 'CLOSE', '2028-04-01 00:00+00') > 0 AS subscribed;
+UPDATE account SET status = 'closed', closed_at = '2028-04-16 00:00+00' WHERE account_id = 9010;
+SELECT run_billing('2028-06-01 00:00+00') >= 1 AS billed;
+SELECT i.period_start, i.total, l.description
+FROM invoice i JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE i.account_id = 9010 ORDER BY i.period_start;
+UPDATE account SET closed_at = '2028-04-20 00:00+00' WHERE account_id = 9010;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE account SET status = 'active' WHERE account_id = 9010;
+SELECT status, closed_at FROM account WHERE account_id = 9010;
+UPDATE account SET status = 'closed', closed_at = '2028-06-01 00:00+00' WHERE account_id = 9010;
+SELECT status, closed_at FROM account WHERE account_id = 9010;

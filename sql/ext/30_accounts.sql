@@ -131,6 +131,33 @@ COMMENT ON COLUMN @extschema@.account.low_balance_threshold IS
 COMMENT ON COLUMN @extschema@.account.external_ref IS
     'the CRM''s key; unique across the installation (a lookup table when sharded by account_id)';
 
+-- When the account was closed: its subscriptions' fees stop there (the bill
+-- run prorates them to it), whatever their own end.  Kept by the trigger
+-- below from status; reopening the account clears it.
+ALTER TABLE @extschema@.account ADD COLUMN closed_at timestamptz;
+COMMENT ON COLUMN @extschema@.account.closed_at IS
+    'when status became closed (set by convbill): recurring fees stop there';
+CREATE FUNCTION @extschema@.account_closed_at() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.status OPERATOR(pg_catalog.<>) 'closed' THEN
+        NEW.closed_at := NULL;
+    ELSIF TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR OLD.status OPERATOR(pg_catalog.<>) 'closed'
+          OR NEW.closed_at IS DISTINCT FROM OLD.closed_at THEN
+        NEW.closed_at := coalesce(NEW.closed_at, now());
+        -- (as a subscription's end: never inside an invoiced period, whose
+        -- fees are billed already)
+        IF NEW.closed_at OPERATOR(pg_catalog.<) (SELECT max(cp.period_end) FROM @extschema@.closed_period cp
+                                                 WHERE cp.account_id OPERATOR(pg_catalog.=) NEW.account_id) THEN
+            RAISE EXCEPTION 'account % closed at %, inside a period already invoiced', NEW.account_id, NEW.closed_at
+                USING ERRCODE = '55000', HINT = 'Close it from the open period on.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER account_closed_at BEFORE INSERT OR UPDATE OF status, closed_at ON @extschema@.account
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.account_closed_at();
+
 -- No account may be its own ancestor; a child billed to its parent shares its currency.
 CREATE FUNCTION @extschema@.account_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

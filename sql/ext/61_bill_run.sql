@@ -302,7 +302,7 @@ BEGIN
                            ELSE '' END)
         FROM (
             SELECT f.member, c.currency, c.ps, c.pe, c.timezone, s.subscription_id, s.quantity, p.name AS plan_name,
-                   s.started_at, s.ended_at, fp.fps, fp.fpe, d.days, d.period_days,
+                   s.started_at, e.ended_at, fp.fps, fp.fpe, d.days, d.period_days,
                    @extschema@.prorate(p.recurring_fee * s.quantity, d.days,
                                        d.period_days * CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END) AS due,
                    coalesce((SELECT sum(ch.amount) FROM @extschema@.charge ch
@@ -312,13 +312,16 @@ BEGIN
             JOIN convbill_family f ON f.payer = c.payer
             JOIN @extschema@.subscription s ON s.account_id = f.member
             JOIN @extschema@.plan p ON p.code = s.plan_code
+            -- the subscription's end, or its account's closing if earlier
+            CROSS JOIN LATERAL (SELECT least(s.ended_at, (SELECT m.closed_at FROM @extschema@.account m
+                                                          WHERE m.account_id = f.member)) AS ended_at) e
             CROSS JOIN LATERAL (SELECT c.ps AS fps, c.pe AS fpe
                                 UNION ALL
                                 SELECT c.pe, @extschema@.billing_period_end(c.pe, c.timezone, c.billing_day)
                                 WHERE p.billing = 'advance') fp
             CROSS JOIN LATERAL (
                 SELECT @extschema@.local_days(greatest(s.started_at, fp.fps),
-                                              least(coalesce(s.ended_at, fp.fpe), fp.fpe), c.timezone) AS days,
+                                              least(coalesce(e.ended_at, fp.fpe), fp.fpe), c.timezone) AS days,
                        -- (the full period: a first period after a change of
                        -- time zone or billing day starts late)
                        @extschema@.local_days(@extschema@.billing_period_start(fp.fps, c.timezone, c.billing_day),
