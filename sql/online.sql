@@ -564,3 +564,141 @@ SELECT debit_buckets('money', ARRAY[90, 90]::bigint[], ARRAY['EUR', 'EUR'], ARRA
                      ARRAY[NULL, NULL]::bigint[], ARRAY[NULL, NULL]::integer[], NULL, now());
 \echo :LAST_ERROR_SQLSTATE
 SELECT balance = :balance AS balance_unchanged FROM balance(90) WHERE unit = 'EUR';
+
+-------------------------------------------------------------------------------
+-- 17. Audit fixes
+-------------------------------------------------------------------------------
+INSERT INTO plan (code, name, currency, allowances) VALUES ('CAT', 'catalog edits', 'EUR', '{}');
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('CAT', 'sms', '{"price": "0.10"}');
+INSERT INTO account (account_id, external_ref, name, currency, low_balance_threshold) VALUES
+    (91, 'LATE-ALLOW', 'allowance granted mid-session', 'EUR', NULL),
+    (92, 'LATE-ALLOW-2', 'allowance granted before an update', 'EUR', NULL),
+    (93, 'CLOSED-MID', 'cycle session over a period close', 'EUR', NULL),
+    (94, 'CATALOG', 'plan_rate replaced under open sessions', 'EUR', NULL),
+    (95, 'LOW-SHORT', 'low balance, short-lived top-up', 'EUR', 5),
+    (96, 'LOW-RESERVE', 'low balance crossed by a reserve', 'EUR', 5),
+    (97, 'GRANT-REF', 'grant_allowance references', 'EUR', NULL);
+SELECT count(subscribe(a, p, '2020-01-01')) AS subscriptions
+FROM (VALUES (91, 'BARE'), (92, 'BARE'), (93, 'PRE'), (94, 'CAT'), (95, 'BARE'), (96, 'BARE'), (97, 'BARE')) s(a, p);
+SELECT count(top_up(a, 10.00, 'audit')) AS top_ups FROM unnest(ARRAY[91, 92, 93, 94]) a;
+
+-- 17a. An allowance covers only usage reported while it is valid: units
+-- already reported and charged stay charged (as bulk rating covers an event
+-- only by the allowances valid at its time).
+-- 120 s held 1.20; used 120 s: 1.20 charged, one more minute held 0.60
+SELECT * FROM pg_temp.a(reserve(91, 'voice', 's91', 120));
+SELECT * FROM pg_temp.a(reserve_update('s91', 1, 120, 60));
+SELECT grant_allowance(91, 'voice', 600) IS NOT NULL AS granted_after_the_usage;
+-- 60 s more, reported after the grant: bq 180, of which the 60 new s come
+-- from the allowance; the 120 s charged before stay charged: 1.20, nothing
+-- more (not -1.20: the allowance did not exist when they were used)
+SELECT * FROM pg_temp.a(commit('s91', 2, 60));
+SELECT quantity, billed_quantity, covered_quantity, amount FROM charge WHERE external_id = 's91';
+-- 10.00 - 1.20 = 8.80; voice 600 - 60 = 540
+SELECT * FROM balance(91);
+SELECT * FROM pg_temp.ledger(91) WHERE session_id = 's91';
+-- the same for a grant: 120 s used and charged 1.20, then 600 s granted
+SELECT * FROM pg_temp.a(reserve(92, 'voice', 's92', 120));
+SELECT * FROM pg_temp.a(reserve_update('s92', 1, 120, 60));
+SELECT grant_allowance(92, 'voice', 600) IS NOT NULL AS granted_after_the_usage;
+-- nothing more used: nothing credited back (charged 0); 120 s more asked: bq
+-- 240 - 120 = 120 new units, all from the allowance: 120 s held, no money
+-- (the 0.60 money hold released)
+SELECT * FROM pg_temp.a(reserve_update('s92', 2, 0, 120));
+SELECT used, covered, charged, held_units, held_money FROM reservation WHERE session_id = 's92';
+-- 90 s more: 210 s, bq 240: 120 covered (the session's own hold), 120 charged 1.20
+SELECT * FROM pg_temp.a(commit('s92', 3, 90));
+SELECT quantity, billed_quantity, covered_quantity, amount FROM charge WHERE external_id = 's92';
+-- 10.00 - 1.20 = 8.80; voice 600 - 120 = 480
+SELECT * FROM balance(92);
+
+-- 17b. A cycle-scoped session whose period a bill run closes mid-session is
+-- charged to the next open period, priced after that period's running total
+-- (as bulk rating prices late usage): P(q) = 0.02 x min(q, 100) + 0.01 x max(q - 100, 0)
+-- this period: 150 MB, P(150) = 2.50
+SELECT * FROM pg_temp.a(charge_event(93, 'data', 'd93', 150));
+-- 50 MB after the 150: P(200) - P(150) = 0.50 held
+SELECT * FROM pg_temp.a(reserve(93, 'data', 's93', 50));
+SELECT close_period(93, now()) IS NOT NULL AS closed;
+-- 30 MB used: the next period is at 0: P(30) = 0.60 charged; 50 in all:
+-- P(50) = 1.00, 0.40 held
+SELECT * FROM pg_temp.a(reserve_update('s93', 1, 30, 20));
+-- 50 MB: P(50) = 1.00, 0.40 more
+SELECT * FROM pg_temp.a(commit('s93', 2, 20));
+-- each period's charges sum to the price of its total: 2.50 = P(150) in the
+-- closed one, 1.00 = P(50) in the next
+SELECT period_start > now() AS next_period, external_id, quantity, amount
+FROM charge WHERE account_id = 93 ORDER BY charge_id;
+SELECT period_start > now() AS next_period, used FROM usage_counter WHERE account_id = 93 ORDER BY period_start;
+SELECT period_start > now() AS next_period, charged FROM reservation WHERE session_id = 's93';
+-- 10.00 - 2.50 - 1.00 = 6.50
+SELECT * FROM balance(93) WHERE unit = 'EUR';
+
+-- 17c. A session is priced by the tariff it started with: replacing the
+-- plan_rate (a catalog fix) changes new requests only; open sessions still
+-- end, swept or committed.  s94a holds 2 x 0.10, s94b (lapsing) 0.10
+SELECT * FROM pg_temp.a(reserve(94, 'sms', 's94a', 2));
+SELECT * FROM pg_temp.a(reserve(94, 'sms', 's94b', 1, '{}', '1 millisecond'));
+DELETE FROM plan_rate WHERE plan_code = 'CAT' AND service = 'sms';
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('CAT', 'sms', '{"price": "0.05"}');
+SELECT pg_sleep(0.01);
+SELECT expire_reservations() AS expired;                                     -- s94b
+-- 2 sms at the session's 0.10: 0.20; a new event at the new 0.05
+SELECT * FROM pg_temp.a(commit('s94a', 1, 2));
+SELECT * FROM pg_temp.a(charge_event(94, 'sms', 'e94', 2));
+SELECT session_id, status, charged FROM reservation WHERE account_id = 94 ORDER BY session_id;
+-- 10.00 - 0.20 - 0.10 = 9.70
+SELECT * FROM balance(94);
+-- a session that cannot be ended (here: its tariff made unreadable) is
+-- skipped with a WARNING and a job warning; the sweep ends the others
+SELECT * FROM pg_temp.a(reserve(94, 'sms', 's94c', 1, '{}', '1 millisecond'));
+SELECT * FROM pg_temp.a(reserve(94, 'sms', 's94d', 1, '{}', '1 millisecond'));
+UPDATE reservation SET tariff = NULL WHERE session_id = 's94c';
+SELECT pg_sleep(0.01);
+SELECT expire_reservations() AS expired;                                     -- s94d only
+SELECT current_setting('convbill.job_warning') AS job_warning;
+SELECT session_id, status, held_money FROM reservation WHERE session_id IN ('s94c', 's94d') ORDER BY session_id;
+-- repaired, the next sweep ends it
+UPDATE reservation SET tariff = '{"price": "0.05"}' WHERE session_id = 's94c';
+SELECT expire_reservations() AS expired;
+SELECT session_id, status, held_money FROM reservation WHERE session_id IN ('s94c', 's94d') ORDER BY session_id;
+-- nothing held: 9.70
+SELECT * FROM balance(94);
+
+-- 17d. A reserve notifies a low balance only when the money available now
+-- crosses the threshold (5): 6.00 + 20.00 valid for a minute = 26.00.  The
+-- 5-minute grant is backed by the 6.00 only (1.20 held), but available now
+-- goes 26.00 -> 24.80: no notification
+LISTEN convbill_balance;
+SELECT top_up(95, 6.00, 'main6') IS NOT NULL AS topped_up;
+SELECT top_up(95, 20.00, 'short20', now() + interval '1 minute') IS NOT NULL AS topped_up;
+SELECT * FROM pg_temp.a(reserve(95, 'voice', 's95', 120));
+SELECT * FROM balance(95);
+-- 6.00 -> 4.80 < 5: crossed, one notification
+SELECT top_up(96, 6.00, 'main6') IS NOT NULL AS topped_up;
+\o | sed -e 's/PID [0-9]*/PID (pid)/'
+SELECT * FROM pg_temp.a(reserve(96, 'voice', 's96', 120));
+\o
+UNLISTEN convbill_balance;
+SELECT * FROM pg_temp.a(release('s95'));
+SELECT * FROM pg_temp.a(release('s96'));
+
+-- 17e. grant_allowance with a used reference: an identical retry returns the
+-- first bucket (a validity relative to the request, valid_from left at its
+-- default now(), too: section 11 retries now() + 10 days); anything else
+-- under that reference is refused (23505), as top_up refuses it
+SELECT grant_allowance(97, 'voice', 10, '2026-01-01', 'infinity', 0, 'ref1') AS b1 \gset
+SELECT grant_allowance(97, 'voice', 10, now(), 'infinity', 0, 'g2') AS g2 \gset
+SELECT grant_allowance(97, 'voice', 10, '2026-01-01', 'infinity', 0, 'ref1') = :b1 AS same_bucket;
+SELECT grant_allowance(97, 'voice', 10, p_reference => 'g2') = :g2 AS same_bucket_default_from;
+SELECT pg_temp.fails($$SELECT convbill.grant_allowance(97, 'sms', 10, '2026-01-01', 'infinity', 0, 'ref1')$$);
+SELECT pg_temp.fails($$SELECT convbill.grant_allowance(97, 'voice', 500, '2026-01-01', 'infinity', 0, 'ref1')$$);
+SELECT pg_temp.fails($$SELECT convbill.grant_allowance(97, 'voice', 10, '2026-02-01', 'infinity', 0, 'ref1')$$);
+SELECT pg_temp.fails($$SELECT convbill.grant_allowance(97, 'voice', 10, '2026-01-01', '2027-01-01', 0, 'ref1')$$);
+SELECT pg_temp.fails($$SELECT convbill.grant_allowance(97, 'voice', 10, '2026-01-01', 'infinity', 1, 'ref1')$$);
+-- a bucket used up is still retried by the units it was granted: 5 s bill
+-- 60 s = 10 (ref1) + 10 (g2) + 40 x 0.01 = 0.40
+SELECT top_up(97, 1.00, 'audit') IS NOT NULL AS topped_up;
+SELECT * FROM pg_temp.a(charge_event(97, 'voice', 'v97', 5));
+SELECT grant_allowance(97, 'voice', 10, '2026-01-01', 'infinity', 0, 'ref1') = :b1 AS same_bucket_after_use;
+SELECT unit, balance, reference FROM bucket WHERE account_id = 97 ORDER BY bucket_id;

@@ -6,9 +6,14 @@
  * rest.  For a total quantity Q the session costs:
  *
  *     bq(Q)      = billed_quantity(Q)                  (increments, once)
- *     cov(Q)     = min(bq(Q), covered + allowance)     (allowance first)
+ *     cov(Q)     = covered + min(allowance,            (allowance first, for the
+ *                                bq(Q) - bq(used))      units not reported yet)
  *     money(Q)   = rate_billed(bq(Q) - cov(Q))         (the tariff, rounded once;
  *                                                       cycle scope after used_before)
+ *
+ * An allowance covers only the units reported while it is valid: units
+ * already reported and charged stay charged, whatever allowance comes later
+ * (as bulk rating covers an event only by the allowances valid at its time).
  *
  * and the next request of `requested` units needs money(used + g) - charged
  * of the money available.  grant_quantity() finds the largest g <= requested
@@ -19,7 +24,9 @@
  * O(log n) tariff evaluations, each O(tiers).
  *
  * session_cost() prices a total that was used (reserve_update, commit,
- * charge_event): what the session costs, however much was granted.
+ * charge_event): what the session costs, however much was granted.  It is not
+ * told what was reported before: its caller passes as `allowance` what may
+ * cover the units of this report, at most bq(used) - bq(used before).
  *
  * Locking, rows and the ledger are SQL's (sql/ext/51_online.sql).
  */
@@ -49,6 +56,8 @@ typedef struct Session
 	cb_int128	used_before;	/* cycle scope: billed units of the period before */
 	cb_int128	covered;		/* allowance units already debited (10^9) */
 	cb_int128	allowance;		/* allowance units available now (10^9) */
+	cb_int128	billed_before;	/* billed units already reported (10^9): only
+								 * units beyond them may take allowance */
 } Session;
 
 /* What a session of `total` units costs; false with err filled on overflow. */
@@ -56,10 +65,15 @@ static bool
 session_price(const Session *s, cb_int128 total, SessionCost *out, TariffError *err)
 {
 	cb_int128	cover_max;
+	cb_int128	fresh;
 
 	if (!tariff_billed_quantity(s->t, total, &out->bq, err))
 		return false;
-	cover_max = s->covered + (s->allowance > 0 ? s->allowance : 0);
+	/* allowance covers only billed units not reported before */
+	fresh = out->bq - s->billed_before;
+	if (fresh < 0)
+		fresh = 0;
+	cover_max = s->covered + (s->allowance <= 0 ? 0 : s->allowance < fresh ? s->allowance : fresh);
 	out->covered = out->bq < cover_max ? out->bq : cover_max;
 	if (out->covered < s->covered)
 		out->covered = s->covered;	/* never give back covered units */
@@ -129,6 +143,8 @@ session_args(FunctionCallInfo fcinfo, Session *s)
 	s->covered = quantity_arg(fcinfo, 4, "covered");
 	/* allowance available may be negative after an overuse; treat as none */
 	s->allowance = numeric_to_scaled(PG_GETARG_NUMERIC(5), QTY_DECIMALS, "allowance");
+	/* session_cost: the caller bounds `allowance` to this report's units */
+	s->billed_before = 0;
 }
 
 static Datum
@@ -174,10 +190,12 @@ PG_FUNCTION_INFO_V1(grant_quantity);
  *                requested, money)
  *   -> (granted numeric, covered numeric, amount numeric)
  *
- * used: units the session has reported (and paid for: `charged`); requested:
- * units asked for now; money: what the payer can still spend.  covered and
- * amount are session_cost() of used + granted: the caller holds what they
- * exceed the session's covered units and charged money by.
+ * used: units the session has reported (and paid for: `charged`; `covered`
+ * of their billed units from allowances); requested: units asked for now;
+ * money: what the payer can still spend.  covered and amount are the cost of
+ * used + granted, the allowance covering only the billed units beyond
+ * bq(used): the caller holds what they exceed the session's covered units
+ * and charged money by.
  */
 Datum
 grant_quantity(PG_FUNCTION_ARGS)
@@ -201,6 +219,13 @@ grant_quantity(PG_FUNCTION_ARGS)
 					 errmsg("grant_quantity: argument %d must not be NULL", i + 1)));
 	charged12 = numeric_to_scaled(PG_GETARG_NUMERIC(7), MAX_ROUND_DECIMALS, "charged");
 	requested = quantity_arg(fcinfo, 8, "units");
+	/* allowance covers the granted units only, never the `used` ones again */
+	{
+		TariffError err;
+
+		if (!tariff_billed_quantity(s.t, used, &s.billed_before, &err))
+			tariff_raise(&err);
+	}
 	money12 = numeric_floor_scaled(PG_GETARG_NUMERIC(9), MAX_ROUND_DECIMALS, "money available");
 
 	target = used + requested;

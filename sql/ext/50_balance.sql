@@ -204,6 +204,12 @@ CREATE TABLE @extschema@.reservation (
     overuse      numeric NOT NULL DEFAULT 0,    -- units used beyond the grant
     charge_id    bigint,                        -- the session's charge, once committed
     finished_at  timestamptz,
+    -- the tariff of rate_id when the session started: a session is priced to
+    -- its end by the tariff it was granted under (as an OCS rates a session
+    -- with the tariff valid at its start), so deleting or correcting a
+    -- plan_rate in the catalog changes new sessions only and never leaves an
+    -- open session without a price (NULL: a denied request, no rate)
+    tariff       @extschema@.tariff,
     PRIMARY KEY (account_id, session_id)
 );
 CREATE INDEX reservation_session ON @extschema@.reservation (session_id);
@@ -571,6 +577,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     b bigint;
     st text;
+    prev record;
 BEGIN
     IF p_account_id IS NULL OR p_service IS NULL OR p_units IS NULL OR p_valid_from IS NULL
        OR p_valid_until IS NULL OR p_priority IS NULL THEN
@@ -592,10 +599,33 @@ BEGIN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;
     IF p_reference IS NOT NULL THEN
-        SELECT bucket_id INTO b FROM @extschema@.bucket
-        WHERE account_id = p_account_id AND origin = 'grant' AND reference = p_reference;
+        -- the units granted are the bucket's 'grant' ledger entry (its balance
+        -- goes down as they are used)
+        SELECT k.bucket_id, k.unit, g.amount, k.valid_from, k.valid_until, k.priority, k.created_at INTO prev
+        FROM @extschema@.bucket k
+        LEFT JOIN @extschema@.ledger g ON g.account_id = k.account_id AND g.bucket_id = k.bucket_id
+                                      AND g.kind = 'grant'
+        WHERE k.account_id = p_account_id AND k.origin = 'grant' AND k.reference = p_reference
+        ORDER BY k.bucket_id LIMIT 1;
         IF FOUND THEN
-            RETURN b;
+            -- a retry returns the original bucket; the same reference for
+            -- another grant is not a retry: refused (as top_up does), not
+            -- silently answered with a bucket of other units.  A validity
+            -- given relative to the request (valid_from left at its default
+            -- now(), valid_until now() + 30 days) matches when it is the same
+            -- relative to the first request (the bucket's created_at).
+            IF prev.unit IS DISTINCT FROM p_service OR prev.amount IS DISTINCT FROM p_units
+               OR prev.priority IS DISTINCT FROM p_priority
+               OR NOT (p_valid_from = prev.valid_from OR p_valid_from + (prev.created_at - now()) = prev.valid_from)
+               OR NOT (p_valid_until = prev.valid_until
+                       OR p_valid_until + (prev.created_at - now()) = prev.valid_until) THEN
+                RAISE EXCEPTION 'grant_allowance: reference "%" of account % was used for % % valid from % until % (priority %)',
+                    p_reference, p_account_id, prev.amount, prev.unit, prev.valid_from, prev.valid_until, prev.priority
+                    USING ERRCODE = '23505',
+                          DETAIL = format('This request: %s %s valid from %s until %s (priority %s).',
+                                          p_units, p_service, p_valid_from, p_valid_until, p_priority);
+            END IF;
+            RETURN prev.bucket_id;
         END IF;
     END IF;
     IF st = 'closed' THEN
@@ -609,7 +639,7 @@ BEGIN
     RETURN b;
 END $$;
 COMMENT ON FUNCTION @extschema@.grant_allowance(bigint, text, numeric, timestamptz, timestamptz, integer, text) IS
-    'grant allowance units of a service in a bucket of their own (lower priority is used first, then earliest expiry); returns its bucket_id (a retry with the same reference returns the original)';
+    'grant allowance units of a service in a bucket of their own (lower priority is used first, then earliest expiry); returns its bucket_id (a retry with the same reference returns the original; the reference used for another grant: 23505)';
 
 CREATE FUNCTION @extschema@.adjust_balance(p_account_id bigint, p_amount numeric, p_reason text)
 RETURNS bigint

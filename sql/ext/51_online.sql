@@ -28,7 +28,7 @@ CREATE FUNCTION @extschema@.session_cost(t @extschema@.tariff, at timestamptz, t
                                          OUT billed numeric, OUT covered numeric, OUT amount numeric)
     AS 'MODULE_PATHNAME', 'session_cost' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.session_cost(@extschema@.tariff, timestamptz, text, numeric, numeric, numeric, numeric) IS
-    'what a session of `used` units costs: billed quantity, units covered by allowances (covered so far + allowance available), money (C)';
+    'what a session of `used` units costs: billed quantity, units covered by allowances (covered so far + `allowance`, which the caller bounds to the billed units of this report), money (C)';
 
 CREATE FUNCTION @extschema@.grant_quantity(t @extschema@.tariff, at timestamptz, tz text, used_before numeric,
                                            covered numeric, allowance numeric, used numeric, charged numeric,
@@ -36,7 +36,7 @@ CREATE FUNCTION @extschema@.grant_quantity(t @extschema@.tariff, at timestamptz,
                                            OUT granted numeric, OUT covered numeric, OUT amount numeric)
     AS 'MODULE_PATHNAME', 'grant_quantity' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.grant_quantity(@extschema@.tariff, timestamptz, text, numeric, numeric, numeric, numeric, numeric, numeric, numeric) IS
-    'the largest quantity up to `units` (all, or whole increments) a session can add with `money` left; with the session''s covered units and money at used + granted (C)';
+    'the largest quantity up to `units` (all, or whole increments) a session can add with `money` left; with the session''s covered units (the allowance covering only units beyond `used`) and money at used + granted (C)';
 
 -- The rate that prices an account's usage of a service in a zone at a time:
 -- the most specific zone, then the latest valid_from, then the newest subscription.
@@ -297,11 +297,13 @@ BEGIN
 
     INSERT INTO @extschema@.reservation
         (account_id, session_id, payer_id, service, rate_id, zone, attrs, status, started_at,
-         period_start, period_end, validity, expires_at, granted, held_units, held_money, finished_at)
+         period_start, period_end, validity, expires_at, granted, held_units, held_money, finished_at, tariff)
     VALUES (p_account_id, p_session_id, p.account_id, p_service, rt.rate_id, dest_zone, coalesce(p_attrs, '{}'),
             CASE WHEN res = 'denied' THEN 'denied' ELSE 'open' END, t0, ps, pe,
             p_validity, exp, granted, hold_u, hold_m,
-            CASE WHEN res = 'denied' THEN t0 END);
+            CASE WHEN res = 'denied' THEN t0 END,
+            -- the session is priced by this tariff to its end (see reservation.tariff)
+            CASE WHEN res <> 'denied' THEN rt.tariff END);
     IF hold_m <> 0 OR hold_u <> 0 THEN
         INSERT INTO @extschema@.ledger (account_id, kind, unit, held, session_id)
         SELECT h.account_id, 'hold', h.unit, h.held, p_session_id
@@ -312,7 +314,11 @@ BEGIN
     INSERT INTO @extschema@.reservation_answer (account_id, session_id, request_no, answer)
     VALUES (p_account_id, p_session_id, 0, ans);
     IF hold_m > 0 AND p.low_balance_threshold IS NOT NULL THEN
-        PERFORM @extschema@.notify_low_balance(p.account_id, money, money - hold_m);
+        -- before and after at now(), as every other request compares them
+        -- (`money` above leaves out buckets that expire before the grant):
+        -- after = now, with this session's hold; before = after + the hold
+        PERFORM @extschema@.notify_low_balance(p.account_id, m.after + hold_m, m.after)
+        FROM (SELECT @extschema@.money_available(p.account_id) AS after) m;
     END IF;
     RETURN ans;
 END $$;
@@ -346,23 +352,40 @@ DECLARE
     hold_m numeric := 0;
     res text;
     reason text;
-    per tstzrange;
+    per tstzrange := tstzrange(r.period_start, r.period_end, '[)');
+    closed boolean;
     cid bigint;
     exp timestamptz;
     ans @extschema@.grant;
 BEGIN
-    -- the account's zone and currency, the tariff, the payer's watch and
-    -- refusal, in one statement (both accounts are locked)
-    SELECT a.timezone, a.currency, pr.tariff, py.low_balance_threshold IS NOT NULL,
-           @extschema@.account_refusal(a.status, py.status)
-    INTO tz, cur, t, watch, refusal
+    -- the session's own tariff (reservation.tariff: the catalog may have
+    -- changed since it started)
+    t := r.tariff;
+    cycle := @extschema@.tariff_scope(t) = 'cycle';
+    -- the account's zone and currency, the payer's watch and refusal, and
+    -- whether a bill run closed the session's period under it (asked only
+    -- when it matters: the end, or a cycle-scoped tariff), in one statement
+    -- (both accounts are locked)
+    SELECT a.timezone, a.currency, py.low_balance_threshold IS NOT NULL,
+           @extschema@.account_refusal(a.status, py.status),
+           CASE WHEN p_finish IS NOT NULL OR cycle
+                THEN EXISTS (SELECT 1 FROM @extschema@.closed_period cp
+                             WHERE cp.account_id = r.account_id AND cp.period_start < r.period_end
+                               AND cp.period_end > r.period_start) END
+    INTO tz, cur, watch, refusal, closed
     FROM @extschema@.account a
     JOIN @extschema@.account py ON py.account_id = r.payer_id
-    LEFT JOIN @extschema@.plan_rate pr ON pr.rate_id = r.rate_id
     WHERE a.account_id = r.account_id;
-    cycle := @extschema@.tariff_scope(t) = 'cycle';
+    -- the period the session charges: its own, or the next open one when its
+    -- own was closed (late usage, as open_period() and bulk rating)
+    IF closed THEN
+        per := @extschema@.open_period(r.account_id, r.started_at);
+    END IF;
+    -- a cycle-scoped tariff prices the session after that period's running
+    -- total: its charge and counter go there too, so the period's charges
+    -- sum to the price of its total (SPEC 1, cycle scope)
     IF cycle THEN
-        ub := @extschema@.cycle_used(r.account_id, r.period_start, r.rate_id);
+        ub := @extschema@.cycle_used(r.account_id, lower(per), r.rate_id);
     END IF;
     -- the money before, for the low-balance notice only (the payer is locked:
     -- its threshold cannot change under us)
@@ -370,9 +393,13 @@ BEGIN
         money_before := @extschema@.money_available(r.payer_id);
     END IF;
 
-    -- what the session has cost so far; its own hold is available to it
+    -- what the session has cost so far; its own hold is available to it.
+    -- Allowances cover only the billed units reported now (while they are
+    -- valid): what was reported before keeps r.covered and stays charged.
     c := @extschema@.session_cost(t, r.started_at, tz, ub, r.covered,
-                                  @extschema@.allowance_available(r.account_id, r.service) + r.held_units, total);
+                                  least(@extschema@.allowance_available(r.account_id, r.service) + r.held_units,
+                                        @extschema@.billed_quantity(t, total) - @extschema@.billed_quantity(t, r.used)),
+                                  total);
     IF c.covered <> r.covered THEN
         PERFORM @extschema@.debit_account('allowance', r.account_id, r.service, c.covered - r.covered,
                                           NULL, NULL, r.session_id, now());
@@ -418,7 +445,8 @@ BEGIN
         UPDATE @extschema@.reservation
         SET used = total, covered = c.covered, charged = c.amount, held_units = hold_u, held_money = hold_m,
             granted = total + g.granted, overuse = greatest(total - r.granted, 0) + r.overuse,
-            last_request = p_request_no, expires_at = exp
+            last_request = p_request_no, expires_at = exp,
+            period_start = lower(per), period_end = upper(per)
         WHERE account_id = r.account_id AND session_id = r.session_id;
         IF hold_m <> 0 OR hold_u <> 0 THEN
             INSERT INTO @extschema@.ledger (account_id, kind, unit, held, session_id)
@@ -430,7 +458,6 @@ BEGIN
     ELSE
         -- the end: the session becomes one rated charge (when anything was used)
         IF total > 0 THEN
-            per := @extschema@.open_period(r.account_id, r.started_at);
             INSERT INTO @extschema@.charge
                 (account_id, kind, service, zone, quantity, billed_quantity, covered_quantity, amount, currency,
                  occurred_at, period_start, period_end, source, external_id, rate_id, description)
@@ -446,6 +473,7 @@ BEGIN
         UPDATE @extschema@.reservation
         SET status = p_finish, used = total, covered = c.covered, charged = c.amount, held_units = 0,
             held_money = 0, overuse = greatest(total - r.granted, 0) + r.overuse,
+            period_start = lower(per), period_end = upper(per),
             last_request = coalesce(p_request_no, r.last_request), charge_id = cid, finished_at = now()
         WHERE account_id = r.account_id AND session_id = r.session_id;
         ans := ROW(CASE WHEN p_finish = 'committed' THEN 'granted' ELSE p_finish END,
@@ -577,6 +605,10 @@ DECLARE
     r @extschema@.reservation;
     n integer := 0;
     locked integer;
+    failed integer := 0;
+    failures text := '';
+    st text;
+    msg text;
 BEGIN
     FOR r IN SELECT * FROM @extschema@.reservation x
              WHERE x.status = 'open' AND x.expires_at <= now()
@@ -592,13 +624,34 @@ BEGIN
         WHERE x.account_id = r.account_id AND x.session_id = r.session_id
           AND x.status = 'open' AND x.expires_at <= now();
         CONTINUE WHEN NOT FOUND;
-        PERFORM @extschema@.session_step(r, NULL, 0, 0, 'expired');
-        n := n + 1;
+        -- one session that cannot be ended (an error) is rolled back alone
+        -- and reported; it never stops the sweep for every other account
+        -- (it stays open and expired: its hold counts nowhere, and the next
+        -- sweep tries again)
+        BEGIN
+            PERFORM @extschema@.session_step(r, NULL, 0, 0, 'expired');
+            n := n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+            failed := failed + 1;
+            RAISE WARNING 'expire_reservations: session "%" of account % not expired: %: %',
+                r.session_id, r.account_id, st, msg;
+            IF failed <= 5 THEN
+                failures := failures || CASE WHEN failed > 1 THEN '; ' ELSE '' END
+                            || format('"%s" of account %s: %s: %s', r.session_id, r.account_id, st, msg);
+            END IF;
+        END;
     END LOOP;
+    IF failed > 0 THEN
+        -- for the job's log (job_run.warning): a WARNING alone reaches only
+        -- the server log under pg_cron
+        PERFORM @extschema@.job_warn(format('expire_reservations: %s session(s) not expired (%s%s)', failed,
+                                            failures, CASE WHEN failed > 5 THEN '; ...' ELSE '' END));
+    END IF;
     RETURN n;
 END $$;
 COMMENT ON FUNCTION @extschema@.expire_reservations() IS
-    'end the open sessions whose grant lapsed: release their holds (usage already reported stays charged); returns how many';
+    'end the open sessions whose grant lapsed: release their holds (usage already reported stays charged); returns how many (a session that fails is skipped with a WARNING and job_warn(), the others are ended)';
 
 -------------------------------------------------------------------------------
 -- One-shot events
