@@ -760,3 +760,58 @@ SELECT a.external_ref AS account, u.service, u.kind, u.observed, u.expected, rou
        to_char(u.window_start AT TIME ZONE a.timezone, 'Dy DD Mon HH24:MI') AS from_local,
        to_char(u.window_end AT TIME ZONE a.timezone, 'HH24:MI') AS until, u.detail
 FROM usage_alert u JOIN account a USING (account_id) ORDER BY u.alert_id;
+
+\echo
+\echo '=== 31. Migration: a legacy BSS batch COPYed into the all-text staging tables and loaded ==='
+SET TimeZone = 'Europe/Berlin';          -- the legacy extract's timestamps are Berlin local time
+SET convbill_migration.batch = 'bss-2026-11';
+COPY stage_account (external_ref, name, currency, timezone, parent_ref, bill_to_parent, credit_limit) FROM stdin WITH (FORMAT csv);
+LEG-200-SIM,Hafen Logistik SIM 1,EUR,Europe/Berlin,LEG-200,yes,
+LEG-200,Hafen Logistik GmbH,EUR,Europe/Berlin,,,250.00
+LEG-201,Greta Novak,EUR,Europe/Berlin,,,
+LEG-202,Old Typo Ltd,EURO,Europe/Berlin,,,
+\.
+COPY stage_subscription (account_ref, plan_code, started_at, quantity) FROM stdin WITH (FORMAT csv);
+LEG-200,MOBILE-L,2026-11-01,2
+LEG-201,MOBILE-S,2026-11-01,
+LEG-202,MOBILE-S,2026-11-01,
+\.
+COPY stage_balance (account_ref, amount, currency, reference) FROM stdin WITH (FORMAT csv);
+LEG-201,15.00,EUR,BSS-PP-88231
+LEG-202,20.00,EUR,BSS-PP-88232
+LEG-200-SIM,"12,00",EUR,BSS-PP-88233
+\.
+COPY stage_charge (account_ref, amount, currency, description, kind, occurred_at, reference) FROM stdin WITH (FORMAT csv);
+LEG-200,89.00,EUR,Router (legacy order 4411),one_time,2026-11-24 10:00,BSS-CH-4411
+LEG-200-SIM,-5.00,EUR,Goodwill credit,adjustment,2026-11-25 09:00,BSS-CH-4412
+\.
+RESET convbill_migration.batch;
+\echo '    A dry run first: the reconciliation it would give, and nothing loaded'
+SELECT entity, currency AS cur, received, loaded, rejected FROM load_staged('bss-2026-11', dry_run => true);
+SELECT count(*) AS legacy_accounts_after_dry_run FROM account WHERE external_ref LIKE 'LEG-%';
+\echo '    The load: received = loaded + rejected, amount_in = amount_loaded + amount_rejected'
+SELECT * FROM load_staged('bss-2026-11');
+\echo '    Every reject keeps its reason (the child after its parent, whatever the file order)'
+SELECT 'account' AS entity, line, external_ref AS ref, reject_reason FROM stage_account WHERE batch = 'bss-2026-11' AND load_status = 'rejected'
+UNION ALL SELECT 'subscription', line, account_ref, reject_reason FROM stage_subscription WHERE batch = 'bss-2026-11' AND load_status = 'rejected'
+UNION ALL SELECT 'balance', line, account_ref, reject_reason FROM stage_balance WHERE batch = 'bss-2026-11' AND load_status = 'rejected' ORDER BY 1, 2;
+\echo '    Hafen pays for its SIM: 89.00 - 5.00 charged; Greta carries 15.00 over. A re-run loads nothing twice:'
+SELECT a.external_ref, b.unit AS cur, b.balance, b.available FROM account a, balance(a.account_id) b
+WHERE a.external_ref IN ('LEG-200', 'LEG-201') ORDER BY 1;
+SELECT sum(loaded_now) AS loaded_by_rerun FROM load_staged('bss-2026-11');
+RESET TimeZone;
+
+\echo
+\echo '=== 32. Roles: Nordlicht''s self-service login sees its own invoices and statement, nobody else''s ==='
+\echo '    (convbill_admin, convbill_app, convbill_analyst and convbill_customer come with the extension)'
+CREATE ROLE demo_portal_nordlicht LOGIN IN ROLE convbill_customer;
+INSERT INTO customer_login (account_id, role_name)
+SELECT account_id, 'demo_portal_nordlicht' FROM account WHERE external_ref = 'NL-001';
+SELECT count(*) AS invoices_in_database, count(DISTINCT account_id) AS accounts_invoiced FROM invoice;
+SET ROLE demo_portal_nordlicht;
+SELECT count(*) AS invoices_it_sees, count(DISTINCT account_id) AS accounts FROM invoice;
+SELECT kind, document, debit, credit, balance FROM account_statement ORDER BY at, kind;
+SELECT count(*) AS charges_it_sees, count(DISTINCT account_id) AS its_accounts_and_sims FROM charge;
+RESET ROLE;
+DELETE FROM customer_login WHERE role_name = 'demo_portal_nordlicht';
+DROP ROLE demo_portal_nordlicht;
