@@ -307,3 +307,109 @@ SELECT c.amount, c.rate_id = (SELECT min(rate_id) FROM plan_rate WHERE service =
 FROM usage_event u JOIN charge c USING (account_id, charge_id) WHERE u.external_id = 'tie1';
 SELECT rate_id = (SELECT min(rate_id) FROM plan_rate WHERE service = 'fax') AS online_lowest_rate
 FROM resolve_rate(71, 'fax', NULL, now());
+
+-- Rating beside open sessions: a session's held allowance units stay backed
+-- by the buckets that reserve() counted for it, those still valid when its
+-- grant lapses (allowance_available(account, service, now, expires_at)).
+-- Here the hold (2 hours) can only be backed by "long": "short" lapses in
+-- an hour.  An event rated meanwhile takes "short", and "long" keeps the
+-- session's 60 units (before: rating set the hold aside from "short", the
+-- first valid now, and took "long"; once "short" lapsed the session's
+-- granted units were charged as money, below the credit limit).
+INSERT INTO plan (code, name, currency) VALUES ('FIX', 'Fixes', 'EUR');
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES
+    ('FIX', 'sms', '{"price": "0.10"}'),
+    ('FIX', 'data', '{"model": "graduated", "scope": "cycle",
+                      "tiers": [{"up_to": 100, "price": "0.02"}, {"up_to": null, "price": "0.10"}]}');
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (81, 'HOLD', 'Hold', 'EUR'), (82, 'OOR', 'Out of range', 'EUR');
+SELECT count(subscribe(a, 'FIX', '2026-01-01')) AS subscriptions FROM unnest(ARRAY[81, 82]) a;
+SELECT grant_allowance(81, 'sms', 60, now() - interval '1 hour', now() + interval '1 hour', 0, 'short') AS short_bucket \gset
+SELECT grant_allowance(81, 'sms', 60, now() - interval '1 hour', 'infinity', 0, 'long') AS long_bucket \gset
+-- no money: the 60 units granted are the allowance of "long"
+SELECT result, granted, held FROM reserve(81, 'sms', 'fix-s1', 60, '{}', '2 hours');
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (81, 'fix', 'h1', 'sms', 60, now() - interval '1 minute');
+SELECT rate_pending() AS processed;
+-- 60 of 60 covered by "short": 0.00
+SELECT covered_quantity, amount FROM charge WHERE account_id = 81 AND external_id = 'h1';
+SELECT CASE bucket_id WHEN :short_bucket THEN 'short' WHEN :long_bucket THEN 'long' END AS bucket, balance
+FROM bucket WHERE account_id = 81 AND kind = 'allowance' ORDER BY bucket_id;
+-- the hold is still backed until the grant lapses: 60 valid then - 60 held
+SELECT allowance_available(81, 'sms', now(), expires_at) AS backed_at_expiry
+FROM reservation WHERE account_id = 81 AND session_id = 'fix-s1';
+SELECT result, charged FROM commit('fix-s1', 1, 60);
+SELECT balance FROM balance(81) ORDER BY unit;
+
+-- Two sessions, each held on its own buckets: A (2 hours) can only be
+-- backed by "long" (50 held); B (10 minutes) by "short" or "long", and
+-- "long" is A's, so B's 30 come from "short".  What rating may use is the
+-- other 10 of "short": the event of 40 SMS is covered 10, the other 30 cost
+-- 30 x 0.10 = 3.00; "short" keeps B's 30, "long" A's 50 (before: the 80
+-- held were set aside from "short" and then "long", rating took 10 of
+-- "long" and A's units were no longer all there after "short" lapsed).
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (85, 'TWO', 'Two sessions', 'EUR');
+SELECT count(subscribe(85, 'FIX', '2026-01-01')) AS subscriptions;
+SELECT grant_allowance(85, 'sms', 40, now() - interval '1 hour', now() + interval '1 hour', 0, 'short') AS short_bucket \gset
+SELECT grant_allowance(85, 'sms', 50, now() - interval '1 hour', 'infinity', 0, 'long') AS long_bucket \gset
+SELECT result, granted FROM reserve(85, 'sms', 'fix-a', 50, '{}', '2 hours');
+SELECT result, granted FROM reserve(85, 'sms', 'fix-b', 30, '{}', '10 minutes');
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (85, 'fix', 'h2', 'sms', 40, now() - interval '1 minute');
+SELECT rate_pending() AS processed;
+SELECT covered_quantity, amount FROM charge WHERE account_id = 85 AND external_id = 'h2';
+SELECT CASE bucket_id WHEN :short_bucket THEN 'short' WHEN :long_bucket THEN 'long' END AS bucket, balance
+FROM bucket WHERE account_id = 85 AND kind = 'allowance' ORDER BY bucket_id;
+SELECT count(release(s)) AS released FROM unnest(ARRAY['fix-a', 'fix-b']) s;
+
+-- An event whose charge is out of range (rejected out_of_range) takes no
+-- allowance and adds nothing to the cycle total of the events after it in
+-- the batch: o2's 5 SMS are covered by the 10-unit allowance (0.00, 5 left),
+-- o4's 150 MB are priced from a running total of 0: 100 x 0.02 + 50 x 0.10
+-- = 7.00 (before: o1 took all 10 units, o2 cost 5 x 0.10 = 0.50; o4 was
+-- priced as if o3's 1e19 MB came before it, 150 x 0.10 = 15.00).  Only o4's
+-- 150 MB are counted.
+SELECT grant_allowance(82, 'sms', 10, '2026-01-01', 'infinity') > 0 AS granted;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (82, 'fix', 'o1', 'sms', 1e19, now() - interval '2 hours'),
+    (82, 'fix', 'o2', 'sms', 5, now() - interval '1 hour'),
+    (82, 'fix', 'o3', 'data', 1e19, now() - interval '2 hours'),
+    (82, 'fix', 'o4', 'data', 150, now() - interval '1 hour');
+SELECT rate_pending() AS processed;
+SELECT u.external_id, u.status, u.reject_reason, c.covered_quantity, c.amount
+FROM usage_event u LEFT JOIN charge c USING (account_id, charge_id)
+WHERE u.account_id = 82 ORDER BY u.external_id;
+SELECT unit, balance FROM bucket WHERE account_id = 82 ORDER BY unit;
+SELECT used FROM usage_counter WHERE account_id = 82;
+
+-- Lock order: a bill_to_parent child's rating and add_charge lock the child
+-- and its payer together, in account order, as online requests do
+-- (lock_accounts).  Before, they locked the child only and the charge's
+-- debit trigger locked the parent later: a rater holding child 84 waiting
+-- for parent 83, held by a reserve() of 84 that had locked 83 and waited for
+-- 84, was a deadlock (40P01) that lost the whole batch.  Shown here by the
+-- payer's row lock (its xmax is this transaction) when no charge is written
+-- (the debit trigger locks nothing then): the child's only event has no
+-- tariff; add_charge is a retry that returns the original charge.
+INSERT INTO account (account_id, external_ref, name, currency, credit_limit) VALUES (83, 'PAYER', 'Payer', 'EUR', 100);
+INSERT INTO account (account_id, external_ref, name, currency, parent_id, bill_to_parent)
+VALUES (84, 'CHILD', 'Child', 'EUR', 83, true);
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (84, 'fix', 'k1', 'sms', 1, now() - interval '1 hour');
+SELECT add_charge(84, 1.00, 'Fee', 'one_time', now(), 'fee-84') > 0 AS charged;
+BEGIN;
+SELECT rate_pending() AS processed;
+SELECT account_id, xmax = pg_current_xact_id()::xid AS locked FROM account WHERE account_id IN (83, 84) ORDER BY 1;
+ROLLBACK;
+BEGIN;
+SELECT add_charge(84, 1.00, 'Fee', 'one_time', now(), 'fee-84') = charge_id AS same_charge
+FROM charge WHERE account_id = 84 AND reference = 'fee-84';
+SELECT account_id, xmax = pg_current_xact_id()::xid AS locked FROM account WHERE account_id IN (83, 84) ORDER BY 1;
+ROLLBACK;
+
+-- add_charge refuses an amount the bill run cannot sum (more than 12
+-- decimal places, invoice_line_total's scale): 22023, naming the amount;
+-- trailing zeros are no decimals
+SELECT add_charge(83, 0.0000000000001, 'Too fine');
+\echo :LAST_ERROR_SQLSTATE
+SELECT add_charge(83, 0.100000000000000, 'Trailing zeros') > 0 AS charged;
+SELECT count(*) AS charges FROM charge WHERE account_id = 83;

@@ -23,17 +23,21 @@
  *      overlaps it, open_period() (late usage goes to the next open one);
  *      the plan allowances of those periods are granted
  *      (ensure_plan_allowances) before they are used;
- *   5. allowances first: per (account, service), events in (at, idx) order,
- *      at = greatest(started_at, period_start), take units from the buckets
- *      valid at `at` in (priority, valid_until, bucket_id) order; what a
- *      bucket offers is its balance less the units open sessions hold, set
- *      aside from the buckets valid now in that order (SQL, below);
+ *   5-7. one walk (rate_walk) over the billable events, per (account,
+ *      service) in (at, started_at, idx) order, at = greatest(started_at,
+ *      period_start):
+ *   5. allowances first: take units from the buckets valid at `at` in
+ *      (priority, valid_until, bucket_id) order; what a bucket offers is its
+ *      balance less the units open sessions hold, each session's set aside
+ *      from the buckets valid now and still when its grant lapses, in that
+ *      order (load_buckets);
  *   6. cycle-scoped tariffs: per (account, period, rate), events in
  *      (started_at, idx) order, used_before = the usage_counter total plus
- *      the rest (bq - covered) of the batch's events before it;
+ *      the rest (bq - covered) of the batch's charged events before it;
  *   7. the price: rate_billed(tariff, bq - covered, started_at in the
  *      account's zone, used_before) as rate_billed_or_null() gives it, NULL
- *      when out of range (SQL then rejects the event: out_of_range).
+ *      when out of range (SQL then rejects the event: out_of_range); such an
+ *      event gives its allowance units back and adds nothing to used_before.
  *
  * The lookups are SQL run with SPI: the account, service and charge of every
  * event in one query (joins and an index probe per event), the candidate
@@ -44,6 +48,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -971,11 +976,78 @@ grant_plan_allowances(Batch *b)
 	run(psprintf("SELECT %s.ensure_plan_allowances($1, $2)", b->schema), 2, types, args, false);
 }
 
+/* consumption order: (account, service, priority, valid_until, bucket_id) */
+static int
+bucket_cmp(const void *pa, const void *pb)
+{
+	const Bucket *a = pa;
+	const Bucket *b = pb;
+	int			c;
+
+	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->svc, b->svc)) != 0
+		|| (c = cmp_i64(a->priority, b->priority)) != 0 || (c = cmp_i64(a->until, b->until)) != 0)
+		return c;
+	return cmp_i64(a->id, b->id);
+}
+
+/* the first of the (sorted) buckets of (account, svc) or after it */
+static int
+first_bucket(const Batch *b, int64 account, int32 svc)
+{
+	int			lo = 0,
+				hi = b->nbk;
+
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		const Bucket *x = &b->bk[mid];
+
+		if (x->account < account || (x->account == account && x->svc < svc))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * Set aside `held` units of a session that lasts until `until` from the
+ * buckets of (account, svc) starting at k0 that are valid now and still at
+ * `until` (all valid now: DT_NOBEGIN), in consumption order; returns
+ * what is left.
+ */
+static cb_int128
+set_aside(Batch *b, int k0, int64 account, int32 svc, TimestampTz now, TimestampTz until, cb_int128 held)
+{
+	for (int k = k0; held > 0 && k < b->nbk && b->bk[k].account == account && b->bk[k].svc == svc; k++)
+	{
+		Bucket	   *x = &b->bk[k];
+		cb_int128	avail = i128_load(x->avail);
+		cb_int128	take;
+
+		if (avail <= 0 || x->from > now || x->until <= now || x->until < until)
+			continue;
+		take = held < avail ? held : avail;
+		x->avail = i128_store(avail - take);
+		held -= take;
+	}
+	return held;
+}
+
 /*
  * What rating may take from each allowance bucket of the billable events'
- * (account, service) pairs: its balance less the units open sessions hold,
- * those set aside from the buckets valid now in consumption order (where the
- * sessions' debits will take them).
+ * (account, service) pairs, sorted in consumption order: its balance less
+ * the units open sessions hold.  Each session's held units are set aside
+ * from the buckets that back them, those reserve()/reserve_update() counted
+ * for it: valid now and still valid when the session's grant lapses
+ * (allowance_available(account, service, now(), expires_at): valid_from <=
+ * now < valid_until, valid_until >= expires_at), in consumption order.  The
+ * sessions of an (account, service) go latest expiry first: the buckets that
+ * can back a session are those that can back every session lapsing later,
+ * and more, so the sessions with the fewest buckets to draw on draw first.
+ * Held units those buckets no longer cover (another charge took units a
+ * session counted on) are set aside from the other buckets valid now, as
+ * far as they go: units of a session are never given to rating.
  */
 static void
 load_buckets(Batch *b)
@@ -986,6 +1058,7 @@ load_buckets(Batch *b)
 	long		n = billable_pairs(b, true, service_of, &a, &svcs);
 	Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
 	Datum		args[2];
+	TimestampTz now = GetCurrentTransactionStartTimestamp();	/* now() */
 
 	b->nbk = 0;
 	if (n == 0)
@@ -995,35 +1068,12 @@ load_buckets(Batch *b)
 		u[i] = CStringGetTextDatum(b->svc.name[svcs[i]]);
 	args[0] = int8_array(a, n);
 	args[1] = PointerGetDatum(construct_array(u, n, TEXTOID, -1, false, TYPALIGN_INT));
-	run(psprintf("WITH keys AS ("
-				 "    SELECT k.account_id, k.service FROM unnest($1, $2) AS k(account_id, service)"
-				 "), held AS ("
-				 "    SELECT r.account_id, r.service, sum(r.held_units) AS units"
-				 "    FROM keys k"
-				 "    JOIN %s.reservation r ON r.account_id = k.account_id AND r.service = k.service"
-				 "    WHERE r.status = 'open' AND r.expires_at > now() AND r.held_units > 0"
-				 "    GROUP BY 1, 2"
-				 "), buckets AS ("
-				 "    SELECT b.account_id, b.unit, b.bucket_id, b.priority, b.valid_from, b.valid_until, b.balance,"
-				 "           b.valid_from <= now() AND b.valid_until > now() AS valid_now,"
-				 "           coalesce(h.units, 0) AS held,"
-				 "           coalesce(sum(CASE WHEN b.valid_from <= now() AND b.valid_until > now() THEN b.balance END)"
-				 "                    OVER (PARTITION BY b.account_id, b.unit"
-				 "                          ORDER BY b.priority, b.valid_until, b.bucket_id"
-				 "                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before_now"
-				 "    FROM keys k"
-				 "    JOIN %s.bucket b ON b.account_id = k.account_id AND b.kind = 'allowance'"
-				 "                    AND b.unit = k.service AND b.balance > 0"
-				 "    LEFT JOIN held h ON h.account_id = k.account_id AND h.service = k.service"
-				 ") "
-				 "SELECT x.* FROM ("
-				 "    SELECT x.account_id, x.unit, x.bucket_id, x.priority, x.valid_from, x.valid_until,"
-				 "           trunc(x.balance - CASE WHEN x.valid_now"
-				 "                                  THEN least(x.balance, greatest(x.held - x.before_now, 0))"
-				 "                                  ELSE 0 END, 9) AS units"
-				 "    FROM buckets x) x "
-				 "WHERE x.units > 0",
-				 b->schema, b->schema), 2, types, args, false);
+	run(psprintf("SELECT b.account_id, b.unit, b.bucket_id, b.priority, b.valid_from, b.valid_until,"
+				 "       trunc(b.balance, 9) "
+				 "FROM unnest($1, $2) AS k(account_id, service)"
+				 "JOIN %s.bucket b ON b.account_id = k.account_id AND b.kind = 'allowance'"
+				 "                AND b.unit = k.service AND b.balance > 0",
+				 b->schema), 2, types, args, false);
 	b->bk = MemoryContextAllocHuge(b->keep, Max(1, SPI_processed) * sizeof(Bucket));
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -1037,6 +1087,34 @@ load_buckets(Batch *b)
 		x->until = DatumGetTimestampTz(val(r, 6));
 		x->avail = i128_store(numeric_to_scaled(DatumGetNumeric(val(r, 7)), QTY_DECIMALS, "available units"));
 	}
+	SPI_freetuptable(SPI_tuptable);
+	qsort(b->bk, b->nbk, sizeof(Bucket), bucket_cmp);
+
+	/*
+	 * the open sessions' holds (as allowance_available counts them: open,
+	 * not expired), latest expiry first; held units rounded up to the units'
+	 * 9 decimals
+	 */
+	run(psprintf("SELECT r.account_id, r.service, r.expires_at,"
+				 "       round(ceil(r.held_units * 1000000000) / 1000000000, 9) "
+				 "FROM unnest($1, $2) AS k(account_id, service)"
+				 "JOIN %s.reservation r ON r.account_id = k.account_id AND r.service = k.service "
+				 "WHERE r.status = 'open' AND r.expires_at > now() AND r.held_units > 0 "
+				 "ORDER BY r.account_id, r.service, r.expires_at DESC, r.session_id",
+				 b->schema), 2, types, args, false);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		int64		account = DatumGetInt64(val(r, 1));
+		int32		svc = intern(&b->svc, TextDatumGetCString(val(r, 2)), NULL);
+		TimestampTz until = DatumGetTimestampTz(val(r, 3));
+		cb_int128	held = numeric_to_scaled(DatumGetNumeric(val(r, 4)), QTY_DECIMALS, "held units");
+		int			k0 = first_bucket(b, account, svc);
+
+		held = set_aside(b, k0, account, svc, now, until, held);
+		if (held > 0)
+			(void) set_aside(b, k0, account, svc, now, DT_NOBEGIN, held);
+	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /* The cycle counters (usage_counter 'rate:<id>') of the billable events' cycle keys. */
@@ -1113,67 +1191,60 @@ allow_at(const RateEvent *e)
 	return e->started > e->pstart ? e->started : e->pstart;
 }
 
-/* allowance order: (account, service, at, idx) */
+/*
+ * rating order: (account, service, at, started_at, idx).  For allowances
+ * that is event-time order, at = greatest(started_at, period_start), ties by
+ * claim order (idx follows (account, started_at)); for the cycle totals,
+ * whose keys (account, period, rate) lie within one (account, service) and
+ * whose periods are disjoint, it is (started_at, idx) order.
+ */
 static int
-allow_cmp(const void *pa, const void *pb)
+walk_cmp(const void *pa, const void *pb)
 {
 	const RateEvent *a = *(RateEvent *const *) pa;
 	const RateEvent *b = *(RateEvent *const *) pb;
 	int			c;
 
 	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->svc, b->svc)) != 0
-		|| (c = cmp_i64(allow_at(a), allow_at(b))) != 0)
+		|| (c = cmp_i64(allow_at(a), allow_at(b))) != 0 || (c = cmp_i64(a->started, b->started)) != 0)
 		return c;
 	return cmp_i64(a->idx, b->idx);
 }
 
-/* consumption order: (account, service, priority, valid_until, bucket_id) */
-static int
-bucket_cmp(const void *pa, const void *pb)
-{
-	const Bucket *a = pa;
-	const Bucket *b = pb;
-	int			c;
-
-	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->svc, b->svc)) != 0
-		|| (c = cmp_i64(a->priority, b->priority)) != 0 || (c = cmp_i64(a->until, b->until)) != 0)
-		return c;
-	return cmp_i64(a->id, b->id);
-}
-
-/* cycle order: (account, period, rate, started_at, idx) */
-static int
-cycle_cmp(const void *pa, const void *pb)
-{
-	const RateEvent *a = *(RateEvent *const *) pa;
-	const RateEvent *b = *(RateEvent *const *) pb;
-	int			c;
-
-	if ((c = cmp_i64(a->account, b->account)) != 0 || (c = cmp_i64(a->pstart, b->pstart)) != 0
-		|| (c = cmp_i64(a->rate_id, b->rate_id)) != 0 || (c = cmp_i64(a->started, b->started)) != 0)
-		return c;
-	return cmp_i64(a->idx, b->idx);
-}
-
-/* 5. Allowances: one walk over events and buckets in key order. */
+/*
+ * 5-7. One walk over the billable events in rating order and the buckets in
+ * consumption order: each event takes allowance units from the buckets
+ * valid at `at`, gets its cycle running total (used_before: the counter plus
+ * the rest, bq - covered, of the charged events before it) and its price.
+ * An event whose price is out of range (has_amount false; SQL rejects it:
+ * out_of_range) gives its units back and adds nothing to the running total,
+ * so the events after it are rated as if it had not been there.
+ */
 static void
-take_allowances(Batch *b, RateEvent **order)
+rate_walk(Batch *b, RateEvent **order)
 {
 	int64		n = 0;
 	int			b0 = 0;
+	CounterEntry *ce = NULL;	/* the counter of the last cycle event */
 
 	for (int64 i = 0; i < b->nev; i++)
-		if (billable(&b->ev[i]) && i128_load(b->ev[i].bq) > 0)
+		if (billable(&b->ev[i]))
 			order[n++] = &b->ev[i];
-	qsort(b->bk, b->nbk, sizeof(Bucket), bucket_cmp);
-	qsort(order, n, sizeof(RateEvent *), allow_cmp);
+	qsort(order, n, sizeof(RateEvent *), walk_cmp);
 	for (int64 i = 0; i < n; i++)
 	{
 		RateEvent  *e = order[i];
 		cb_int128	need = i128_load(e->bq);
 		cb_int128	covered = 0;
+		cb_int128	used = 0;
+		cb_int128	amount;
 		TimestampTz at = allow_at(e);
+		bool		cycle = e->t->scope == SCOPE_CYCLE;
+		TariffError err;
+		struct pg_tm *tm;
+		TariffWhen	when;
 
+		/* allowances */
 		e->take0 = b->ntakes;
 		while (b0 < b->nbk && (b->bk[b0].account < e->account
 							   || (b->bk[b0].account == e->account && b->bk[b0].svc < e->svc)))
@@ -1205,70 +1276,60 @@ take_allowances(Batch *b, RateEvent **order)
 			e->cov_scale = Max(e->cov_scale, short_scale(take));
 		}
 		e->covered = i128_store(covered);
-	}
-}
 
-/* 6. Cycle running totals. */
-static void
-cycle_totals(Batch *b, RateEvent **order)
-{
-	int64		m = 0;
-
-	for (int64 i = 0; i < b->nev; i++)
-		if (billable(&b->ev[i]) && b->ev[i].t->scope == SCOPE_CYCLE)
-			order[m++] = &b->ev[i];
-	qsort(order, m, sizeof(RateEvent *), cycle_cmp);
-	for (int64 i = 0; i < m;)
-	{
-		RateEvent  *first = order[i];
-		CounterKey	k;
-		CounterEntry *ce;
-		cb_int128	used;
-		int64		j;
-
-		memset(&k, 0, sizeof(k));
-		k.account = first->account;
-		k.pstart = first->pstart;
-		k.rate_id = first->rate_id;
-		ce = hash_search(b->counters, &k, HASH_FIND, NULL);
-		used = ce ? i128_load(ce->used) : 0;
-		for (j = i; j < m && order[j]->account == first->account && order[j]->pstart == first->pstart
-			 && order[j]->rate_id == first->rate_id; j++)
+		/* the cycle running total (ce: the counter of this key, kept running) */
+		if (cycle)
 		{
-			RateEvent  *e = order[j];
+			if (ce == NULL || ce->key.account != e->account || ce->key.pstart != e->pstart
+				|| ce->key.rate_id != e->rate_id)
+			{
+				CounterKey	k;
 
+				memset(&k, 0, sizeof(k));
+				k.account = e->account;
+				k.pstart = e->pstart;
+				k.rate_id = e->rate_id;
+				ce = hash_search(b->counters, &k, HASH_FIND, NULL);
+				if (ce == NULL)
+					elog(ERROR, "rate_batch: missing counter");
+			}
+			used = i128_load(ce->used);
 			e->used_before = i128_store(used);
-			used += i128_load(e->bq) - i128_load(e->covered);
 		}
-		i = j;
-	}
-}
 
-/* 7. The price of each billable event (has_amount false: out of range). */
-static void
-price(Batch *b)
-{
-	for (int64 i = 0; i < b->nev; i++)
-	{
-		RateEvent  *e = &b->ev[i];
-		cb_int128	amount;
-		TariffError err;
-		struct pg_tm *tm;
-		TariffWhen	when;
-
-		if (!billable(e))
-			continue;
+		/* the price */
 		tm = local_tm(e->started, b->tzs[e->tz]);
 		when.dow = tm->tm_wday;
 		when.sec_of_day = tm->tm_hour * 3600 + tm->tm_min * 60 + tm->tm_sec;
-		if (tariff_rate_billed(e->t, i128_load(e->bq) - i128_load(e->covered), when,
-							   i128_load(e->used_before), &amount, &err))
+		if (tariff_rate_billed(e->t, i128_load(e->bq) - covered, when, used, &amount, &err))
 		{
 			e->amount = i128_store(amount);
 			e->has_amount = true;
+			if (cycle)
+				ce->used = i128_store(used + i128_load(e->bq) - covered);
 		}
 		else if (err.kind != TARIFF_ERR_OVERFLOW)
 			tariff_raise(&err);
+		else if (e->ntake > 0)
+		{
+			/* out of range: its takes back to their buckets (in b0's range, in order) */
+			int			j = 0;
+
+			for (int k = b0; j < e->ntake; k++)
+			{
+				Take	   *t = &b->takes[e->take0 + j];
+
+				Assert(k < b->nbk && b->bk[k].account == e->account && b->bk[k].svc == e->svc);
+				if (b->bk[k].id != t->bucket_id)
+					continue;
+				b->bk[k].avail = i128_store(i128_load(b->bk[k].avail) + i128_load(t->units));
+				j++;
+			}
+			b->ntakes = e->take0;
+			e->ntake = 0;
+			e->cov_scale = 0;
+			e->covered = i128_store(0);
+		}
 	}
 }
 
@@ -1622,9 +1683,7 @@ rate_batch(PG_FUNCTION_ARGS)
 	load_buckets(&b);
 	load_counters(&b);
 	MemoryContextSwitchTo(pass);
-	take_allowances(&b, order);
-	cycle_totals(&b, order);
-	price(&b);
+	rate_walk(&b, order);
 	aggregate(&b);
 	emit(&b, rsinfo);
 	SPI_finish();

@@ -288,6 +288,7 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     a @extschema@.account;
+    payer bigint;
     p tstzrange;
     id bigint;
 BEGIN
@@ -301,14 +302,33 @@ BEGIN
     IF p_amount = 'NaN' OR p_amount IN ('Infinity', '-Infinity') THEN
         RAISE EXCEPTION 'add_charge: amount must be a finite number' USING ERRCODE = '22023';
     END IF;
+    -- the bill run sums charges exactly at 12 decimals (invoice_line_total,
+    -- PRICE_DECIMALS): a finer amount would make it fail, so it is refused
+    -- here (trailing zeros are no decimals)
+    IF p_amount <> round(p_amount, 12) THEN
+        RAISE EXCEPTION 'add_charge: amount % has more than 12 decimal places', p_amount USING ERRCODE = '22023';
+    END IF;
     IF p_kind = 'discount' AND p_amount > 0 THEN
         RAISE EXCEPTION 'add_charge: a discount is a negative amount, not %', p_amount USING ERRCODE = '22023';
     END IF;
     IF NOT isfinite(p_at) THEN
         RAISE EXCEPTION 'add_charge: at must be a finite time' USING ERRCODE = '22008';
     END IF;
-    -- serialised with rating and close_period of this account
-    SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id FOR NO KEY UPDATE;
+    -- serialised with rating and close_period of this account: the account
+    -- and its payer (the charge's debit trigger debits the payer) locked in
+    -- account order, as rating and online requests lock them; locking the
+    -- account alone and the payer in the trigger could deadlock with a
+    -- request that holds the payer and waits for the account.  The usual
+    -- account pays for itself: one lock.
+    SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id AND NOT bill_to_parent
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        payer := @extschema@.payer_of(p_account_id);
+        PERFORM 1 FROM @extschema@.account x
+        WHERE x.account_id = p_account_id OR x.account_id = payer
+        ORDER BY x.account_id FOR NO KEY UPDATE;
+        SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;

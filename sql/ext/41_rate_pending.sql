@@ -4,10 +4,10 @@
 -- One batch, set-based, in a handful of statements:
 --   1. claim pending events by account and time (FOR UPDATE SKIP LOCKED, so
 --      several sessions rate at once without taking the same event);
---   2. lock the batch's accounts (FOR NO KEY UPDATE, in account order): the
---      allowance buckets and cycle counters of an account are read and written
---      by one rater (or online charging request) at a time, and duplicates are
---      judged after that lock;
+--   2. lock the batch's accounts and their payers (FOR NO KEY UPDATE, in
+--      account order, as online requests do): the allowance buckets and cycle
+--      counters of an account are read and written by one rater (or online
+--      charging request) at a time, and duplicates are judged after that lock;
 --   3. every event's fate in one pass in C (rate_batch(),
 --      src/rating_batch.c): rejects with their reason, duplicates, tariff
 --      resolution (plan -> service -> most specific zone -> latest
@@ -17,9 +17,10 @@
 --      period) pairs granted as buckets (ensure_plan_allowances: the same
 --      buckets online charging draws on, so an allowance is never given
 --      twice);
---   5. (in that pass) allowances first, walking the batch in event-time
---      order and taking units from the buckets valid at each event; cycle
---      running totals; the price;
+--   5. (in that pass) one walk over the batch in event-time order: each
+--      event takes units from the allowance buckets valid at its time, gets
+--      its cycle running total and its price; an event priced out of range
+--      gives its units back and counts for no running total;
 --   6. in one statement the charges, the events, the bucket debits with
 --      their ledger entries and the cycle counters.
 -- Within a batch, an account's events are rated in started_at order.
@@ -142,9 +143,21 @@ BEGIN
         ANALYZE convbill_claim;         -- good join plans for big batches
     END IF;
 
-    -- 2. one rater per account at a time
+    -- 2. one rater per account at a time: the claimed accounts and their
+    -- payers (payer_of(), for bill_to_parent children), all in account order
+    -- in one statement, as online requests lock an account and its payer
+    -- (lock_accounts).  Locking the children alone, the charges' debit
+    -- trigger (charge_debit) would lock a parent only later: a rater holding
+    -- child C and waiting for parent P, while a reserve() of C holds P and
+    -- waits for C, is a deadlock that loses the whole batch.
     PERFORM 1 FROM @extschema@.account a
-    WHERE a.account_id IN (SELECT c.account_id FROM convbill_claim c)
+    WHERE a.account_id IN (
+        SELECT l.account_id
+        FROM @extschema@.account y
+        CROSS JOIN LATERAL (VALUES (y.account_id),
+                                   (CASE WHEN y.bill_to_parent THEN @extschema@.payer_of(y.account_id) END))
+                           AS l(account_id)
+        WHERE y.account_id IN (SELECT c.account_id FROM convbill_claim c))
     ORDER BY a.account_id
     FOR NO KEY UPDATE OF a;
 
@@ -161,9 +174,10 @@ BEGIN
     -- account's allowance buckets of its service valid at its time (a late
     -- event: at the start of the open period it is billed in), in event-time
     -- order, each in (priority, valid_until, bucket_id) order, units held by
-    -- open sessions set aside first (from the buckets valid now in that same
-    -- order, where the sessions' debits will take them); then the cycle
-    -- running totals and the price.
+    -- open sessions set aside first (each session's from the buckets valid
+    -- now and still when its grant lapses, those reserve() counted for it,
+    -- in that same order); then the cycle running totals and the price (an
+    -- event out of range takes no units and counts for no running total).
     CREATE TEMP TABLE convbill_work ON COMMIT DROP AS
     SELECT * FROM @extschema@.rate_batch(n);
 
