@@ -880,3 +880,38 @@ UPDATE account SET status = 'active' WHERE account_id = 9010;
 SELECT status, closed_at FROM account WHERE account_id = 9010;
 UPDATE account SET status = 'closed', closed_at = '2028-06-01 00:00+00' WHERE account_id = 9010;
 SELECT status, closed_at FROM account WHERE account_id = 9010;
+
+-- A period closed by hand (close_period: usage frozen before a run) is still
+-- billed, with its fees, even with no usage at all: 9011, 10.00 a month from
+-- June 2028; June billed; July closed by hand, then the run: July 10.00, and
+-- the run marks the period as its own (invoiced_by).
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9011, 'hand-11', 'Hand 11', 'EUR', 'UTC', 1);
+SELECT subscribe(9011, 'REOPEN', '2028-06-01 00:00+00') > 0 AS subscribed;
+SELECT run_billing('2028-07-01 00:00+00') >= 1 AS billed;
+SELECT lower(close_period(9011, '2028-07-15 00:00+00')) AS closed_by_hand;
+SELECT run_billing('2028-08-01 00:00+00') >= 1 AS billed;
+SELECT to_char(i.period_start, 'YYYY-MM') AS period, i.total FROM invoice i WHERE i.account_id = 9011 ORDER BY 1;
+SELECT to_char(period_start, 'YYYY-MM') AS period, invoiced_by FROM closed_period WHERE account_id = 9011 ORDER BY 1;
+
+-- A sub-account is bound by its payer's invoiced periods: 9013, billed to
+-- 9012 (August invoiced: until 2028-09-01), cannot start a subscription
+-- in a period its payer has invoiced (55000) though it has no closed period
+-- of its own.  A closed payer's sections stop with it: 9012 closed on
+-- 2028-09-16, its child's fee from September 1 ends there too: 10.00 x 15/30
+-- = 5.00, 9012's own 10.00 x 15/30 = 5.00: total 10.00.
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9012, 'payer-12', 'Payer 12', 'EUR', 'UTC', 1);
+SELECT subscribe(9012, 'REOPEN', '2028-08-01 00:00+00') > 0 AS subscribed;
+SELECT run_billing('2028-09-01 00:00+00') >= 1 AS billed;
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day, parent_id, bill_to_parent) VALUES
+    (9013, 'child-13', 'Child 13', 'EUR', 'UTC', 1, 9012, true);
+SELECT subscribe(9013, 'REOPEN', '2028-08-20 00:00+00');
+\echo :LAST_ERROR_SQLSTATE
+SELECT subscribe(9013, 'REOPEN', '2028-09-01 00:00+00') > 0 AS subscribed;
+UPDATE account SET status = 'closed', closed_at = '2028-09-16 00:00+00' WHERE account_id = 9012;
+SELECT run_billing('2028-10-01 00:00+00') >= 1 AS billed;
+SELECT to_char(i.period_start, 'YYYY-MM') AS period, l.source_account_id AS section, l.description, l.amount
+FROM invoice i JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE i.account_id = 9012 AND i.period_start = '2028-09-01 00:00+00' ORDER BY l.line_no;
+SELECT total FROM invoice WHERE account_id = 9012 AND period_start = '2028-09-01 00:00+00';

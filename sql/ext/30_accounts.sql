@@ -131,6 +131,20 @@ COMMENT ON COLUMN @extschema@.account.low_balance_threshold IS
 COMMENT ON COLUMN @extschema@.account.external_ref IS
     'the CRM''s key; unique across the installation (a lookup table when sharded by account_id)';
 
+-- The end of the last period a bill run closed for an account or for its
+-- payer (closed_period.invoiced_by; one closed by hand is still to bill):
+-- what starts, ends or closes before it would never be billed or credited.
+-- (PL/pgSQL: closed_period and payer_of() are made by later files)
+CREATE FUNCTION @extschema@.billed_until(p_account_id bigint) RETURNS timestamptz
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (SELECT max(cp.period_end) FROM @extschema@.closed_period cp
+            WHERE cp.account_id OPERATOR(pg_catalog.=) ANY (ARRAY[p_account_id, @extschema@.payer_of(p_account_id)])
+              AND cp.invoiced_by IS NOT NULL);
+END $$;
+COMMENT ON FUNCTION @extschema@.billed_until(bigint) IS
+    'internal: the end of the last period a bill run closed for the account or its payer (NULL: none)';
+
 -- When the account was closed: its subscriptions' fees stop there (the bill
 -- run prorates them to it), whatever their own end.  Kept by the trigger
 -- below from status; reopening the account clears it.
@@ -147,8 +161,7 @@ BEGIN
         NEW.closed_at := coalesce(NEW.closed_at, now());
         -- (as a subscription's end: never inside an invoiced period, whose
         -- fees are billed already)
-        IF NEW.closed_at OPERATOR(pg_catalog.<) (SELECT max(cp.period_end) FROM @extschema@.closed_period cp
-                                                 WHERE cp.account_id OPERATOR(pg_catalog.=) NEW.account_id) THEN
+        IF NEW.closed_at OPERATOR(pg_catalog.<) @extschema@.billed_until(NEW.account_id) THEN
             RAISE EXCEPTION 'account % closed at %, inside a period already invoiced', NEW.account_id, NEW.closed_at
                 USING ERRCODE = '55000', HINT = 'Close it from the open period on.';
         END IF;
@@ -306,8 +319,9 @@ BEGIN
     -- a start or an end inside a period already invoiced (closed) would never
     -- be billed or credited: the bill run prices the fees of the periods it
     -- closes, not of those behind it.  Changes take effect from the open period.
-    SELECT max(cp.period_end) INTO until FROM @extschema@.closed_period cp
-    WHERE cp.account_id OPERATOR(pg_catalog.=) NEW.account_id;
+    -- (its payer's too: an account billed to its parent is billed in the
+    -- parent's runs, from the parent's periods)
+    until := @extschema@.billed_until(NEW.account_id);
     IF until IS NOT NULL THEN
         IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
             changed_at := NEW.started_at;

@@ -110,12 +110,14 @@ BEGIN
         CREATE INDEX ON convbill_family (member);
         ANALYZE convbill_family;
 
-        -- each paying account's first period to bill: after its last closed
-        -- period, or from its first subscription or unbilled charge
+        -- each paying account's first period to bill: after the last period
+        -- a bill run closed for it (invoiced_by; a period closed by hand,
+        -- close_period, is still to bill), or from its first subscription or
+        -- unbilled charge
         CREATE TEMP TABLE convbill_due AS
         WITH closed AS (
             SELECT cp.account_id AS payer, max(cp.period_end) AS until
-            FROM @extschema@.closed_period cp GROUP BY 1
+            FROM @extschema@.closed_period cp WHERE cp.invoiced_by IS NOT NULL GROUP BY 1
         ),
         subs AS (
             SELECT f.payer, min(s.started_at) AS first_at
@@ -138,7 +140,6 @@ BEGIN
         ),
         start AS (
             SELECT a.account_id AS payer, a.timezone, a.billing_day, a.currency, a.tax_code, cl.until,
-                   -- a period closed by hand (close_period) still gets its invoice
                    CASE WHEN cl.until IS NULL THEN least(su.first_at, ub.first_at)
                         ELSE least(cl.until, ub.first_at) END AS from_ts
             FROM @extschema@.account a
@@ -148,13 +149,13 @@ BEGIN
             WHERE NOT a.bill_to_parent
         )
         SELECT s.payer, s.timezone, s.billing_day, s.currency, s.tax_code,
-               -- never before the end of the last closed period: after a change
-               -- of time zone or billing day, the period containing it under
-               -- the new settings starts earlier (it would bill those days
-               -- again); the first period then runs from that end to the next
-               -- new boundary, its fees prorated over the full new period
-               greatest(@extschema@.billing_period_start(s.from_ts, s.timezone, s.billing_day),
-                        CASE WHEN s.from_ts >= s.until THEN s.until END) AS ps,
+               -- never before the end of the last billed period: charges left
+               -- behind it go on this invoice, and after a change of time zone
+               -- or billing day the period containing that end under the new
+               -- settings starts earlier (it would bill those days again); the
+               -- first period then runs from that end to the next new
+               -- boundary, its fees prorated over the full new period
+               greatest(@extschema@.billing_period_start(s.from_ts, s.timezone, s.billing_day), s.until) AS ps,
                @extschema@.billing_period_end(s.from_ts, s.timezone, s.billing_day) AS pe,
                false AS done,
                0 AS skips        -- times found busy (locked by another session)
@@ -253,7 +254,7 @@ BEGIN
                            AS from_ts
                     FROM convbill_chunk c2
                     CROSS JOIN LATERAL (SELECT max(cp.period_end) AS until FROM @extschema@.closed_period cp
-                                        WHERE cp.account_id = c2.payer) cl) x) r
+                                        WHERE cp.account_id = c2.payer AND cp.invoiced_by IS NOT NULL) cl) x) r
         WHERE r.payer = c.payer AND r.ps < c.ps;
         -- a concurrent run invoiced the period while we looked: its next
         -- period, if it has ended, is still to check
@@ -313,8 +314,11 @@ BEGIN
             JOIN @extschema@.subscription s ON s.account_id = f.member
             JOIN @extschema@.plan p ON p.code = s.plan_code
             -- the subscription's end, or its account's closing if earlier
-            CROSS JOIN LATERAL (SELECT least(s.ended_at, (SELECT m.closed_at FROM @extschema@.account m
-                                                          WHERE m.account_id = f.member)) AS ended_at) e
+            -- (a closed payer's sections end with it)
+            CROSS JOIN LATERAL (SELECT least(s.ended_at,
+                                             (SELECT m.closed_at FROM @extschema@.account m WHERE m.account_id = f.member),
+                                             (SELECT m.closed_at FROM @extschema@.account m
+                                              WHERE m.account_id = c.payer AND c.payer <> f.member)) AS ended_at) e
             CROSS JOIN LATERAL (SELECT c.ps AS fps, c.pe AS fpe
                                 UNION ALL
                                 SELECT c.pe, @extschema@.billing_period_end(c.pe, c.timezone, c.billing_day)
@@ -331,11 +335,13 @@ BEGIN
         ) x
         WHERE x.due <> x.already;
 
-        -- 2. close the period: late usage goes to the next one
-        INSERT INTO @extschema@.closed_period (account_id, period_start, period_end, invoiced_by)
+        -- 2. close the period: late usage goes to the next one (a period
+        -- closed by hand is now billed: this run's, as discard_draft knows)
+        INSERT INTO @extschema@.closed_period AS cp (account_id, period_start, period_end, invoiced_by)
         SELECT f.member, c.ps, c.pe, c.payer
         FROM convbill_chunk c JOIN convbill_family f ON f.payer = c.payer
-        ON CONFLICT DO NOTHING;
+        ON CONFLICT (account_id, period_start) DO UPDATE SET invoiced_by = excluded.invoiced_by
+        WHERE cp.invoiced_by IS NULL;
 
         -- 3. lines from the period's charges
         CREATE TEMP TABLE convbill_lines ON COMMIT DROP AS
