@@ -181,6 +181,9 @@ SELECT pg_temp.fails('UPDATE convbill.account SET credit_limit = 1000000');
 SELECT pg_temp.fails('SELECT convbill.adjust_balance(200, 1000, ''gift'')');
 SELECT pg_temp.fails('SELECT convbill.finalize_invoice(1)');
 SELECT pg_temp.fails('SELECT convbill.run_billing_step(now())');
+-- run_billing (as the owner) neither bills periods ahead nor finalizes for it
+SELECT pg_temp.fails('SELECT convbill.run_billing(''2100-01-01 00:00+00'')');
+SELECT pg_temp.fails('SET LOCAL convbill.finalize_invoices = on; SELECT convbill.run_billing(''2026-11-01 00:00+00'')');
 SELECT pg_temp.fails('SELECT convbill.run_job(''rate'')');
 SELECT pg_temp.fails('SELECT convbill.rerate()');
 SELECT pg_temp.fails('SELECT convbill.ensure_usage_partitions(now(), 1)');

@@ -82,6 +82,17 @@ BEGIN
     IF p_mode IS NULL OR p_mode NOT IN ('call', 'start', 'continue') THEN
         RAISE EXCEPTION 'bill_run_batch: mode must be call, start or continue' USING ERRCODE = '22023';
     END IF;
+    -- run_billing runs as the extension's owner for the application role
+    -- (95_security.sql): billing periods that have not ended yet (closing
+    -- them, fees charged ahead) and finalizing are the operator's call
+    IF (p_as_of > now() OR finalize)
+       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
+       AND NOT pg_catalog.pg_has_role(session_user, 'convbill_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'run_billing: only convbill_admin may %',
+            CASE WHEN finalize THEN 'finalize invoices (convbill.finalize_invoices = on)'
+                 ELSE format('bill periods that have not ended (as_of %s is in the future)', p_as_of) END
+            USING ERRCODE = '42501';
+    END IF;
 
     -- 'continue': this session's run at this as_of goes on, if there is one
     -- ('start' and 'call' begin afresh)
