@@ -49,6 +49,11 @@ SELECT setval('account_account_id_seq', 2);
 SELECT top_up(2, 5, 'PP-OLD') > 0 AS native_top_up;
 SELECT add_charge(2, 3.00, 'Late fee', 'one_time', '2026-11-22', 'REF-X') > 0 AS native_charge;
 
+-- the legacy system billed up to the period containing the cutover (here
+-- mid-November 2026: the loaded accounts are billed from their November
+-- periods on; default: now())
+SET convbill_migration.billed_until = '2026-11-15 12:00+00';
+
 -- the batch name comes from the file or from convbill_migration.batch; without either, COPY stops at once
 SELECT pg_temp.fails($$INSERT INTO stage_account (external_ref) VALUES ('X')$$);
 
@@ -286,3 +291,25 @@ FROM stage_account s JOIN account a ON a.account_id = s.account_id JOIN account 
 WHERE s.batch = 'legacy-2026-11-late';
 -- C-117: 55.25 + 4.75 = 60.00 USD
 SELECT b.unit, b.balance FROM account a CROSS JOIN LATERAL balance(a.account_id) b WHERE a.external_ref = 'C-117';
+
+-------------------------------------------------------------------------------
+-- The cutover: each loaded account is billed from its period containing
+-- convbill_migration.billed_until, never back to a legacy subscription's
+-- start.  C-100 (Berlin, billing day 1, MOB-EUR x 3 since 2026-10-01 in the
+-- legacy system): billed until 2026-11-01 00:00 Berlin; the run to the end
+-- of November bills November only (its tax code's rate added first): 3 x
+-- 10.00 = 30.00 for itself, not October too; a time that is not one is
+-- refused.
+-------------------------------------------------------------------------------
+SELECT a.external_ref, billed_until(a.account_id) AT TIME ZONE 'Europe/Berlin' AS billed_until
+FROM account a WHERE a.external_ref IN ('C-100', 'C-101') ORDER BY 1;
+INSERT INTO tax_rate (code, rate) VALUES ('DE19', 19);
+SELECT run_billing('2026-12-01 00:00 Europe/Berlin') > 0 AS billed;
+SELECT to_char(i.period_start AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD') AS period, l.description, l.amount
+FROM invoice i JOIN account a ON a.account_id = i.account_id
+JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE a.external_ref = 'C-100' AND l.source_account_id = a.account_id AND l.kind = 'recurring'
+ORDER BY 1, l.line_no;
+SET convbill_migration.billed_until = 'soon';
+SELECT pg_temp.fails($$SELECT * FROM load_staged('legacy-2026-11')$$);
+RESET convbill_migration.billed_until;

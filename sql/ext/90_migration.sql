@@ -628,9 +628,19 @@ DECLARE
     p_batch text := batch;
     before @extschema@.staged_reconciliation[];
     after @extschema@.staged_reconciliation[];
+    cutover timestamptz;
 BEGIN
     IF p_batch IS NULL OR dry_run IS NULL THEN
         RAISE EXCEPTION 'load_staged: batch and dry_run must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    BEGIN
+        cutover := coalesce(nullif(current_setting('convbill_migration.billed_until', true), '')::timestamptz, now());
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation THEN
+        RAISE EXCEPTION 'load_staged: convbill_migration.billed_until must be a time, not "%"',
+            current_setting('convbill_migration.billed_until', true) USING ERRCODE = '22007';
+    END;
+    IF NOT isfinite(cutover) THEN
+        RAISE EXCEPTION 'load_staged: convbill_migration.billed_until must be a finite time' USING ERRCODE = '22008';
     END IF;
     -- one load at a time, and no staging writes while it runs: the counts are exact
     LOCK TABLE @extschema@.stage_account, @extschema@.stage_subscription,
@@ -649,6 +659,25 @@ BEGIN
         PERFORM @extschema@.stage_load_subscriptions(p_batch);
         PERFORM @extschema@.stage_load_balances(p_batch);
         PERFORM @extschema@.stage_load_charges(p_batch);
+        -- The legacy system billed these accounts up to the start of their
+        -- period containing the cutover (convbill_migration.billed_until, a
+        -- time; default now()): that period's predecessor is marked billed
+        -- (closed_period, invoiced_by), so the first bill run starts at the
+        -- current period - not at a legacy subscription's start, charging
+        -- every month since - and open charges dated before it go on its
+        -- invoice.  Once marked, an account takes no subscription start
+        -- before it (a retried row is refused like any change behind a billed
+        -- period).
+        INSERT INTO @extschema@.closed_period (account_id, period_start, period_end, invoiced_by)
+        SELECT a.account_id,
+               @extschema@.billing_period_start(c.cur_start - interval '1 microsecond', a.timezone, a.billing_day),
+               c.cur_start, coalesce(@extschema@.payer_of(a.account_id), a.account_id)
+        FROM @extschema@.stage_account s
+        JOIN @extschema@.account a ON a.account_id = s.account_id
+        CROSS JOIN LATERAL (SELECT @extschema@.billing_period_start(cutover, a.timezone, a.billing_day) AS cur_start) c
+        WHERE s.batch = p_batch AND s.load_status = 'loaded'
+          AND NOT EXISTS (SELECT 1 FROM @extschema@.closed_period cp WHERE cp.account_id = a.account_id)
+        ON CONFLICT DO NOTHING;
         SELECT array_agg(r) INTO after FROM @extschema@.staged_reconciliation(p_batch) r;
         IF EXISTS (SELECT 1 FROM unnest(after) a WHERE a.received <> a.loaded + a.rejected
                                                     OR a.amount_in <> a.amount_loaded + a.amount_rejected) THEN
