@@ -915,3 +915,8 @@ SELECT to_char(i.period_start, 'YYYY-MM') AS period, l.source_account_id AS sect
 FROM invoice i JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
 WHERE i.account_id = 9012 AND i.period_start = '2028-09-01 00:00+00' ORDER BY l.line_no;
 SELECT total FROM invoice WHERE account_id = 9012 AND period_start = '2028-09-01 00:00+00';
+
+-- A closed account leaves the runs once a period begun after its closing is
+-- billed: 9010 (closed again on 2028-06-01) got June's (empty) period closed
+-- by the run to September, and no period after it by the runs since.
+SELECT to_char(max(period_start), 'YYYY-MM') AS last_closed FROM closed_period WHERE account_id = 9010;

@@ -127,7 +127,7 @@ BEGIN
         -- unbilled charge
         CREATE TEMP TABLE convbill_due AS
         WITH closed AS (
-            SELECT cp.account_id AS payer, max(cp.period_end) AS until
+            SELECT cp.account_id AS payer, max(cp.period_end) AS until, max(cp.period_start) AS last_start
             FROM @extschema@.closed_period cp WHERE cp.invoiced_by IS NOT NULL GROUP BY 1
         ),
         subs AS (
@@ -158,6 +158,11 @@ BEGIN
             LEFT JOIN subs su ON su.payer = a.account_id
             LEFT JOIN unbilled ub ON ub.payer = a.account_id
             WHERE NOT a.bill_to_parent
+              -- a closed account whose last billed period began after it was
+              -- closed has nothing left to bill (its fees, advance ones
+              -- included, ended and were credited in that period's run)
+              -- until a charge comes: it no longer takes a period a month
+              AND NOT coalesce(cl.last_start >= a.closed_at AND ub.first_at IS NULL, false)
         )
         SELECT s.payer, s.timezone, s.billing_day, s.currency, s.tax_code,
                -- never before the end of the last billed period: charges left
