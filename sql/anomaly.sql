@@ -323,3 +323,11 @@ WHERE w.n - b.events_median >= 20 AND w.n >= 4 * b.events_median
 -- the job runs it by name: a run logged with its row count
 SELECT run_job('anomaly') IS NOT NULL AS ran;
 SELECT job, status, error FROM job_run WHERE job = 'anomaly';
+
+-- a usage event with a quantity beyond float range (rejected by rating as
+-- invalid_quantity, still read here) is left out, not a failure of every
+-- run whose baseline covers its day (it stopped fraud detection for 28 days)
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
+VALUES (100, 'x', 'huge-1', 'sms', 1e400, '2026-04-01 12:00+00', '{}');
+SELECT detect_anomalies('2026-04-02 00:10+00') >= 0 AS detected;
+SELECT refresh_anomaly_baseline('2026-04-03 00:00+00', force => true) >= 0 AS baseline_refreshed;

@@ -257,7 +257,9 @@ SELECT h ~ '<h1>Credit note</h1>' AS title, h ~ 'Credits invoice <b>INV-000001</
 FROM invoice_html((SELECT invoice_id FROM invoice WHERE number = 'CN-000001')) h;
 SELECT invoice_json(invoice_id) -> 'credits' ->> 'number' AS credits, invoice_json(invoice_id) -> 'totals' ->> 'total' AS total
 FROM invoice WHERE number = 'CN-000002';
-SELECT h ~ 'class="stamp">VOID' AS void_stamp FROM invoice_html(1001) h;
+-- a void invoice asks for no payment (it did, for its amount due, before)
+SELECT h ~ 'class="stamp">VOID' AS void_stamp, h !~ 'Please pay' AS no_payment_asked,
+       h ~ 'Credited in full: nothing to pay' AS says_credited FROM invoice_html(1001) h;
 
 -------------------------------------------------------------------------------
 -- record_payment: Payer Inc (400) owes, oldest first,

@@ -266,4 +266,20 @@ SELECT run_job('empty');
 SELECT * FROM pg_temp.ages();
 RESET convbill.job_run_retention;
 
+-- a step's reports are joined, not replaced; the bill job reports accounts
+-- it could not bill because their tax code has no rate (pg_cron keeps no
+-- WARNING: before, the run said succeeded and nothing else, every hour)
+INSERT INTO job (name, schedule, command) VALUES
+    ('warntwice', '* * * * *', 'SELECT length(convbill.job_warn(''one'')::text) + length(convbill.job_warn(''two'')::text)');
+SELECT run_job('warntwice');
+SELECT status, warning FROM job_run WHERE job = 'warntwice';
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('NOTAX', 'No tax', 'EUR', 10);
+INSERT INTO account (account_id, external_ref, name, currency, tax_code) VALUES (990, 'NOTAX-990', 'No tax', 'EUR', 'NOPE');
+SELECT subscribe(990, 'NOTAX', '2026-09-01 00:00+00') > 0 AS subscribed;
+SET client_min_messages = error;
+SELECT run_job('bill') >= 0 AS ran;
+RESET client_min_messages;
+SELECT status, warning FROM job_run WHERE job = 'bill' ORDER BY run_id DESC LIMIT 1;
+SELECT count(*) AS invoices_990 FROM invoice WHERE account_id = 990;
+
 DROP TABLE public.q, public.seen;

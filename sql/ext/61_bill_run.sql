@@ -295,6 +295,9 @@ BEGIN
           AND NOT EXISTS (SELECT 1 FROM @extschema@.tax_rate t
                           WHERE t.code = coalesce(a.tax_code, c.tax_code) AND t.valid_from < c.pe);
         IF skipped IS NOT NULL THEN
+            -- in a job, job_run.warning says it too (pg_cron keeps no WARNING)
+            PERFORM @extschema@.job_warn(format('run_billing: accounts %s not billed: their tax code has no rate',
+                                                left(skipped::text, 1000)));
             RAISE WARNING 'run_billing: accounts % not billed: their tax code has no rate', skipped
                 USING HINT = 'Add the tax_rate, then run the bill run again.';
             DELETE FROM convbill_chunk c WHERE c.payer = ANY (skipped);

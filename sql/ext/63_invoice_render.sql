@@ -344,10 +344,18 @@ BEGIN
 
     -- footer
     h := h || '<footer>';
-    IF NOT credit AND d->>'due_date' IS NOT NULL THEN
+    -- what is still open (a final invoice: amount due less payments and
+    -- credit notes; nothing for a void one)
+    IF NOT credit AND d->>'due_date' IS NOT NULL
+       AND coalesce((d->'settlement'->>'open')::numeric, (t->>'amount_due')::numeric) > 0
+       AND d->>'status' <> 'void' THEN
         h := h || '<div>Please pay ' || @extschema@.html_escape(cur) || ' '
-          || @extschema@.format_amount((t->>'amount_due')::numeric, cur) || ' by ' || (d->>'due_date')
-          || ', quoting ' || @extschema@.html_escape(num) || '.</div>';
+          || @extschema@.format_amount(coalesce((d->'settlement'->>'open')::numeric, (t->>'amount_due')::numeric), cur)
+          || ' by ' || (d->>'due_date') || ', quoting ' || @extschema@.html_escape(num) || '.</div>';
+    ELSIF NOT credit AND d->>'status' = 'void' THEN
+        h := h || '<div>Credited in full: nothing to pay.</div>';
+    ELSIF NOT credit AND d->>'due_date' IS NOT NULL THEN
+        h := h || '<div>Nothing to pay.</div>';
     END IF;
     IF d->'seller'->>'payment_details' IS NOT NULL THEN
         h := h || '<div>' || replace(@extschema@.html_escape(d->'seller'->>'payment_details'), E'\n', '<br>') || '</div>';

@@ -183,10 +183,14 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM @extschema@.realtime_rating_enabled();      -- the library defines the slot
-    PERFORM set_config('convbill.job_warning', coalesce(p_message, ''), false);
+    -- added to what the step reported before (job_take_warning empties it)
+    PERFORM set_config('convbill.job_warning',
+                       coalesce(@extschema@.job_add_warning(nullif(current_setting('convbill.job_warning', true), ''),
+                                                            p_message), ''),
+                       false);
 END $$;
 COMMENT ON FUNCTION @extschema@.job_warn(text) IS
-    'report something for the running job''s job_run.warning (what a step did not do, e.g. accounts left busy)';
+    'report something for the running job''s job_run.warning (what a step did not do, e.g. accounts left busy); several reports of one step are joined';
 
 -- The report of the step just run ('' when none), and the slot emptied.
 CREATE FUNCTION @extschema@.job_take_warning()

@@ -285,7 +285,7 @@ BEGIN
             -- events per velocity slot (a window of events spans at most two
             -- slots: the busiest slot of a day is about its busiest window)
             SELECT e.account_id, e.service, (e.started_at AT TIME ZONE 'UTC')::date AS day,
-                   sum(CASE WHEN e.quantity >= 0 AND e.quantity < 'Infinity' THEN e.quantity END) AS quantity,
+                   sum(CASE WHEN e.quantity >= 0 AND e.quantity < 1e300 THEN e.quantity END) AS quantity,
                    count(*) AS events
             FROM @extschema@.usage_event e
             WHERE e.started_at >= (SELECT min(t) FROM unnest(days_due) t)::timestamp AT TIME ZONE 'UTC'
@@ -371,7 +371,7 @@ BEGIN
 
     WITH ev AS MATERIALIZED (
         SELECT e.account_id, e.service, e.started_at, e.attrs,
-               CASE WHEN e.quantity >= 0 AND e.quantity < 'Infinity' THEN e.quantity END AS quantity
+               CASE WHEN e.quantity >= 0 AND e.quantity < 1e300 THEN e.quantity END AS quantity
         FROM @extschema@.usage_event e
         WHERE e.started_at >= t0 AND e.started_at < as_of
           AND e.status IS DISTINCT FROM 'duplicate'
