@@ -88,3 +88,30 @@ SELECT account_period(999, now()) IS NULL AS unknown_account;
 SELECT d, billing_period(d, 'America/Havana', 1) @> d AS contains_it, billing_period(d, 'America/Havana', 1)
 FROM unnest(ARRAY['2026-11-01 03:59+00', '2026-11-01 04:30+00', '2026-11-01 05:00+00']::timestamptz[]) d;
 SELECT is_time_zone(z) AS ok, z FROM unnest(ARRAY['Europe/Berlin', 'europe/berlin', 'Etc/GMT+5', 'UTC+14', 'XYZ+5']) z;
+
+-- rules that held when a row was written hold when the other side changes:
+-- a parent's currency, zone or billing day with a sub-account billed to it
+-- (22023), a plan's currency with rates or subscribers, a service's unit
+-- with rates pricing it
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (700, 'P-700', 'Parent', 'EUR');
+INSERT INTO account (account_id, external_ref, name, currency, parent_id, bill_to_parent)
+VALUES (701, 'C-701', 'Child', 'EUR', 700, true);
+UPDATE account SET billing_day = 15 WHERE account_id = 700;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE account SET currency = 'USD' WHERE account_id = 700;
+\echo :LAST_ERROR_SQLSTATE
+SELECT subscribe(700, 'M10', '2026-01-01') > 0 AS subscribed;
+UPDATE plan SET currency = 'USD' WHERE code = 'M10';
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('US5', 'data', '{"price": "0.000001", "unit": "byte"}');
+UPDATE service SET unit = 'MB' WHERE code = 'data';
+\echo :LAST_ERROR_SQLSTATE
+-- a change of parents takes a lock that makes two concurrent changes see
+-- each other (each could otherwise close a cycle the other's check missed)
+BEGIN;
+UPDATE account SET parent_id = NULL, bill_to_parent = false WHERE account_id = 701;
+UPDATE account SET parent_id = 700 WHERE account_id = 701;
+SELECT count(*) AS parent_lock FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+ROLLBACK;
+-- an account's zone is a place's: not the server's (localtime) nor a template
+SELECT is_time_zone('localtime') AS localtime, is_time_zone('posixrules') AS posixrules, is_time_zone('Factory') AS factory;

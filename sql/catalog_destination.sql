@@ -46,3 +46,20 @@ SELECT currency_exponent('EUR') AS eur, currency_exponent('JPY') AS jpy,
        currency_exponent('eur') AS lower_case;
 SELECT is_time_zone('Pacific/Kiritimati') AS kiritimati, is_time_zone('UTC') AS utc,
        is_time_zone('Mars/Olympus_Mons') AS mars, is_time_zone('') AS empty;
+
+-- zone_of() in a parallel query (workers and leader read with the query's
+-- snapshot: no new snapshot may be taken there)
+INSERT INTO destination VALUES ('88215', 'parallel');
+SET force_parallel_mode = on;
+SELECT zone_of('+882 15 1234') AS in_parallel_mode;
+RESET force_parallel_mode;
+SELECT zone_of('+882 15 1234') AS after_parallel_mode;
+DELETE FROM destination WHERE prefix = '88215';
+-- changes applied as a replica (logical replication, pg_restore
+-- --disable-triggers) invalidate the caches too
+SELECT zone_of('88216') AS before_replica_change;
+SET session_replication_role = replica;
+INSERT INTO destination VALUES ('88216', 'satellite');
+RESET session_replication_role;
+SELECT zone_of('88216') AS after_replica_change;
+DELETE FROM destination WHERE prefix = '88216';

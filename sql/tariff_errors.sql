@@ -186,3 +186,6 @@ SELECT pg_temp.try_sql($$SELECT rate('{"price": 1}', 1, '-infinity', 'UTC')$$) A
 SELECT pg_temp.try_sql($$SELECT rate('{"price": 1, "scope": "cycle"}', 1, '2026-01-05 10:00+00', 'UTC', -1)$$) AS negative_used_before;
 SELECT pg_temp.try_sql($$SELECT rate('{"price": 1, "scope": "cycle"}', 1, '2026-01-05 10:00+00', 'UTC', 'NaN')$$) AS nan_used_before;
 SELECT pg_temp.try_sql($$SELECT rate('{"price": 1, "scope": "cycle"}', 1, '2026-01-05 10:00+00', 'UTC', 0.0000000001)$$) AS used_before_10_decimals;
+-- a negative quantity beyond the 128-bit range is out of range (22003), not
+-- wrapped around to a positive one
+SELECT pg_temp.try_sql($$SELECT billed_quantity('{"price": "0"}', -170141183460469231731687303715.884105729)$$) AS huge_negative;

@@ -50,6 +50,17 @@ load_zone_names(void)
 	e = pg_tzenumerate_start();
 	while ((tz = pg_tzenumerate_next(e)) != NULL)
 	{
+		const char *zn = pg_get_timezone_name(tz);
+
+		/*
+		 * Not zones of a place: "localtime" is the server's own zone (a link
+		 * to /etc/localtime with system tzdata), "posixrules" a template,
+		 * "Factory" a placeholder.  An account's periods never follow the
+		 * server.
+		 */
+		if (pg_strcasecmp(zn, "localtime") == 0 || pg_strcasecmp(zn, "posixrules") == 0 ||
+			pg_strcasecmp(zn, "Factory") == 0)
+			continue;
 		if (n == cap)
 		{
 			cap *= 2;

@@ -15,6 +15,8 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -36,6 +38,7 @@ typedef struct PrefixEntry
 typedef struct DestinationCache
 {
 	bool		valid;
+	bool		parallel_load;	/* loaded with a parallel query's snapshot */
 	MemoryContext mcxt;
 	PrefixEntry *slots;
 	uint64		mask;			/* number of slots - 1 (a power of two) */
@@ -135,9 +138,15 @@ destination_load(void)
 	 */
 	SPI_connect();
 	plan = SPI_prepare("SELECT prefix, zone FROM convbill.destination ORDER BY zone", 0, NULL);
+	/*
+	 * (A parallel query may not take a new snapshot: there the leader and
+	 * its workers read with the query's, and the cache they build serves
+	 * that query only: the next call outside parallel mode loads again.)
+	 */
 	if (plan == NULL ||
-		SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 true, false, 0) != SPI_OK_SELECT)
+		SPI_execute_snapshot(plan, NULL, NULL,
+							 IsInParallelMode() ? GetActiveSnapshot() : GetLatestSnapshot(),
+							 InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read convbill.destination");
 	nrows = SPI_processed;
 	while (nslots < nrows * 2)
@@ -169,6 +178,7 @@ destination_load(void)
 	SPI_finish();
 	/* an invalidation that arrived while loading means the load may be stale */
 	dest_cache.valid = (generation == inval_generation);
+	dest_cache.parallel_load = IsInParallelMode();
 }
 
 PG_FUNCTION_INFO_V1(zone_of);
@@ -182,7 +192,7 @@ zone_of(PG_FUNCTION_ARGS)
 	uint64		partial[MAX_PREFIX_DIGITS + 1];
 	int			len = 0;
 
-	if (!dest_cache.valid)
+	if (!dest_cache.valid || (dest_cache.parallel_load && !IsInParallelMode()))
 		destination_load();
 
 	/* digits only: "+49 (151) 555-01" -> 4915155501; up to the longest prefix */

@@ -85,7 +85,10 @@ numeric_to_scaled(Numeric num, int scale, const char *what)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("%s has more than %d decimal places", what, scale)));
-			acc += d / p;
+			if (!dec_add(acc, d / p, &acc))
+				ereport(ERROR,
+						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+						 errmsg("%s is out of range", what)));
 		}
 	}
 	return neg ? -acc : acc;

@@ -33,6 +33,9 @@ CREATE FUNCTION @extschema@.destination_changed() RETURNS trigger
 CREATE TRIGGER destination_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.destination
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.destination_changed();
+-- also when changes are applied as a replica (logical replication's apply
+-- worker, pg_restore --disable-triggers): every session's cache must see them
+ALTER TABLE @extschema@.destination ENABLE ALWAYS TRIGGER destination_changed;
 
 CREATE FUNCTION @extschema@.zone_of(number text) RETURNS text
     AS 'MODULE_PATHNAME', 'zone_of' LANGUAGE C STABLE STRICT PARALLEL SAFE;
