@@ -331,3 +331,30 @@ INSERT INTO usage_event (account_id, source, external_id, service, quantity, sta
 VALUES (100, 'x', 'huge-1', 'sms', 1e400, '2026-04-01 12:00+00', '{}');
 SELECT detect_anomalies('2026-04-02 00:10+00') >= 0 AS detected;
 SELECT refresh_anomaly_baseline('2026-04-03 00:00+00', force => true) >= 0 AS baseline_refreshed;
+
+-- one incident is one alert whether the job ran during it or only after:
+-- 901 and 902 send the same two bursts of texts (35, 5 s apart, from 10:00;
+-- then 10 from 10:12 and 25 from 10:13, 1 s apart); the job runs at 10:05
+-- and 10:20 for 901, only at 10:20 for 902 (its 10:05 alert removed).  The
+-- second burst's window starts within a window (10 minutes) of the first's
+-- last event, so it continues the first incident in both cases (it was two
+-- alerts for 902).
+SET convbill.anomaly_min_history = 1;
+INSERT INTO account (account_id, external_ref, name, currency) VALUES
+    (901, 'VEL-901', 'Velocity 901', 'EUR'), (902, 'VEL-902', 'Velocity 902', 'EUR');
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+SELECT a, 's', 'b1-' || i, 'sms', 1, '2026-11-25 10:00:00+00'::timestamptz + i * interval '5 seconds'
+FROM generate_series(0, 34) i, (VALUES (901), (902)) v(a);
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+SELECT a, 's', 'b2-' || i, 'sms', 1,
+       CASE WHEN i < 10 THEN '2026-11-25 10:12:00+00'::timestamptz + i * interval '1 second'
+            ELSE '2026-11-25 10:13:00+00'::timestamptz + (i - 10) * interval '1 second' END
+FROM generate_series(0, 34) i, (VALUES (901), (902)) v(a);
+\o /dev/null
+SELECT detect_anomalies('2026-11-25 10:05:00+00');
+DELETE FROM usage_alert WHERE account_id = 902;
+SELECT detect_anomalies('2026-11-25 10:20:00+00');
+\o
+SELECT account_id, kind, count(*) AS alerts, min(window_start) AS window_start, max(window_end) AS window_end
+FROM usage_alert WHERE account_id IN (901, 902) GROUP BY 1, 2 ORDER BY 1, 2;
+RESET convbill.anomaly_min_history;

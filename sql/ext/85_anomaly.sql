@@ -456,7 +456,10 @@ BEGIN
         FROM v_window v
         WHERE v.n >= s.velocity_min_events AND v.n >= s.velocity_factor * v.expected),
     v_island AS (
-        SELECT v.*, count(*) FILTER (WHERE v.prev IS NULL OR v.started_at - v.prev > s.velocity_window)
+        -- (a new incident only where the next run would not continue this
+        -- one either: its window starts more than a window after the last
+        -- over-threshold event - see matched below)
+        SELECT v.*, count(*) FILTER (WHERE v.prev IS NULL OR v.first_at - v.prev > s.velocity_window)
                         OVER (PARTITION BY v.account_id, v.service ORDER BY v.started_at) AS island
         FROM v_over v),
     velocity AS (
@@ -485,7 +488,7 @@ BEGIN
         FROM i_window i
         WHERE i.n >= s.irsf_min_events OR i.secs >= s.irsf_min_seconds),
     i_island AS (
-        SELECT i.*, count(*) FILTER (WHERE i.prev IS NULL OR i.started_at - i.prev > s.irsf_window)
+        SELECT i.*, count(*) FILTER (WHERE i.prev IS NULL OR i.first_at - i.prev > s.irsf_window)
                         OVER (PARTITION BY i.account_id, i.service ORDER BY i.started_at) AS island
         FROM i_over i),
     irsf AS (
