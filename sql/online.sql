@@ -702,3 +702,64 @@ SELECT top_up(97, 1.00, 'audit') IS NOT NULL AS topped_up;
 SELECT * FROM pg_temp.a(charge_event(97, 'voice', 'v97', 5));
 SELECT grant_allowance(97, 'voice', 10, '2026-01-01', 'infinity', 0, 'ref1') = :b1 AS same_bucket_after_use;
 SELECT unit, balance, reference FROM bucket WHERE account_id = 97 ORDER BY bucket_id;
+
+-- 17f. Allowance units an open session holds stay in the buckets that back its
+-- hold (valid when its grant lapses): a one-shot event, a batch of them or
+-- another session's debit takes what nobody holds first, even from a bucket
+-- later in consumption order, and a session's own debit takes what backs its
+-- own hold.  Each account: no money, no credit; 10 sms valid for good
+-- (priority 0, consumed first) and 10 valid for 5 or 10 ms (priority 1).
+INSERT INTO account (account_id, external_ref, name, currency) VALUES
+    (110, 'HOLD-EVENT', 'a hold and a one-shot event', 'EUR'),
+    (111, 'HOLD-EVENTS', 'a hold and charge_events', 'EUR'),
+    (112, 'HOLD-SESSIONS', 'two sessions holding', 'EUR');
+SELECT count(subscribe(a, 'BARE', '2020-01-01')) AS subscriptions FROM unnest(ARRAY[110, 111, 112]) a;
+-- the allowance buckets of an account: which one, balance, whether lapsed
+CREATE FUNCTION pg_temp.sms(acc bigint)
+RETURNS TABLE (bucket text, balance numeric, lapsed boolean)
+LANGUAGE sql AS $$
+    SELECT CASE WHEN b.valid_until = 'infinity' THEN 'long' ELSE 'short' END, b.balance, b.valid_until <= now()
+    FROM convbill.bucket b WHERE b.account_id = acc AND b.kind = 'allowance' ORDER BY b.bucket_id
+$$;
+BEGIN;
+SELECT count(grant_allowance(a, 'sms', 10, now(), 'infinity', 0)) AS long_granted FROM unnest(ARRAY[110, 111, 112]) a;
+SELECT count(grant_allowance(a, 'sms', 10, now(), now() + interval '5 milliseconds', 1)) AS short_granted
+FROM unnest(ARRAY[110, 111]) a;
+SELECT grant_allowance(112, 'sms', 10, now(), now() + interval '10 milliseconds', 1) IS NOT NULL AS short_granted;
+-- s110, s111: 10 sms for 5 minutes, backed by the long bucket alone (the short
+-- one lapses before): granted, nothing held in money
+SELECT * FROM pg_temp.a(reserve(110, 'sms', 's110', 10));
+SELECT * FROM pg_temp.a(reserve(111, 'sms', 's111', 10));
+-- 10 sms now: 20 - 10 held = 10 from the allowance, charged 0, taken from the
+-- short bucket (nobody holds it), not the long one (priority 0) that backs s110
+SELECT * FROM pg_temp.a(charge_event(110, 'sms', 'e110', 10));
+SELECT account_id, event_id, result, reason, granted, held, charged
+FROM charge_events(ARRAY[ROW(111, 'sms', 'e111', 10, NULL)]::event_request[]);
+SELECT * FROM pg_temp.sms(110);
+SELECT * FROM pg_temp.sms(111);
+-- s112a: 10 sms for 5 minutes (the long bucket backs it); s112b: 10 for 5 ms
+-- (20 valid then - 10 held = 10: the short bucket backs it, valid for 10 ms)
+SELECT * FROM pg_temp.a(reserve(112, 'sms', 's112a', 10));
+SELECT * FROM pg_temp.a(reserve(112, 'sms', 's112b', 10, '{}', '5 milliseconds'));
+-- s112b uses its 10: from the short bucket that backs its hold, not the long one
+SELECT * FROM pg_temp.a(commit('s112b', 1, 10));
+SELECT * FROM pg_temp.sms(112);
+COMMIT;
+SELECT pg_sleep(0.02);
+-- the short buckets lapsed; each session's 10 sms are still covered by the
+-- long bucket: charged 0 (had the event or s112b taken the long bucket, the
+-- 10 sms would be charged 1.00 on an account with no money and no credit,
+-- without overuse)
+SELECT * FROM pg_temp.a(commit('s110', 1, 10));
+SELECT * FROM pg_temp.a(commit('s111', 1, 10));
+SELECT * FROM pg_temp.a(commit('s112a', 1, 10));
+SELECT session_id, status, used, covered, charged, overuse FROM reservation
+WHERE account_id IN (110, 111, 112) ORDER BY session_id;
+SELECT account_id, (SELECT b.balance FROM balance(a.account_id) b WHERE b.unit = 'EUR') AS money, credit_limit
+FROM account a WHERE account_id IN (110, 111, 112) ORDER BY account_id;
+SELECT * FROM pg_temp.sms(112);
+-- the ledger still sums to every bucket
+SELECT count(*) AS buckets_off FROM bucket b
+WHERE b.account_id IN (110, 111, 112)
+  AND b.balance <> (SELECT coalesce(sum(l.amount), 0) FROM ledger l
+                    WHERE l.account_id = b.account_id AND l.bucket_id = b.bucket_id);

@@ -249,8 +249,9 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.event_answer', '');
 -- Debits.  debit_buckets() takes money or allowance units from accounts'
 -- buckets valid at p_at, in (priority, valid_until, bucket_id) order, never
 -- below zero; money left over (or a credit, when negative) goes to the main
--- bucket.  One ledger entry per bucket touched.  Callers hold the accounts'
--- row locks.
+-- bucket.  One ledger entry per bucket touched.  Allowance units that open
+-- sessions hold stay in the buckets that back their holds (allowance_takes()).
+-- Callers hold the accounts' row locks.
 -------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.debit_buckets(p_kind text, p_account_ids bigint[], p_units text[],
                                           p_amounts numeric[], p_charge_ids bigint[], p_charges integer[],
@@ -258,6 +259,9 @@ CREATE FUNCTION @extschema@.debit_buckets(p_kind text, p_account_ids bigint[], p
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    held bigint[];
+    k bigint;
 BEGIN
     IF coalesce(NOT (0 OPERATOR(pg_catalog.<>) ANY (p_amounts)), true) THEN
         RETURN;                         -- nothing to debit
@@ -270,6 +274,31 @@ BEGIN
                    GROUP BY r.account_id, r.unit HAVING count(*) OPERATOR(pg_catalog.>) 1) THEN
         RAISE EXCEPTION 'debit_buckets: one request per account and unit'
             USING ERRCODE = '22023', HINT = 'Sum the amounts of an account and unit into one request.';
+    END IF;
+    -- allowance units of an account and service other open sessions hold:
+    -- those requests are debited one by one by debit_account(), which leaves
+    -- the buckets backing the holds for them (allowance_takes()); the rest
+    -- set-based below
+    IF p_kind OPERATOR(pg_catalog.=) 'allowance' THEN
+        SELECT array_agg(r.i) INTO held
+        FROM unnest(p_account_ids, p_units, p_amounts) WITH ORDINALITY AS r(account_id, unit, amount, i)
+        WHERE r.amount OPERATOR(pg_catalog.>) 0
+          AND EXISTS (SELECT 1 FROM @extschema@.reservation x
+                      WHERE x.account_id OPERATOR(pg_catalog.=) r.account_id
+                        AND x.service OPERATOR(pg_catalog.=) r.unit AND x.status OPERATOR(pg_catalog.=) 'open'
+                        AND x.expires_at OPERATOR(pg_catalog.>) p_at
+                        AND x.held_units OPERATOR(pg_catalog.>) 0
+                        AND x.session_id IS DISTINCT FROM p_session_id);
+        IF held IS NOT NULL THEN
+            FOREACH k IN ARRAY held LOOP
+                PERFORM @extschema@.debit_account('allowance', p_account_ids[k], p_units[k], p_amounts[k],
+                                                  p_charge_ids[k], p_charges[k], p_session_id, p_at);
+                p_amounts[k] := 0;
+            END LOOP;
+            IF NOT (0 OPERATOR(pg_catalog.<>) ANY (p_amounts)) THEN
+                RETURN;
+            END IF;
+        END IF;
     END IF;
     WITH req AS (
         SELECT r.account_id, r.unit, r.amount, r.charge_id, r.charges, r.i
@@ -336,9 +365,106 @@ END $$;
 COMMENT ON FUNCTION @extschema@.debit_buckets(text, bigint[], text[], numeric[], bigint[], integer[], text, timestamptz) IS
     'internal: take amounts from accounts'' buckets in consumption order and write the ledger (callers lock the accounts)';
 
+-- Where a debit of an account's allowance units may take them while open
+-- sessions hold units of that service (as bulk rating sets them aside,
+-- src/rating_batch.c load_buckets): each session's held units are set aside
+-- from the buckets that back its hold, those reserve()/reserve_update()
+-- counted for it (allowance_available(account, service, now, expires_at):
+-- valid at p_at and still valid when its grant lapses), in consumption order,
+-- the latest-expiring session first (the buckets that can back a session can
+-- back every session lapsing earlier: the sessions with the fewest buckets to
+-- draw on draw first); held units those buckets no longer cover are set aside
+-- from the other buckets valid at p_at, as far as they go.  The debit of
+-- p_amount then takes, each in consumption order: what is set aside for
+-- p_session_id (the debiting session's own hold), then what nobody holds,
+-- and only then (more than allowance_available() offered: never, from the
+-- callers) what other sessions hold.  Returns the buckets taken from and the
+-- units taken from each, in consumption order (less than p_amount in all when
+-- the buckets have less).  debit_account() asks it only when another open
+-- session holds units of the service: otherwise the consumption order alone
+-- leaves every hold backed.
+CREATE FUNCTION @extschema@.allowance_takes(p_account_id bigint, p_service text, p_amount numeric,
+                                            p_session_id text, p_at timestamptz)
+RETURNS TABLE (bucket_id bigint, take numeric)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids bigint[];
+    free numeric[];                     -- what no session holds
+    until timestamptz[];
+    own numeric[];                      -- set aside for p_session_id
+    oth numeric[];                      -- set aside for the other sessions
+    tk numeric[];                       -- what the debit takes
+    n integer;
+    s record;
+    h numeric;
+    x numeric;
+    rest numeric := p_amount;
+BEGIN
+    SELECT array_agg(b.bucket_id ORDER BY b.priority, b.valid_until, b.bucket_id),
+           array_agg(b.balance ORDER BY b.priority, b.valid_until, b.bucket_id),
+           array_agg(b.valid_until ORDER BY b.priority, b.valid_until, b.bucket_id)
+    INTO ids, free, until
+    FROM @extschema@.bucket b
+    WHERE b.account_id = p_account_id AND b.kind = 'allowance' AND b.unit = p_service AND b.origin <> 'main'
+      AND b.balance > 0 AND b.valid_from <= p_at AND b.valid_until > p_at;
+    n := coalesce(cardinality(ids), 0);
+    IF n = 0 OR p_amount IS NULL OR p_amount <= 0 THEN
+        RETURN;
+    END IF;
+    own := array_fill(0::numeric, ARRAY[n]);
+    oth := own;
+    -- the holds as allowance_available() counts them: open, not expired
+    FOR s IN SELECT r.session_id, r.expires_at, r.held_units FROM @extschema@.reservation r
+             WHERE r.account_id = p_account_id AND r.service = p_service AND r.status = 'open'
+               AND r.expires_at > p_at AND r.held_units > 0
+             ORDER BY r.expires_at DESC, r.session_id LOOP
+        h := s.held_units;
+        -- pass 1: the buckets still valid when the grant lapses; pass 2: any
+        FOR pass IN 1 .. 2 LOOP
+            FOR i IN 1 .. n LOOP
+                EXIT WHEN h <= 0;
+                CONTINUE WHEN free[i] <= 0 OR (pass = 1 AND until[i] < s.expires_at);
+                x := least(h, free[i]);
+                free[i] := free[i] - x;
+                h := h - x;
+                IF s.session_id = p_session_id THEN
+                    own[i] := own[i] + x;
+                ELSE
+                    oth[i] := oth[i] + x;
+                END IF;
+            END LOOP;
+        END LOOP;
+    END LOOP;
+    -- the debit: its own hold, then what nobody holds, then the others' holds
+    tk := array_fill(0::numeric, ARRAY[n]);
+    FOR pass IN 1 .. 3 LOOP
+        FOR i IN 1 .. n LOOP
+            EXIT WHEN rest <= 0;
+            x := least(rest, CASE pass WHEN 1 THEN own[i] WHEN 2 THEN free[i] ELSE oth[i] END);
+            tk[i] := tk[i] + x;
+            rest := rest - x;
+        END LOOP;
+    END LOOP;
+    -- one row per bucket taken from, in consumption order
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN tk[i] <= 0;
+        bucket_id := ids[i];
+        take := tk[i];
+        RETURN NEXT;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@.allowance_takes(bigint, text, numeric, text, timestamptz) IS
+    'internal: the allowance buckets (and units from each) a debit of p_amount takes while open sessions hold units of the service: each hold set aside from the buckets backing it (latest-expiring session first), the debiting session''s own hold first, then what nobody holds';
+
 -- debit_buckets() for one account and unit, as a request debits: the same
 -- consumption order, by an index probe per bucket instead of one set-based
--- statement that costs more to start than a request's whole debit.
+-- statement that costs more to start than a request's whole debit.  An
+-- allowance debit while another open session (not p_session_id) holds units
+-- of the service takes them as allowance_takes() says instead: never from
+-- what backs that session's hold while other units are there.  One index
+-- probe finds out, and only when there are several buckets to choose from
+-- (most accounts have one per service and no such session).
 CREATE FUNCTION @extschema@.debit_account(p_kind text, p_account_id bigint, p_unit text, p_amount numeric,
                                           p_charge_id bigint, p_charges integer, p_session_id text,
                                           p_at timestamptz)
@@ -348,16 +474,30 @@ SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     rest numeric := p_amount;
     b record;
+    t record;
     take numeric;
+    checked boolean := false;
+    held boolean := false;
 BEGIN
     IF p_amount IS NULL OR p_amount = 0 THEN
         RETURN;
     END IF;
     IF p_amount > 0 THEN
-        FOR b IN SELECT x.bucket_id, x.balance FROM @extschema@.bucket x
+        FOR b IN SELECT x.bucket_id, x.balance, count(*) OVER () AS n FROM @extschema@.bucket x
                  WHERE x.account_id = p_account_id AND x.kind = p_kind AND x.unit = p_unit AND x.origin <> 'main'
                    AND x.balance > 0 AND x.valid_from <= p_at AND x.valid_until > p_at
                  ORDER BY x.priority, x.valid_until, x.bucket_id LOOP
+            -- allowance units from one of several buckets while another open
+            -- session holds some: allowance_takes() says which (asked before
+            -- anything is taken; one bucket: it is the only choice anyway)
+            IF p_kind = 'allowance' AND b.n > 1 AND NOT checked THEN
+                checked := true;
+                held := EXISTS (SELECT 1 FROM @extschema@.reservation r
+                                WHERE r.account_id = p_account_id AND r.service = p_unit AND r.status = 'open'
+                                  AND r.expires_at > p_at AND r.held_units > 0
+                                  AND r.session_id IS DISTINCT FROM p_session_id);
+                EXIT WHEN held;
+            END IF;
             take := least(b.balance, rest);
             UPDATE @extschema@.bucket x SET balance = x.balance - take
             WHERE x.account_id = p_account_id AND x.bucket_id = b.bucket_id;
@@ -366,6 +506,16 @@ BEGIN
             rest := rest - take;
             EXIT WHEN rest = 0;
         END LOOP;
+        IF held THEN
+            FOR t IN SELECT a.bucket_id, a.take FROM @extschema@.allowance_takes(p_account_id, p_unit, p_amount,
+                                                                                 p_session_id, p_at) a LOOP
+                UPDATE @extschema@.bucket x SET balance = x.balance - t.take
+                WHERE x.account_id = p_account_id AND x.bucket_id = t.bucket_id;
+                INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, session_id, charge_id, charges)
+                VALUES (p_account_id, 'debit', t.bucket_id, p_unit, -t.take, p_session_id, p_charge_id, p_charges);
+                rest := rest - t.take;
+            END LOOP;
+        END IF;
     END IF;
     -- money left over (or a credit) goes to the main bucket
     IF rest <> 0 AND p_kind = 'money' THEN
