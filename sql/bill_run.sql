@@ -920,3 +920,21 @@ SELECT total FROM invoice WHERE account_id = 9012 AND period_start = '2028-09-01
 -- billed: 9010 (closed again on 2028-06-01) got June's (empty) period closed
 -- by the run to September, and no period after it by the runs since.
 SELECT to_char(max(period_start), 'YYYY-MM') AS last_closed FROM closed_period WHERE account_id = 9010;
+
+-- A period closed by hand stays closed when its draft is discarded (to be
+-- billed again), as a period the run closed is reopened: 9014, 10.00 a
+-- month from October 2028; October billed; November closed by hand, billed,
+-- its draft discarded: November stays closed (by hand, no longer billed) and
+-- the next run bills it again.
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9014, 'hand-14', 'Hand 14', 'EUR', 'UTC', 1);
+SELECT subscribe(9014, 'REOPEN', '2028-10-01 00:00+00') > 0 AS subscribed;
+SELECT run_billing('2028-11-01 00:00+00') >= 1 AS billed;
+SELECT lower(close_period(9014, '2028-11-15 00:00+00')) AS closed_by_hand;
+SELECT run_billing('2028-12-01 00:00+00') >= 1 AS billed;
+SELECT discard_draft(i.invoice_id) >= 0 AS discarded FROM invoice i
+WHERE i.account_id = 9014 AND i.period_start = '2028-11-01 00:00+00';
+SELECT to_char(period_start, 'YYYY-MM') AS period, invoiced_by, by_hand
+FROM closed_period WHERE account_id = 9014 ORDER BY 1;
+SELECT run_billing('2028-12-01 00:00+00') >= 1 AS billed_again;
+SELECT to_char(i.period_start, 'YYYY-MM') AS period, i.total FROM invoice i WHERE i.account_id = 9014 ORDER BY 1;

@@ -114,4 +114,5 @@ UPDATE account SET parent_id = 700 WHERE account_id = 701;
 SELECT count(*) AS parent_lock FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 ROLLBACK;
 -- an account's zone is a place's: not the server's (localtime) nor a template
-SELECT is_time_zone('localtime') AS localtime, is_time_zone('posixrules') AS posixrules, is_time_zone('Factory') AS factory;
+SELECT is_time_zone('localtime') AS localtime, is_time_zone('posixrules') AS posixrules, is_time_zone('Factory') AS factory,
+       is_time_zone('posix/Factory') AS posix_factory, is_time_zone('posix/Europe/Berlin') AS posix_berlin;

@@ -313,3 +313,30 @@ ORDER BY 1, l.line_no;
 SET convbill_migration.billed_until = 'soon';
 SELECT pg_temp.fails($$SELECT * FROM load_staged('legacy-2026-11')$$);
 RESET convbill_migration.billed_until;
+
+-- A sub-account migrated under a parent that exists already, never billed:
+-- the parent is marked billed to the cutover too (the runs count from the
+-- payer's periods), so the child's legacy subscription (June) is billed from
+-- November; a legacy open charge of the parent dated in October, before the
+-- cutover's period, goes on that first invoice, whose period is November's.
+-- P-500: fee 10.00 for C-500's section + 7.00: 17.00, one invoice.
+SET convbill_migration.billed_until = '2026-11-15 12:00+00';
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES
+    (500, 'P-500', 'Native parent', 'EUR', 'Europe/Berlin');
+SET convbill_migration.batch = 'legacy-2026-11-sub';
+COPY stage_account (external_ref, name, currency, timezone, parent_ref, bill_to_parent) FROM stdin WITH (FORMAT csv);
+C-500,Legacy SIM of P-500,EUR,Europe/Berlin,P-500,yes
+\.
+COPY stage_subscription (account_ref, plan_code, started_at) FROM stdin WITH (FORMAT csv);
+C-500,MOB-EUR,2026-06-01 00:00+02
+\.
+COPY stage_charge (account_ref, amount, currency, description, kind, occurred_at, reference) FROM stdin WITH (FORMAT csv);
+P-500,7.00,EUR,Legacy router,one_time,2026-10-20 10:00+02,LEG-500-1
+\.
+RESET convbill_migration.batch;
+SELECT entity, loaded, rejected FROM load_staged('legacy-2026-11-sub');
+SELECT run_billing('2026-12-01 00:00 Europe/Berlin') >= 1 AS billed;
+SELECT to_char(i.period_start AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD') AS period_start,
+       to_char(i.period_end AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD') AS period_end, i.total
+FROM invoice i WHERE i.account_id = 500 ORDER BY i.period_start;
+RESET convbill_migration.billed_until;

@@ -51,6 +51,9 @@ load_zone_names(void)
 	while ((tz = pg_tzenumerate_next(e)) != NULL)
 	{
 		const char *zn = pg_get_timezone_name(tz);
+		const char *base = strrchr(zn, '/');
+
+		base = base ? base + 1 : zn;
 
 		/*
 		 * Not zones of a place: "localtime" is the server's own zone (a link
@@ -58,8 +61,8 @@ load_zone_names(void)
 		 * "Factory" a placeholder.  An account's periods never follow the
 		 * server.
 		 */
-		if (pg_strcasecmp(zn, "localtime") == 0 || pg_strcasecmp(zn, "posixrules") == 0 ||
-			pg_strcasecmp(zn, "Factory") == 0)
+		if (pg_strcasecmp(base, "localtime") == 0 || pg_strcasecmp(base, "posixrules") == 0 ||
+			pg_strcasecmp(base, "Factory") == 0)
 			continue;
 		if (n == cap)
 		{

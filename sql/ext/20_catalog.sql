@@ -33,9 +33,17 @@ CREATE FUNCTION @extschema@.destination_changed() RETURNS trigger
 CREATE TRIGGER destination_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.destination
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.destination_changed();
--- also when changes are applied as a replica (logical replication's apply
--- worker, pg_restore --disable-triggers): every session's cache must see them
+-- Also when changes are applied as a replica: logical replication's apply
+-- worker fires row triggers (and TRUNCATE's statement trigger) of ALWAYS
+-- triggers, so a row trigger does it there; invalidations are merged per
+-- transaction, a bulk load costs one.  (A restore with --disable-triggers
+-- turns every trigger off: sessions connected during it keep their cache
+-- until their next invalidation.)
+CREATE TRIGGER destination_changed_row
+    AFTER INSERT OR UPDATE OR DELETE ON @extschema@.destination
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.destination_changed();
 ALTER TABLE @extschema@.destination ENABLE ALWAYS TRIGGER destination_changed;
+ALTER TABLE @extschema@.destination ENABLE ALWAYS TRIGGER destination_changed_row;
 
 CREATE FUNCTION @extschema@.zone_of(number text) RETURNS text
     AS 'MODULE_PATHNAME', 'zone_of' LANGUAGE C STABLE STRICT PARALLEL SAFE;

@@ -37,7 +37,10 @@ BEGIN
                       AND @extschema@.tariff_currency(r.tariff) OPERATOR(pg_catalog.<>) NEW.currency)
             OR EXISTS (SELECT 1 FROM @extschema@.subscription su
                        WHERE su.plan_code OPERATOR(pg_catalog.=) NEW.code
-                         AND (su.ended_at IS NULL OR su.ended_at OPERATOR(pg_catalog.>) now()))) THEN
+                         -- (ended, but not billed to its end yet: its fee is still to come)
+                         AND (su.ended_at IS NULL
+                              OR su.ended_at OPERATOR(pg_catalog.>)
+                                 coalesce(@extschema@.billed_until(su.account_id), '-infinity')))) THEN
         RAISE EXCEPTION 'plan %: its currency cannot change while rates priced in % or subscriptions use it', NEW.code, OLD.currency
             USING ERRCODE = '22023', HINT = 'Make a new plan in the new currency and move the subscriptions (change_plan).';
     END IF;
@@ -241,8 +244,10 @@ BEGIN
         RAISE EXCEPTION 'account %: parent % would make a cycle of parents', NEW.account_id, NEW.parent_id
             USING ERRCODE = '23514';
     END IF;
+    -- (locked: a concurrent change of the parent's currency, zone or billing
+    -- day waits for this one, or this one for it, and each sees the other)
     SELECT a.currency INTO parent_currency FROM @extschema@.account a
-    WHERE a.account_id OPERATOR(pg_catalog.=) NEW.parent_id;
+    WHERE a.account_id OPERATOR(pg_catalog.=) NEW.parent_id FOR SHARE;
     IF NEW.bill_to_parent AND parent_currency IS DISTINCT FROM NEW.currency THEN
         RAISE EXCEPTION 'account %: billed to parent % but its currency % differs from the parent''s %',
             NEW.account_id, NEW.parent_id, NEW.currency, parent_currency
@@ -361,7 +366,8 @@ BEGIN
     -- then sees every committed subscription
     SELECT a.currency, a.status INTO acc FROM @extschema@.account a
     WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id FOR NO KEY UPDATE;
-    SELECT p.currency INTO plan_currency FROM @extschema@.plan p WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code;
+    SELECT p.currency INTO plan_currency FROM @extschema@.plan p
+    WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code FOR SHARE;
     IF acc.status OPERATOR(pg_catalog.=) 'closed' AND TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         RAISE EXCEPTION 'account % is closed', NEW.account_id USING ERRCODE = '22023';
     END IF;

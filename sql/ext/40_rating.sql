@@ -118,6 +118,7 @@ CREATE TABLE @extschema@.closed_period (
     period_end   timestamptz NOT NULL,
     closed_at    timestamptz NOT NULL DEFAULT now(),
     invoiced_by  bigint,                 -- the paying account whose invoice closed it (NULL: close_period)
+    by_hand      boolean NOT NULL DEFAULT false,  -- closed by close_period (stays closed when its draft is discarded)
     PRIMARY KEY (account_id, period_start)
 );
 -- the accounts a payer's invoice of a period billed (discard_draft reopens them)
@@ -271,8 +272,8 @@ BEGIN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;
     p := @extschema@.account_period(p_account_id, p_at);
-    INSERT INTO @extschema@.closed_period (account_id, period_start, period_end)
-    VALUES (p_account_id, lower(p), upper(p)) ON CONFLICT DO NOTHING;
+    INSERT INTO @extschema@.closed_period (account_id, period_start, period_end, by_hand)
+    VALUES (p_account_id, lower(p), upper(p), true) ON CONFLICT DO NOTHING;
     RETURN p;
 END $$;
 COMMENT ON FUNCTION @extschema@.close_period(bigint, timestamptz) IS

@@ -87,7 +87,9 @@ BEGIN
     -- them, fees charged ahead) and finalizing are the operator's call
     IF (p_as_of > now() OR finalize)
        AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
-       AND NOT pg_catalog.pg_has_role(session_user, 'convbill_admin', 'MEMBER') THEN
+       -- (USAGE: an authenticator login that only may SET ROLE to admin,
+       -- NOINHERIT as connection poolers and PostgREST use it, is not one)
+       AND NOT pg_catalog.pg_has_role(session_user, 'convbill_admin', 'USAGE') THEN
         RAISE EXCEPTION 'run_billing: only convbill_admin may %',
             CASE WHEN finalize THEN 'finalize invoices (convbill.finalize_invoices = on)'
                  ELSE format('bill periods that have not ended (as_of %s is in the future)', p_as_of) END
@@ -171,13 +173,15 @@ BEGIN
                -- settings starts earlier (it would bill those days again); the
                -- first period then runs from that end to the next new
                -- boundary, its fees prorated over the full new period
-               greatest(@extschema@.billing_period_start(s.from_ts, s.timezone, s.billing_day), s.until) AS ps,
-               @extschema@.billing_period_end(s.from_ts, s.timezone, s.billing_day) AS pe,
+               -- (charges of periods before it, left unbilled, are swept
+               -- into this one: the period is the one after that end)
+               greatest(@extschema@.billing_period_start(s.base, s.timezone, s.billing_day), s.until) AS ps,
+               @extschema@.billing_period_end(s.base, s.timezone, s.billing_day) AS pe,
                false AS done,
                0 AS skips        -- times found busy (locked by another session)
-        FROM start s
+        FROM (SELECT st.*, greatest(st.from_ts, st.until) AS base FROM start st) s
         WHERE s.from_ts IS NOT NULL AND isfinite(s.from_ts)
-          AND @extschema@.billing_period_end(s.from_ts, s.timezone, s.billing_day) <= p_as_of;
+          AND @extschema@.billing_period_end(s.base, s.timezone, s.billing_day) <= p_as_of;
         CREATE INDEX ON convbill_due (payer) WHERE NOT done;
         ANALYZE convbill_due;
     END IF;

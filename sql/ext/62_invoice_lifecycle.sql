@@ -214,7 +214,10 @@ BEGIN
     UPDATE @extschema@.charge c SET invoice_id = NULL
     WHERE c.account_id = ANY (members) AND c.period_start <= OLD.period_start AND c.invoice_id = OLD.invoice_id;
     DELETE FROM @extschema@.closed_period cp
-    WHERE cp.invoiced_by = OLD.account_id AND cp.period_start = OLD.period_start;
+    WHERE cp.invoiced_by = OLD.account_id AND cp.period_start = OLD.period_start AND NOT cp.by_hand;
+    -- a period closed by hand before the run billed it stays closed, to bill
+    UPDATE @extschema@.closed_period cp SET invoiced_by = NULL
+    WHERE cp.invoiced_by = OLD.account_id AND cp.period_start = OLD.period_start AND cp.by_hand;
     IF OLD.debited <> 0 THEN
         PERFORM @extschema@.adjust_balance(OLD.account_id, OLD.debited,
                                            format('draft invoice %s discarded: its taxes, discounts and rounding returned',

@@ -177,7 +177,9 @@ COMMENT ON FUNCTION @extschema@.job_run_prune(text, timestamptz) IS
 -- A step's report for its run's job_run.warning (a step that WARNs only to
 -- the server log would be silent under pg_cron): kept in the session until
 -- the job's runner takes it after the step; a step rolled back takes it back.
--- Outside a job it is kept until replaced (one message, never growing).
+-- Several reports of one step are joined; outside a job they are kept (at
+-- most 10,000 characters) until a job starts in the session, which empties
+-- them first.
 CREATE FUNCTION @extschema@.job_warn(p_message text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$

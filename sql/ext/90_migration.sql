@@ -668,15 +668,20 @@ BEGIN
         -- invoice.  Once marked, an account takes no subscription start
         -- before it (a retried row is refused like any change behind a billed
         -- period).
+        -- (the payer of a loaded sub-account too, when it has no period yet:
+        -- the runs count what is billed from the payer's periods)
         INSERT INTO @extschema@.closed_period (account_id, period_start, period_end, invoiced_by)
         SELECT a.account_id,
                @extschema@.billing_period_start(c.cur_start - interval '1 microsecond', a.timezone, a.billing_day),
                c.cur_start, coalesce(@extschema@.payer_of(a.account_id), a.account_id)
-        FROM @extschema@.stage_account s
-        JOIN @extschema@.account a ON a.account_id = s.account_id
+        FROM (SELECT s.account_id FROM @extschema@.stage_account s
+              WHERE s.batch = p_batch AND s.load_status = 'loaded'
+              UNION
+              SELECT @extschema@.payer_of(s.account_id) FROM @extschema@.stage_account s
+              WHERE s.batch = p_batch AND s.load_status = 'loaded') m
+        JOIN @extschema@.account a ON a.account_id = m.account_id
         CROSS JOIN LATERAL (SELECT @extschema@.billing_period_start(cutover, a.timezone, a.billing_day) AS cur_start) c
-        WHERE s.batch = p_batch AND s.load_status = 'loaded'
-          AND NOT EXISTS (SELECT 1 FROM @extschema@.closed_period cp WHERE cp.account_id = a.account_id)
+        WHERE NOT EXISTS (SELECT 1 FROM @extschema@.closed_period cp WHERE cp.account_id = a.account_id)
         ON CONFLICT DO NOTHING;
         SELECT array_agg(r) INTO after FROM @extschema@.staged_reconciliation(p_batch) r;
         IF EXISTS (SELECT 1 FROM unnest(after) a WHERE a.received <> a.loaded + a.rejected
