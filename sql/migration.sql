@@ -340,3 +340,37 @@ SELECT to_char(i.period_start AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD') AS per
        to_char(i.period_end AT TIME ZONE 'Europe/Berlin', 'YYYY-MM-DD') AS period_end, i.total
 FROM invoice i WHERE i.account_id = 500 ORDER BY i.period_start;
 RESET convbill_migration.billed_until;
+
+-- Messy legacy values (an audit's findings): a byte-order mark before the
+-- first ref and a lower-case currency are read; a charge with more decimals
+-- than its currency has, or beyond any legacy amount, and a balance of
+-- 1e400 are rejected with their reason (a charge of 1e27 loaded, then
+-- stopped every bill run); an existing account that only a subscription row
+-- names gets the cutover too (its legacy subscription from 2024 is billed
+-- from November, not every month since).
+SET convbill_migration.billed_until = '2026-11-15 12:00+00';
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES
+    (600, 'NATIVE-600', 'Native, legacy subscription', 'EUR', 'Europe/Berlin');
+SET convbill_migration.batch = 'legacy-2026-11-messy';
+INSERT INTO stage_account (external_ref, name, currency, timezone) VALUES
+    (E'\uFEFFC-700', 'BOM first', 'eur', 'Europe/Berlin');
+INSERT INTO stage_subscription (account_ref, plan_code, started_at) VALUES ('NATIVE-600', 'MOB-EUR', '2024-01-01 00:00+01');
+INSERT INTO stage_charge (account_ref, amount, currency, description, reference, occurred_at) VALUES
+    ('C-700', '0.004', 'EUR', 'sub-cent', 'M-1', '2026-11-20'),
+    ('C-700', '1e27', 'EUR', 'overflow', 'M-2', '2026-11-20'),
+    ('C-700', '2.50', 'eur', 'fine', 'M-3', '2026-11-20');
+INSERT INTO stage_balance (account_ref, amount, currency, reference) VALUES ('C-700', '1e400', 'EUR', 'B-1');
+RESET convbill_migration.batch;
+SELECT entity, currency AS cur, received, loaded, rejected, amount_loaded,
+       amount_in = amount_loaded + amount_rejected AS reconciles
+FROM load_staged('legacy-2026-11-messy');
+SELECT external_ref, length(external_ref) AS len, currency FROM account WHERE account_id = (
+    SELECT account_id FROM stage_account WHERE batch = 'legacy-2026-11-messy');
+SELECT 'charge' AS entity, line, reject_reason FROM stage_charge WHERE batch = 'legacy-2026-11-messy' AND load_status = 'rejected'
+UNION ALL
+SELECT 'balance', line, reject_reason FROM stage_balance WHERE batch = 'legacy-2026-11-messy' AND load_status = 'rejected'
+ORDER BY 1, 2;
+SELECT run_billing('2026-12-01 00:00 Europe/Berlin') >= 1 AS billed;
+SELECT to_char(i.period_start AT TIME ZONE 'Europe/Berlin', 'YYYY-MM') AS period, i.total
+FROM invoice i WHERE i.account_id = 600 ORDER BY i.period_start;
+RESET convbill_migration.billed_until;

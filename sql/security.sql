@@ -50,7 +50,7 @@ SELECT count(*) AS convbill_roles FROM pg_roles WHERE rolname LIKE 'convbill\_%'
 -------------------------------------------------------------------------------
 -- the SECURITY DEFINER functions
 SELECT p.oid::regprocedure AS security_definer, array_to_string(p.proconfig, '; ') AS config
-FROM pg_proc p WHERE p.pronamespace = 'convbill'::regnamespace AND p.prosecdef ORDER BY 1::text;
+FROM pg_proc p WHERE p.pronamespace = 'convbill'::regnamespace AND p.prosecdef ORDER BY p.oid::regprocedure::text;
 -- each pins search_path = pg_catalog, pg_temp exactly once, and nothing else sets it (0 rows)
 SELECT p.oid::regprocedure AS bad_search_path
 FROM pg_proc p
@@ -77,14 +77,14 @@ FROM pg_proc p
 WHERE p.pronamespace = 'convbill'::regnamespace AND p.provolatile <> 'i'
   AND p.prolang IN (SELECT oid FROM pg_language WHERE lanname IN ('sql', 'plpgsql'))
   AND NOT coalesce(p.proconfig, '{}') @> '{"search_path=pg_catalog, pg_temp"}'
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text;
 -- what PUBLIC may call: only pure functions (no table access)
 SELECT p.oid::regprocedure AS public_execute
 FROM pg_proc p
 WHERE p.pronamespace = 'convbill'::regnamespace
   AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) x WHERE x.grantee = 0))
   AND p.prolang NOT IN (SELECT oid FROM pg_language WHERE lanname IN ('c', 'internal'))
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text;
 -- row-level security: where, never FORCEd (the owner, i.e. the definer
 -- functions, bypasses it)
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
@@ -120,6 +120,9 @@ INSERT INTO convbill.account (account_id, external_ref, name, currency, credit_l
 SELECT count(convbill.subscribe(a, 'STD', '2026-10-01 00:00+00')) AS subscriptions FROM unnest('{100,101,200}'::bigint[]) a;
 INSERT INTO convbill.customer_login (account_id, role_name) VALUES
     (100, 'regress_cb_corp'), (101, 'regress_cb_sub'), (200, 'regress_cb_other');
+-- a mapping names a role that exists (23503): one made later with the name
+-- would get the accounts
+SELECT pg_temp.fails($$INSERT INTO convbill.customer_login (account_id, role_name) VALUES (200, 'regress_cb_not_yet')$$);
 -- what an admin may not do: it is not the owner
 SELECT pg_temp.fails('TRUNCATE convbill.ledger');
 SELECT pg_temp.fails('ALTER TABLE convbill.charge DISABLE TRIGGER USER');
@@ -190,6 +193,13 @@ SELECT pg_temp.fails('SELECT convbill.ensure_usage_partitions(now(), 1)');
 SELECT pg_temp.fails('SELECT count(*) FROM convbill.revenue_daily');
 SELECT pg_temp.fails('SELECT count(*) FROM convbill.customer_login');
 SELECT pg_temp.fails('SELECT count(*) FROM convbill.usage_event_default');
+-- (an audit's findings) money credited through add_charge is the admin's, as
+-- adjust_balance is; an event inserted as already rated would never be
+-- charged: the app sends the event's own columns only
+SELECT pg_temp.fails('SELECT convbill.add_charge(200, -500, ''goodwill'')');
+SELECT pg_temp.fails('SELECT convbill.add_charge(200, 5, ''fix'', ''adjustment'')');
+SELECT pg_temp.fails($$INSERT INTO convbill.usage_event (account_id, source, external_id, service, quantity, started_at, status)
+                       VALUES (200, 'msc', 'free-call', 'voice', 36000, '2026-10-20 10:00+00', 'rated')$$);
 RESET SESSION AUTHORIZATION;
 
 -- the admin finalizes the invoices and the application records a payment
@@ -316,6 +326,8 @@ RESET SESSION AUTHORIZATION;
 SET SESSION AUTHORIZATION regress_cb_other;
 SELECT * FROM pg_temp.table_accounts();
 SELECT * FROM pg_temp.own_rows();
+-- zone_of() reads destination (from a per-session cache): not the customer's
+SELECT pg_temp.fails($$SELECT convbill.zone_of('4930')$$);
 SELECT kind, debit, credit, balance FROM convbill.account_statement ORDER BY at;
 SELECT unit, balance, held, available FROM convbill.balance(200);
 RESET SESSION AUTHORIZATION;

@@ -150,7 +150,7 @@ CREATE TABLE @extschema@.account (
     billing_day    integer NOT NULL DEFAULT 1 CHECK (billing_day BETWEEN 1 AND 28),
     parent_id      bigint REFERENCES @extschema@.account,
     bill_to_parent boolean NOT NULL DEFAULT false,
-    credit_limit   numeric NOT NULL DEFAULT 0 CHECK (credit_limit >= 0),
+    credit_limit   numeric NOT NULL DEFAULT 0 CHECK (credit_limit >= 0 AND credit_limit < 1e15),
     tax_code       text,
     status         text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended', 'closed')),
     low_balance_threshold numeric CHECK (low_balance_threshold <> 'NaN' AND low_balance_threshold > '-Infinity' AND low_balance_threshold < 'Infinity'),

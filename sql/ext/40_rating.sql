@@ -282,6 +282,20 @@ COMMENT ON FUNCTION @extschema@.close_period(bigint, timestamptz) IS
 -------------------------------------------------------------------------------
 -- One-time charges
 -------------------------------------------------------------------------------
+-- Whether the session's login is an operator: a superuser, or a role that
+-- inherits convbill_admin (95_security.sql).  SECURITY DEFINER API functions
+-- (they run as the owner) ask it where the application role may do less.
+-- (A NOINHERIT authenticator login that only may SET ROLE to admin is not.)
+CREATE FUNCTION @extschema@.caller_is_admin() RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)
+        OR (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'convbill_admin')
+            AND pg_catalog.pg_has_role(session_user, 'convbill_admin', 'USAGE'));
+END $$;
+COMMENT ON FUNCTION @extschema@.caller_is_admin() IS
+    'internal: whether the session''s login is a superuser or inherits convbill_admin';
+
 CREATE FUNCTION @extschema@.add_charge(p_account_id bigint, p_amount numeric, p_description text,
                                        p_kind text DEFAULT 'one_time', p_at timestamptz DEFAULT now(),
                                        p_reference text DEFAULT NULL)
@@ -309,8 +323,18 @@ BEGIN
     IF p_amount <> round(p_amount, 12) THEN
         RAISE EXCEPTION 'add_charge: amount % has more than 12 decimal places', p_amount USING ERRCODE = '22023';
     END IF;
+    IF abs(p_amount) >= 1e15 THEN
+        RAISE EXCEPTION 'add_charge: amount % is out of range (below 1e15 either way)', p_amount USING ERRCODE = '22003';
+    END IF;
     IF p_kind = 'discount' AND p_amount > 0 THEN
         RAISE EXCEPTION 'add_charge: a discount is a negative amount, not %', p_amount USING ERRCODE = '22023';
+    END IF;
+    -- the application role (it calls this as the owner) charges; crediting
+    -- money (a negative amount) and adjustments, fees and discounts are the
+    -- operator's, as adjust_balance and credit_note are
+    IF (p_amount < 0 OR p_kind <> 'one_time') AND NOT @extschema@.caller_is_admin() THEN
+        RAISE EXCEPTION 'add_charge: only convbill_admin may add a charge of kind % and amount %', p_kind, p_amount
+            USING ERRCODE = '42501', HINT = 'The application adds one-time charges (kind one_time, amount >= 0).';
     END IF;
     IF NOT isfinite(p_at) THEN
         RAISE EXCEPTION 'add_charge: at must be a finite time' USING ERRCODE = '22008';

@@ -671,6 +671,10 @@ BEGIN
     IF p_amount <= 0 OR p_amount = 'NaN' OR p_amount = 'Infinity' THEN
         RAISE EXCEPTION 'top_up: amount must be a positive number, not %', p_amount USING ERRCODE = '22023';
     END IF;
+    -- (money convbill sums exactly: at most 15 digits before the point)
+    IF p_amount >= 1e15 THEN
+        RAISE EXCEPTION 'top_up: amount % is out of range (below 1e15)', p_amount USING ERRCODE = '22003';
+    END IF;
     IF p_valid_until <= now() THEN
         RAISE EXCEPTION 'top_up: valid_until % is not in the future', p_valid_until USING ERRCODE = '22023';
     END IF;

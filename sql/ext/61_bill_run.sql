@@ -85,11 +85,7 @@ BEGIN
     -- run_billing runs as the extension's owner for the application role
     -- (95_security.sql): billing periods that have not ended yet (closing
     -- them, fees charged ahead) and finalizing are the operator's call
-    IF (p_as_of > now() OR finalize)
-       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
-       -- (USAGE: an authenticator login that only may SET ROLE to admin,
-       -- NOINHERIT as connection poolers and PostgREST use it, is not one)
-       AND NOT pg_catalog.pg_has_role(session_user, 'convbill_admin', 'USAGE') THEN
+    IF (p_as_of > now() OR finalize) AND NOT @extschema@.caller_is_admin() THEN
         RAISE EXCEPTION 'run_billing: only convbill_admin may %',
             CASE WHEN finalize THEN 'finalize invoices (convbill.finalize_invoices = on)'
                  ELSE format('bill periods that have not ended (as_of %s is in the future)', p_as_of) END

@@ -131,10 +131,11 @@ COMMENT ON TYPE @extschema@.staged_reconciliation IS
 -------------------------------------------------------------------------------
 -- Parsing staged text: NULL for empty or unparseable values.
 -------------------------------------------------------------------------------
--- trimmed (spaces, tabs, CR/LF: fixed-width and Windows exports), NULL when empty
+-- trimmed (spaces, tabs, CR/LF: fixed-width and Windows exports; a UTF-8
+-- byte-order mark and no-break spaces: spreadsheet exports), NULL when empty
 CREATE FUNCTION @extschema@.stage_text(v text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN NULLIF(pg_catalog.btrim(v, E' \t\r\n'), '');
+RETURN NULLIF(pg_catalog.btrim(v, E' \t\r\n\uFEFF\u00A0'), '');
 COMMENT ON FUNCTION @extschema@.stage_text(text) IS
     'migration: a staged value trimmed of blanks, NULL when empty';
 
@@ -229,7 +230,7 @@ COMMENT ON FUNCTION @extschema@.stage_resolve_account(text, text, text) IS
 CREATE FUNCTION @extschema@.stage_row_error(p_sqlstate text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN pg_catalog.left(p_sqlstate, 2) IN ('22', '23', 'P0') OR p_sqlstate = '55000';
+RETURN pg_catalog.left(p_sqlstate, 2) IN ('22', '23', 'P0') OR p_sqlstate IN ('55000', '54000');
 COMMENT ON FUNCTION @extschema@.stage_row_error(text) IS
     'migration: whether an error raised while loading a staged row is about the row (it is then rejected) rather than the load';
 
@@ -253,7 +254,7 @@ BEGIN
     FOR r IN
         WITH RECURSIVE p AS MATERIALIZED (
             SELECT s.line, @extschema@.stage_text(s.external_ref) AS ref, @extschema@.stage_text(s.name) AS name,
-                   @extschema@.stage_text(s.currency) AS currency,
+                   pg_catalog.upper(@extschema@.stage_text(s.currency)) AS currency,
                    coalesce(@extschema@.stage_text(s.timezone), 'UTC') AS timezone,
                    @extschema@.stage_text(s.billing_day) AS billing_day_raw,
                    @extschema@.stage_integer(s.billing_day) AS billing_day,
@@ -451,6 +452,8 @@ BEGIN
                    WHEN v.amount IS NULL THEN format('invalid_amount: "%s" is not a finite number', v.amount_raw)
                    WHEN v.amount <= 0
                        THEN format('invalid_amount: an opening balance must be positive, not %s (carry a debt over as an open charge)', v.amount)
+                   WHEN v.amount >= 1e15
+                       THEN format('invalid_amount: %s is beyond any legacy amount (at most 15 digits before the point)', v.amount_raw)
                    WHEN v.currency IS NULL THEN 'missing_currency: currency is empty'
                    WHEN v.currency <> v.account_currency
                        THEN format('currency_mismatch: balance in %s, account "%s" pays in %s', v.currency, v.ref, v.account_currency)
@@ -470,7 +473,7 @@ BEGIN
         FROM (SELECT s.line, acc.account_id, acc.currency AS account_currency, acc.reason AS acc_reason,
                      @extschema@.stage_text(s.account_ref) AS ref,
                      @extschema@.stage_text(s.amount) AS amount_raw, @extschema@.stage_numeric(s.amount) AS amount,
-                     @extschema@.stage_text(s.currency) AS currency,
+                     pg_catalog.upper(@extschema@.stage_text(s.currency)) AS currency,
                      coalesce(@extschema@.stage_text(s.reference), format('migration:%s:%s', p_batch, s.line)) AS reference,
                      @extschema@.stage_text(s.valid_until) AS valid_raw,
                      coalesce(@extschema@.stage_timestamptz(s.valid_until),
@@ -526,6 +529,10 @@ BEGIN
                    WHEN v.currency IS NULL THEN 'missing_currency: currency is empty'
                    WHEN v.currency <> v.account_currency
                        THEN format('currency_mismatch: charge in %s, account "%s" pays in %s', v.currency, v.ref, v.account_currency)
+                   WHEN v.amount <> round(v.amount, @extschema@.currency_exponent(v.currency))
+                       THEN format('invalid_amount: %s has more decimals than %s has', v.amount_raw, v.currency)
+                   WHEN abs(v.amount) >= 1e15
+                       THEN format('invalid_amount: %s is beyond any legacy amount (at most 15 digits before the point)', v.amount_raw)
                    WHEN v.kind NOT IN ('one_time', 'adjustment')
                        THEN format('invalid_kind: "%s" is not one_time or adjustment', v.kind)
                    WHEN v.occurred_raw IS NOT NULL AND (v.occurred_at IS NULL OR NOT isfinite(v.occurred_at))
@@ -544,7 +551,7 @@ BEGIN
         FROM (SELECT s.line, acc.account_id, acc.currency AS account_currency, acc.reason AS acc_reason,
                      @extschema@.stage_text(s.account_ref) AS ref,
                      @extschema@.stage_text(s.amount) AS amount_raw, @extschema@.stage_numeric(s.amount) AS amount,
-                     @extschema@.stage_text(s.currency) AS currency,
+                     pg_catalog.upper(@extschema@.stage_text(s.currency)) AS currency,
                      @extschema@.stage_text(s.description) AS description,
                      coalesce(@extschema@.stage_text(s.kind), 'one_time') AS kind,
                      @extschema@.stage_text(s.occurred_at) AS occurred_raw,
@@ -608,11 +615,11 @@ BEGIN ATOMIC
             count(m.line) FILTER (WHERE m.amount IS NULL)
      FROM (SELECT e.entity, x.line, x.currency, x.load_status, x.amount
            FROM (VALUES ('balances'), ('charges')) e (entity)
-           LEFT JOIN (SELECT 'balances' AS entity, b.line, @extschema@.stage_text(b.currency) AS currency,
+           LEFT JOIN (SELECT 'balances' AS entity, b.line, pg_catalog.upper(@extschema@.stage_text(b.currency)) AS currency,
                              b.load_status, @extschema@.stage_numeric(b.amount) AS amount
                       FROM @extschema@.stage_balance b WHERE b.batch = p_batch
                       UNION ALL
-                      SELECT 'charges', c.line, @extschema@.stage_text(c.currency),
+                      SELECT 'charges', c.line, pg_catalog.upper(@extschema@.stage_text(c.currency)),
                              c.load_status, @extschema@.stage_numeric(c.amount)
                       FROM @extschema@.stage_charge c WHERE c.batch = p_batch) x ON x.entity = e.entity) m
      GROUP BY m.entity, m.currency
@@ -674,11 +681,17 @@ BEGIN
         SELECT a.account_id,
                @extschema@.billing_period_start(c.cur_start - interval '1 microsecond', a.timezone, a.billing_day),
                c.cur_start, coalesce(@extschema@.payer_of(a.account_id), a.account_id)
-        FROM (SELECT s.account_id FROM @extschema@.stage_account s
-              WHERE s.batch = p_batch AND s.load_status = 'loaded'
-              UNION
-              SELECT @extschema@.payer_of(s.account_id) FROM @extschema@.stage_account s
-              WHERE s.batch = p_batch AND s.load_status = 'loaded') m
+        FROM (SELECT x.account_id FROM (
+                  SELECT s.account_id FROM @extschema@.stage_account s
+                  WHERE s.batch = p_batch AND s.load_status = 'loaded'
+                  UNION SELECT s.account_id FROM @extschema@.stage_subscription s
+                  WHERE s.batch = p_batch AND s.load_status = 'loaded'
+                  UNION SELECT s.account_id FROM @extschema@.stage_balance s
+                  WHERE s.batch = p_batch AND s.load_status = 'loaded'
+                  UNION SELECT s.account_id FROM @extschema@.stage_charge s
+                  WHERE s.batch = p_batch AND s.load_status = 'loaded') l
+              CROSS JOIN LATERAL (VALUES (l.account_id), (@extschema@.payer_of(l.account_id))) x(account_id)
+              WHERE x.account_id IS NOT NULL) m
         JOIN @extschema@.account a ON a.account_id = m.account_id
         CROSS JOIN LATERAL (SELECT @extschema@.billing_period_start(cutover, a.timezone, a.billing_day) AS cur_start) c
         WHERE NOT EXISTS (SELECT 1 FROM @extschema@.closed_period cp WHERE cp.account_id = a.account_id)

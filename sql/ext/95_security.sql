@@ -77,6 +77,23 @@ COMMENT ON TABLE @extschema@.customer_login IS
     'customer self-service: login role role_name (a member of convbill_customer) sees account account_id and its sub-accounts';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.customer_login', '');
 
+-- A mapping names a role that exists: one for a role not made yet (or
+-- dropped) would give the accounts to whoever is later created with that
+-- name.  Delete a login's rows before DROP ROLE (roles are the cluster's: no
+-- trigger sees that); restore the roles (pg_dumpall --globals-only) before a
+-- database that maps them.
+CREATE FUNCTION @extschema@.customer_login_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) NEW.role_name) THEN
+        RAISE EXCEPTION 'customer_login: role "%" does not exist', NEW.role_name
+            USING ERRCODE = '23503', HINT = 'CREATE ROLE ... LOGIN IN ROLE convbill_customer first.';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER customer_login_guard BEFORE INSERT OR UPDATE OF role_name ON @extschema@.customer_login
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.customer_login_guard();
+
 -- The accounts a customer login sees: its own (customer_login) and their
 -- sub-accounts, at any depth.  SECURITY DEFINER so that the policies below
 -- can read account and customer_login without recursing into account's own
@@ -123,7 +140,7 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.session_cost(@extschema@.tariff, timestamptz, text, numeric, numeric, numeric, numeric),
     @extschema@.grant_quantity(@extschema@.tariff, timestamptz, text, numeric, numeric, numeric, numeric,
                                numeric, numeric, numeric),
-    @extschema@.currency_exponent(text), @extschema@.is_time_zone(text), @extschema@.zone_of(text),
+    @extschema@.currency_exponent(text), @extschema@.is_time_zone(text),
     @extschema@.billing_period_start(timestamptz, text, integer),
     @extschema@.billing_period_end(timestamptz, text, integer),
     @extschema@.billing_period(timestamptz, text, integer),
@@ -182,7 +199,15 @@ BEGIN
 END $$;
 
 -- application
-GRANT SELECT, INSERT ON @extschema@.usage_event TO convbill_app;
+-- (the columns an application sends: status, charge and queue columns are
+-- convbill's, an event inserted as rated would never be charged)
+GRANT SELECT ON @extschema@.usage_event TO convbill_app;
+GRANT INSERT (account_id, source, external_id, service, quantity, started_at, attrs)
+    ON @extschema@.usage_event TO convbill_app;
+-- zone_of() answers from a per-session cache of destination: granted to
+-- those who may read destination, not to PUBLIC (a pooled session's cache
+-- would answer a role that may not)
+GRANT EXECUTE ON FUNCTION @extschema@.zone_of(text) TO convbill_app, convbill_analyst;
 GRANT SELECT ON
     @extschema@.service, @extschema@.destination, @extschema@.plan, @extschema@.plan_rate,
     @extschema@.tax_rate, @extschema@.discount, @extschema@.seller,
