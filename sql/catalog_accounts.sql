@@ -106,12 +106,12 @@ UPDATE plan SET currency = 'USD' WHERE code = 'M10';
 INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('US5', 'data', '{"price": "0.000001", "unit": "byte"}');
 UPDATE service SET unit = 'MB' WHERE code = 'data';
 \echo :LAST_ERROR_SQLSTATE
--- a change of parents takes a lock that makes two concurrent changes see
+-- a change of parents takes locks (all parents; the family) that make two concurrent changes see
 -- each other (each could otherwise close a cycle the other's check missed)
 BEGIN;
 UPDATE account SET parent_id = NULL, bill_to_parent = false WHERE account_id = 701;
 UPDATE account SET parent_id = 700 WHERE account_id = 701;
-SELECT count(*) AS parent_lock FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT count(*) AS parent_locks FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 ROLLBACK;
 -- an account's zone is a place's: not the server's (localtime) nor a template
 SELECT is_time_zone('localtime') AS localtime, is_time_zone('posixrules') AS posixrules, is_time_zone('Factory') AS factory,

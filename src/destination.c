@@ -16,6 +16,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "storage/proc.h"
 
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
@@ -50,6 +51,8 @@ typedef struct DestinationCache
 static DestinationCache dest_cache;
 static bool callback_registered = false;
 static uint64 inval_generation = 0;	/* bumped by every invalidation */
+static LocalTransactionId inval_lxid = InvalidLocalTransactionId;	/* the (sub)transaction */
+static SubTransactionId inval_subxid = InvalidSubTransactionId;	/* that queued one already */
 static Oid	destination_relid = InvalidOid;
 
 /* Drop the cache when convbill.destination is invalidated (or everything is). */
@@ -224,7 +227,20 @@ destination_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("destination_changed() must be called as a trigger")));
-	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	/*
+	 * One invalidation per (sub)transaction is enough: a row trigger fires
+	 * for every row, and outside one command (the logical replication apply
+	 * worker advances the command counter after every change) PostgreSQL
+	 * does not merge the messages, which would flood the shared queue.  A
+	 * subtransaction's messages go with its abort, so the mark is kept per
+	 * subtransaction (their ids are not reused within a transaction).
+	 */
+	if (inval_lxid != MyProc->lxid || inval_subxid != GetCurrentSubTransactionId())
+	{
+		CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+		inval_lxid = MyProc->lxid;
+		inval_subxid = GetCurrentSubTransactionId();
+	}
 	dest_cache.valid = false;
 	inval_generation++;
 	return PointerGetDatum(NULL);

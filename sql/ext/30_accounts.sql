@@ -216,6 +216,7 @@ BEGIN
     -- currency_mismatch reject of rating and online charging)
     IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
        AND (NEW.currency, NEW.timezone, NEW.billing_day) IS DISTINCT FROM (OLD.currency, OLD.timezone, OLD.billing_day) THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('convbill: account family ' || NEW.account_id, 0));
         IF EXISTS (SELECT 1 FROM @extschema@.account c
                    WHERE c.parent_id OPERATOR(pg_catalog.=) NEW.account_id AND c.bill_to_parent
                      AND (c.currency, c.timezone, c.billing_day) IS DISTINCT FROM (NEW.currency, NEW.timezone, NEW.billing_day)) THEN
@@ -244,10 +245,13 @@ BEGIN
         RAISE EXCEPTION 'account %: parent % would make a cycle of parents', NEW.account_id, NEW.parent_id
             USING ERRCODE = '23514';
     END IF;
-    -- (locked: a concurrent change of the parent's currency, zone or billing
-    -- day waits for this one, or this one for it, and each sees the other)
+    -- (a concurrent change of the parent's currency, zone or billing day
+    -- waits for this one, or this one for it, and each sees the other: a
+    -- lock of the family, not of the parent's row, which requests lock
+    -- before the child's)
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('convbill: account family ' || NEW.parent_id, 0));
     SELECT a.currency INTO parent_currency FROM @extschema@.account a
-    WHERE a.account_id OPERATOR(pg_catalog.=) NEW.parent_id FOR SHARE;
+    WHERE a.account_id OPERATOR(pg_catalog.=) NEW.parent_id;
     IF NEW.bill_to_parent AND parent_currency IS DISTINCT FROM NEW.currency THEN
         RAISE EXCEPTION 'account %: billed to parent % but its currency % differs from the parent''s %',
             NEW.account_id, NEW.parent_id, NEW.currency, parent_currency

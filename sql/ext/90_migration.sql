@@ -44,7 +44,6 @@ CREATE TABLE @extschema@.stage_account (
     processed_at          timestamptz,
     PRIMARY KEY (batch, line)
 );
-CREATE INDEX stage_account_ref ON @extschema@.stage_account (batch, (pg_catalog.btrim(external_ref, E' \t\r\n')));
 COMMENT ON TABLE @extschema@.stage_account IS
     'migration staging (all text): legacy accounts for load_staged; load_status pending|loaded|rejected, reject_reason, account_id';
 
@@ -131,13 +130,23 @@ COMMENT ON TYPE @extschema@.staged_reconciliation IS
 -------------------------------------------------------------------------------
 -- Parsing staged text: NULL for empty or unparseable values.
 -------------------------------------------------------------------------------
--- trimmed (spaces, tabs, CR/LF: fixed-width and Windows exports; a UTF-8
--- byte-order mark and no-break spaces: spreadsheet exports), NULL when empty
+-- trimmed (spaces, tabs, CR/LF: fixed-width and Windows exports; in a UTF-8
+-- database also a byte-order mark and no-break spaces: spreadsheet exports),
+-- NULL when empty.  (PL/pgSQL: the characters are made only in a UTF-8
+-- database, where they exist; the script itself stays ASCII.)
 CREATE FUNCTION @extschema@.stage_text(v text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN NULLIF(pg_catalog.btrim(v, E' \t\r\n\uFEFF\u00A0'), '');
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() = 'UTF8' THEN
+        RETURN NULLIF(pg_catalog.btrim(v, E' \t\r\n' || pg_catalog.chr(65279) || pg_catalog.chr(160)), '');
+    END IF;
+    RETURN NULLIF(pg_catalog.btrim(v, E' \t\r\n'), '');
+END $$;
 COMMENT ON FUNCTION @extschema@.stage_text(text) IS
     'migration: a staged value trimmed of blanks, NULL when empty';
+-- staged account refs, as stage_text reads them (on the first 200
+-- characters: no COPY fails on a long value's index entry)
+CREATE INDEX stage_account_ref ON @extschema@.stage_account (batch, (pg_catalog.left(@extschema@.stage_text(external_ref), 200)));
 
 -- (exception blocks are subtransactions: not allowed in parallel mode)
 CREATE FUNCTION @extschema@.stage_numeric(v text) RETURNS numeric
@@ -201,14 +210,17 @@ BEGIN
         RETURN;
     END IF;
     IF EXISTS (SELECT 1 FROM @extschema@.stage_account s
-               WHERE s.batch = p_batch AND pg_catalog.btrim(s.external_ref, E' \t\r\n') = ref) THEN
+               WHERE s.batch = p_batch AND pg_catalog.left(@extschema@.stage_text(s.external_ref), 200) = pg_catalog.left(ref, 200)
+                 AND @extschema@.stage_text(s.external_ref) = ref) THEN
         SELECT a.account_id, a.currency INTO account_id, currency
         FROM @extschema@.stage_account s JOIN @extschema@.account a ON a.account_id = s.account_id
-        WHERE s.batch = p_batch AND pg_catalog.btrim(s.external_ref, E' \t\r\n') = ref AND s.load_status = 'loaded';
+        WHERE s.batch = p_batch AND pg_catalog.left(@extschema@.stage_text(s.external_ref), 200) = pg_catalog.left(ref, 200)
+                 AND @extschema@.stage_text(s.external_ref) = ref AND s.load_status = 'loaded';
         IF NOT FOUND THEN
             SELECT string_agg(s.line::text, ', ' ORDER BY s.line) INTO lines
             FROM @extschema@.stage_account s
-            WHERE s.batch = p_batch AND pg_catalog.btrim(s.external_ref, E' \t\r\n') = ref;
+            WHERE s.batch = p_batch AND pg_catalog.left(@extschema@.stage_text(s.external_ref), 200) = pg_catalog.left(ref, 200)
+                 AND @extschema@.stage_text(s.external_ref) = ref;
             reason := format('rejected_%s: %s "%s" was not loaded in this batch (account line %s)',
                              p_role, p_role, ref, lines);
         END IF;
@@ -254,7 +266,7 @@ BEGIN
     FOR r IN
         WITH RECURSIVE p AS MATERIALIZED (
             SELECT s.line, @extschema@.stage_text(s.external_ref) AS ref, @extschema@.stage_text(s.name) AS name,
-                   pg_catalog.upper(@extschema@.stage_text(s.currency)) AS currency,
+                   pg_catalog.upper(@extschema@.stage_text(s.currency) COLLATE "C") AS currency,
                    coalesce(@extschema@.stage_text(s.timezone), 'UTC') AS timezone,
                    @extschema@.stage_text(s.billing_day) AS billing_day_raw,
                    @extschema@.stage_integer(s.billing_day) AS billing_day,
@@ -296,6 +308,7 @@ BEGIN
                   WHEN p.credit_limit_raw IS NOT NULL AND p.credit_limit IS NULL
                       THEN format('invalid_credit_limit: "%s" is not a number', p.credit_limit_raw)
                   WHEN p.credit_limit < 0 THEN format('invalid_credit_limit: %s is negative', p.credit_limit)
+                  WHEN p.credit_limit >= 1e15 THEN format('invalid_credit_limit: %s has more than 15 digits before the point', p.credit_limit_raw)
                   WHEN p.low_balance_threshold_raw IS NOT NULL AND p.low_balance_threshold IS NULL
                       THEN format('invalid_low_balance_threshold: "%s" is not a number', p.low_balance_threshold_raw)
                   WHEN p.status NOT IN ('active', 'suspended', 'closed')
@@ -454,6 +467,9 @@ BEGIN
                        THEN format('invalid_amount: an opening balance must be positive, not %s (carry a debt over as an open charge)', v.amount)
                    WHEN v.amount >= 1e15
                        THEN format('invalid_amount: %s is beyond any legacy amount (at most 15 digits before the point)', v.amount_raw)
+                   WHEN v.currency IS NOT NULL AND @extschema@.currency_exponent(v.currency) IS NOT NULL
+                        AND v.amount <> round(v.amount, @extschema@.currency_exponent(v.currency))
+                       THEN format('invalid_amount: %s has more decimals than %s has', v.amount_raw, v.currency)
                    WHEN v.currency IS NULL THEN 'missing_currency: currency is empty'
                    WHEN v.currency <> v.account_currency
                        THEN format('currency_mismatch: balance in %s, account "%s" pays in %s', v.currency, v.ref, v.account_currency)
@@ -473,7 +489,7 @@ BEGIN
         FROM (SELECT s.line, acc.account_id, acc.currency AS account_currency, acc.reason AS acc_reason,
                      @extschema@.stage_text(s.account_ref) AS ref,
                      @extschema@.stage_text(s.amount) AS amount_raw, @extschema@.stage_numeric(s.amount) AS amount,
-                     pg_catalog.upper(@extschema@.stage_text(s.currency)) AS currency,
+                     pg_catalog.upper(@extschema@.stage_text(s.currency) COLLATE "C") AS currency,
                      coalesce(@extschema@.stage_text(s.reference), format('migration:%s:%s', p_batch, s.line)) AS reference,
                      @extschema@.stage_text(s.valid_until) AS valid_raw,
                      coalesce(@extschema@.stage_timestamptz(s.valid_until),
@@ -551,9 +567,9 @@ BEGIN
         FROM (SELECT s.line, acc.account_id, acc.currency AS account_currency, acc.reason AS acc_reason,
                      @extschema@.stage_text(s.account_ref) AS ref,
                      @extschema@.stage_text(s.amount) AS amount_raw, @extschema@.stage_numeric(s.amount) AS amount,
-                     pg_catalog.upper(@extschema@.stage_text(s.currency)) AS currency,
+                     pg_catalog.upper(@extschema@.stage_text(s.currency) COLLATE "C") AS currency,
                      @extschema@.stage_text(s.description) AS description,
-                     coalesce(@extschema@.stage_text(s.kind), 'one_time') AS kind,
+                     coalesce(pg_catalog.lower(@extschema@.stage_text(s.kind) COLLATE "C"), 'one_time') AS kind,
                      @extschema@.stage_text(s.occurred_at) AS occurred_raw,
                      coalesce(@extschema@.stage_timestamptz(s.occurred_at),
                               CASE WHEN @extschema@.stage_text(s.occurred_at) IS NULL THEN now() END) AS occurred_at,
@@ -615,11 +631,11 @@ BEGIN ATOMIC
             count(m.line) FILTER (WHERE m.amount IS NULL)
      FROM (SELECT e.entity, x.line, x.currency, x.load_status, x.amount
            FROM (VALUES ('balances'), ('charges')) e (entity)
-           LEFT JOIN (SELECT 'balances' AS entity, b.line, pg_catalog.upper(@extschema@.stage_text(b.currency)) AS currency,
+           LEFT JOIN (SELECT 'balances' AS entity, b.line, pg_catalog.upper(@extschema@.stage_text(b.currency) COLLATE "C") AS currency,
                              b.load_status, @extschema@.stage_numeric(b.amount) AS amount
                       FROM @extschema@.stage_balance b WHERE b.batch = p_batch
                       UNION ALL
-                      SELECT 'charges', c.line, pg_catalog.upper(@extschema@.stage_text(c.currency)),
+                      SELECT 'charges', c.line, pg_catalog.upper(@extschema@.stage_text(c.currency) COLLATE "C"),
                              c.load_status, @extschema@.stage_numeric(c.amount)
                       FROM @extschema@.stage_charge c WHERE c.batch = p_batch) x ON x.entity = e.entity) m
      GROUP BY m.entity, m.currency
@@ -695,6 +711,17 @@ BEGIN
         JOIN @extschema@.account a ON a.account_id = m.account_id
         CROSS JOIN LATERAL (SELECT @extschema@.billing_period_start(cutover, a.timezone, a.billing_day) AS cur_start) c
         WHERE NOT EXISTS (SELECT 1 FROM @extschema@.closed_period cp WHERE cp.account_id = a.account_id)
+          -- (an existing account with subscriptions or charges of its own,
+          -- not loaded by a migration, is billed by convbill already: its
+          -- periods are not the legacy system's)
+          AND NOT EXISTS (SELECT 1 FROM @extschema@.subscription su
+                          WHERE su.account_id = a.account_id
+                            AND NOT EXISTS (SELECT 1 FROM @extschema@.stage_subscription x
+                                            WHERE x.subscription_id = su.subscription_id AND x.load_status = 'loaded'))
+          AND NOT EXISTS (SELECT 1 FROM @extschema@.charge ch
+                          WHERE ch.account_id = a.account_id
+                            AND NOT EXISTS (SELECT 1 FROM @extschema@.stage_charge x
+                                            WHERE x.charge_id = ch.charge_id AND x.load_status = 'loaded'))
         ON CONFLICT DO NOTHING;
         SELECT array_agg(r) INTO after FROM @extschema@.staged_reconciliation(p_batch) r;
         IF EXISTS (SELECT 1 FROM unnest(after) a WHERE a.received <> a.loaded + a.rejected
