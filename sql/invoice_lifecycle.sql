@@ -354,3 +354,11 @@ SELECT s.account_id, s.balance,
 FROM (SELECT DISTINCT ON (account_id) account_id, balance FROM account_statement
       ORDER BY account_id, at DESC, kind DESC) s
 ORDER BY s.account_id;
+
+-- amounts beyond what convbill sums exactly (15 digits before the point) are
+-- refused (22003); the wording of a discarded draft's refund is convbill's
+-- own: a correction cannot take it (account_statement leaves those refunds
+-- out, and would have hidden it)
+SELECT pg_temp.fails($$SELECT record_payment(400, 1e15, 'huge', '2024-06-01')$$) AS huge_payment;
+SELECT pg_temp.fails($$SELECT adjust_balance(400, -1e16, 'huge')$$) AS huge_correction;
+SELECT pg_temp.fails($$SELECT adjust_balance(400, 5, 'draft invoice 1 discarded: made up')$$) AS borrowed_wording;

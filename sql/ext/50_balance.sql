@@ -809,6 +809,15 @@ BEGIN
     IF p_amount = 'NaN' OR p_amount IN ('Infinity', '-Infinity') THEN
         RAISE EXCEPTION 'adjust_balance: amount must be finite' USING ERRCODE = '22023';
     END IF;
+    IF abs(p_amount) >= 1e15 THEN
+        RAISE EXCEPTION 'adjust_balance: amount % is out of range (below 1e15 either way)', p_amount USING ERRCODE = '22003';
+    END IF;
+    -- the wording of the refund of a discarded draft (invoice_draft_deleted):
+    -- account_statement leaves those out, so it is not a correction's
+    IF p_reason LIKE 'draft invoice % discarded: %' THEN
+        RAISE EXCEPTION 'adjust_balance: a reason starting "draft invoice ... discarded:" is convbill''s own'
+            USING ERRCODE = '22023';
+    END IF;
     SELECT * INTO a FROM @extschema@.account WHERE account_id = p_account_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
