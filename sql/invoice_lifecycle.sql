@@ -185,7 +185,7 @@ SELECT format_amount(1234567.891, 'EUR') AS eur, format_amount(-0.5, 'EUR') AS e
        format_amount(1234.5, 'JPY') AS jpy, format_amount(-1234.5, 'JPY') AS jpy_neg,
        format_amount(1.2345, 'KWD') AS kwd, format_amount(0, 'KWD') AS kwd_zero,
        format_amount(999.9999, 'KWD') AS kwd_carry;
-SELECT pg_temp.fails('SELECT convbill.format_amount(1, ''XXX'')') AS bad_currency;
+SELECT pg_temp.fails('SELECT convbill.format_amount(1, ''ZZZ'')') AS bad_currency;
 SELECT pg_temp.fails('SELECT convbill.format_amount(''NaN'', ''EUR'')') AS nan;
 SELECT html_escape($$<a href="x">Tom & Jerry's</a>$$) AS escaped;
 -- the pages: totals as printed, sections in order, self-contained

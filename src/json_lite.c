@@ -242,7 +242,7 @@ parse_string(Parser *p, const char **out, size_t *outlen)
 						return fail(p, "lone surrogate in \\u escape");
 					if (cp == 0)
 						return fail(p, "\\u0000 is not allowed");
-					/* a \uXXXX escape is 6 raw bytes and decodes to at most 4 */
+					/* a \u escape (four hex digits) is 6 raw bytes and decodes to at most 4 */
 					if (cp < 0x80)
 						buf[n++] = (char) cp;
 					else if (cp < 0x800)

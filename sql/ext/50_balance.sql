@@ -795,13 +795,33 @@ END $$;
 COMMENT ON FUNCTION @extschema@.grant_allowance(bigint, text, numeric, timestamptz, timestamptz, integer, text) IS
     'grant allowance units of a service in a bucket of their own (lower priority is used first, then earliest expiry); returns its bucket_id (a retry with the same reference returns the original; the reference used for another grant: 23505)';
 
+-- Money in or out of an account's main bucket with its ledger entry, the
+-- one way adjust_balance, payments, credit notes and a discarded draft's
+-- refund move it (the caller checked the amount and holds the account).
+CREATE FUNCTION @extschema@.main_bucket_entry(p_account_id bigint, p_kind @extschema@.ledger_kind,
+                                              p_amount numeric, p_reference text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e bigint;
+BEGIN
+    WITH b AS (
+        UPDATE @extschema@.bucket SET balance = balance + p_amount
+        WHERE account_id = p_account_id AND origin = 'main'
+        RETURNING bucket_id, unit)
+    INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, reference)
+    SELECT p_account_id, p_kind, b.bucket_id, b.unit, p_amount, p_reference FROM b
+    RETURNING entry_id INTO e;
+    RETURN e;
+END $$;
+COMMENT ON FUNCTION @extschema@.main_bucket_entry(bigint, @extschema@.ledger_kind, numeric, text) IS
+    'internal: add amount to an account''s main money bucket with its ledger entry (kind, reference); returns the entry_id';
+
 CREATE FUNCTION @extschema@.adjust_balance(p_account_id bigint, p_amount numeric, p_reason text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     a @extschema@.account;
-    b bigint;
-    e bigint;
 BEGIN
     IF p_account_id IS NULL OR p_amount IS NULL OR p_reason IS NULL THEN
         RAISE EXCEPTION 'adjust_balance: account_id, amount and reason must not be NULL' USING ERRCODE = '22004';
@@ -822,13 +842,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;
-    UPDATE @extschema@.bucket SET balance = balance + p_amount
-    WHERE account_id = p_account_id AND origin = 'main'
-    RETURNING bucket_id INTO b;
-    INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, reference)
-    VALUES (p_account_id, 'adjustment', b, a.currency, p_amount, p_reason)
-    RETURNING entry_id INTO e;
-    RETURN e;
+    RETURN @extschema@.main_bucket_entry(p_account_id, 'adjustment', p_amount, p_reason);
 END $$;
 COMMENT ON FUNCTION @extschema@.adjust_balance(bigint, numeric, text) IS
     'correct an account''s main money balance by amount (a ledger adjustment with its reason); returns the ledger entry_id';

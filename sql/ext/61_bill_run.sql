@@ -332,12 +332,11 @@ BEGIN
             JOIN convbill_family f ON f.payer = c.payer
             JOIN @extschema@.subscription s ON s.account_id = f.member
             JOIN @extschema@.plan p ON p.code = s.plan_code
+            JOIN @extschema@.account m ON m.account_id = f.member
+            JOIN @extschema@.account py ON py.account_id = c.payer
             -- the subscription's end, or its account's closing if earlier
             -- (a closed payer's sections end with it)
-            CROSS JOIN LATERAL (SELECT least(s.ended_at,
-                                             (SELECT m.closed_at FROM @extschema@.account m WHERE m.account_id = f.member),
-                                             (SELECT m.closed_at FROM @extschema@.account m
-                                              WHERE m.account_id = c.payer AND c.payer <> f.member)) AS ended_at) e
+            CROSS JOIN LATERAL (SELECT least(s.ended_at, m.closed_at, py.closed_at) AS ended_at) e
             CROSS JOIN LATERAL (SELECT c.ps AS fps, c.pe AS fpe
                                 UNION ALL
                                 SELECT c.pe, @extschema@.billing_period_end(c.pe, c.timezone, c.billing_day)

@@ -218,17 +218,11 @@ BEGIN
     -- a period closed by hand before the run billed it stays closed, to bill
     UPDATE @extschema@.closed_period cp SET invoiced_by = NULL
     WHERE cp.invoiced_by = OLD.account_id AND cp.period_start = OLD.period_start AND cp.by_hand;
-    -- (written here, not by adjust_balance(), which refuses this wording to
-    -- anyone else: account_statement leaves exactly these refunds out)
+    -- (not by adjust_balance(), which refuses this wording to anyone else:
+    -- account_statement leaves exactly these refunds out)
     IF OLD.debited <> 0 THEN
-        WITH b AS (
-            UPDATE @extschema@.bucket SET balance = balance + OLD.debited
-            WHERE account_id = OLD.account_id AND origin = 'main'
-            RETURNING bucket_id, unit)
-        INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, reference)
-        SELECT OLD.account_id, 'adjustment', b.bucket_id, b.unit, OLD.debited,
-               format('draft invoice %s discarded: its taxes, discounts and rounding returned', OLD.invoice_id)
-        FROM b;
+        PERFORM @extschema@.main_bucket_entry(OLD.account_id, 'adjustment', OLD.debited,
+            format('draft invoice %s discarded: its taxes, discounts and rounding returned', OLD.invoice_id));
     END IF;
     RETURN NULL;
 END $$;
@@ -451,7 +445,6 @@ DECLARE
     e integer;
     cn bigint;
     num text;
-    b bigint;
 BEGIN
     IF p_amount IS NULL OR p_reason IS NULL THEN
         RAISE EXCEPTION 'credit_note: amount and reason must not be NULL' USING ERRCODE = '22004';
@@ -504,11 +497,7 @@ BEGIN
         UPDATE @extschema@.invoice SET status = 'void' WHERE account_id = acc AND invoice_id = p_invoice_id;
     END IF;
 
-    UPDATE @extschema@.bucket SET balance = balance + p_amount
-    WHERE account_id = acc AND origin = 'main'
-    RETURNING bucket_id INTO b;
-    INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, reference)
-    VALUES (acc, 'adjustment', b, inv.currency, p_amount, num);
+    PERFORM @extschema@.main_bucket_entry(acc, 'adjustment', p_amount, num);
     RETURN cn;
 END $$;
 COMMENT ON FUNCTION @extschema@.credit_note(bigint, numeric, text) IS
@@ -526,7 +515,6 @@ DECLARE
     e integer;
     pid bigint;
     prev numeric;
-    b bigint;
 BEGIN
     IF p_account_id IS NULL OR p_amount IS NULL OR p_reference IS NULL OR p_received_at IS NULL THEN
         RAISE EXCEPTION 'record_payment: account_id, amount, reference and received_at must not be NULL'
@@ -579,11 +567,7 @@ BEGIN
         RETURN pid;
     END IF;
 
-    UPDATE @extschema@.bucket SET balance = balance + p_amount
-    WHERE account_id = p_account_id AND origin = 'main'
-    RETURNING bucket_id INTO b;
-    INSERT INTO @extschema@.ledger (account_id, kind, bucket_id, unit, amount, reference)
-    VALUES (p_account_id, 'payment', b, a.currency, p_amount, p_reference);
+    PERFORM @extschema@.main_bucket_entry(p_account_id, 'payment', p_amount, p_reference);
 
     -- oldest open invoice first (by the period it bills, not by when it was
     -- finalized); what is left stays on the balance as credit
