@@ -1047,7 +1047,9 @@ set_aside(Batch *b, int k0, int64 account, int32 svc, TimestampTz now, Timestamp
  * and more, so the sessions with the fewest buckets to draw on draw first.
  * Held units those buckets no longer cover (another charge took units a
  * session counted on) are set aside from the other buckets valid now, as
- * far as they go: units of a session are never given to rating.
+ * far as they go: units of a session are never given to rating.  Online
+ * requests and one-shot events set holds aside by the same rule in SQL
+ * (allowance_takes(), sql/ext/50_balance.sql): change both together.
  */
 static void
 load_buckets(Batch *b)
