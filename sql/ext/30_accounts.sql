@@ -172,9 +172,10 @@ COMMENT ON COLUMN @extschema@.account.external_ref IS
 CREATE FUNCTION @extschema@.billed_until(p_account_id bigint) RETURNS timestamptz
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN (SELECT max(cp.period_end) FROM @extschema@.closed_period cp
-            WHERE cp.account_id OPERATOR(pg_catalog.=) ANY (ARRAY[p_account_id, @extschema@.payer_of(p_account_id)])
-              AND cp.invoiced_by IS NOT NULL);
+    -- (invoiced_by in the aggregate: the lookup goes by the account's key,
+    -- never by closed_period_invoiced_by with its every closed period)
+    RETURN (SELECT max(cp.period_end) FILTER (WHERE cp.invoiced_by IS NOT NULL) FROM @extschema@.closed_period cp
+            WHERE cp.account_id OPERATOR(pg_catalog.=) ANY (ARRAY[p_account_id, @extschema@.payer_of(p_account_id)]));
 END $$;
 COMMENT ON FUNCTION @extschema@.billed_until(bigint) IS
     'internal: the end of the last period a bill run closed for the account or its payer (NULL: none)';

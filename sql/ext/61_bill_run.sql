@@ -269,8 +269,11 @@ BEGIN
                                      WHERE f.payer = c2.payer AND ch.invoice_id IS NULL AND ch.period_start < c2.ps))
                            AS from_ts
                     FROM convbill_chunk c2
-                    CROSS JOIN LATERAL (SELECT max(cp.period_end) AS until FROM @extschema@.closed_period cp
-                                        WHERE cp.account_id = c2.payer AND cp.invoiced_by IS NOT NULL) cl) x) r
+                    -- (invoiced_by in the aggregate: by the payer's key, not
+                    -- by closed_period_invoiced_by, which a run fills as it
+                    -- goes while its statistics may say it is empty)
+                    CROSS JOIN LATERAL (SELECT max(cp.period_end) FILTER (WHERE cp.invoiced_by IS NOT NULL) AS until
+                                        FROM @extschema@.closed_period cp WHERE cp.account_id = c2.payer) cl) x) r
         WHERE r.payer = c.payer AND r.ps < c.ps;
         -- a concurrent run invoiced the period while we looked: its next
         -- period, if it has ended, is still to check
