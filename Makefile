@@ -22,7 +22,7 @@ DATA        = $(wildcard sql/$(EXTENSION)--*--*.sql)
 # pg_regress: sql/NAME.sql against expected/NAME.out, one file per concern.
 REGRESS      = tariff_io tariff_errors tariff_models tariff_increments_rounding \
                tariff_time_bands tariff_cycle \
-               catalog_destination catalog_accounts rating online invoice_math invoice_lifecycle bill_run jobs analytics anomaly security migration
+               catalog_destination catalog_accounts rating online invoice_math invoice_lifecycle bill_run jobs analytics anomaly security migration api_names
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 EXTRA_CLEAN = test/fuzz/tariff_fuzz results regression.diffs regression.out

@@ -512,9 +512,9 @@ WHERE e.source = 'msc-fra1' AND e.started_at >= '2026-11-17 08:00+00' AND e.star
 
 \echo
 \echo '=== 19. A one-time charge with an idempotency key, sent twice (the client retried) ==='
-SELECT add_charge(account_id, 25.00, 'One-time setup fee', p_at => '2026-11-20 10:00+01', p_reference => 'setup-fee-123') AS first_call
+SELECT add_charge(account_id, 25.00, 'One-time setup fee', at => '2026-11-20 10:00+01', reference => 'setup-fee-123') AS first_call
 FROM account WHERE external_ref = 'ML-010' \gset
-SELECT add_charge(account_id, 25.00, 'One-time setup fee', p_at => '2026-11-20 10:00+01', p_reference => 'setup-fee-123') AS second_call
+SELECT add_charge(account_id, 25.00, 'One-time setup fee', at => '2026-11-20 10:00+01', reference => 'setup-fee-123') AS second_call
 FROM account WHERE external_ref = 'ML-010' \gset
 SELECT :first_call AS first_call, :second_call AS second_call,
        (SELECT count(*) FROM charge WHERE reference = 'setup-fee-123') AS charges_with_reference;

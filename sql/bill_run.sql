@@ -754,7 +754,8 @@ SELECT discard_draft(i.invoice_id) FROM invoice i WHERE i.account_id = 9002 AND 
 \echo :LAST_ERROR_SQLSTATE
 -- payments go to the oldest period first, whatever order the invoices were
 -- finalized in: October (10.00) finalized before September (15.00); 15.00
--- paid: September 15.00, October nothing
+-- paid: August's draft (10.00, still open) is the oldest, so 10.00 is kept
+-- for it (allocated when it is final), September gets 5.00, October nothing
 SELECT finalize_invoice(i.invoice_id) IS NOT NULL AS finalized FROM invoice i
 WHERE i.account_id = 9002 AND i.period_start = '2027-10-01 00:00+00';
 SELECT finalize_invoice(i.invoice_id) IS NOT NULL AS finalized FROM invoice i
@@ -844,7 +845,9 @@ SELECT b.account_id, b.balance FROM bucket b WHERE b.account_id IN (9006, 9007) 
 -- prorated over the full new period.  Fee 31.00 a month.
 --   9008, Berlin -> New York after January: January 31.00; then from
 --   Feb 1 00:00 Berlin (Jan 31 18:00 in New York) to Feb 1 00:00 New York,
---   1 local day (Jan 31) of 31: 1.00; then February in New York 31.00.
+--   the 6 hours of Jan 31 after 18:00 (the rest of that day was billed in
+--   Berlin's January) of 31 days: 31.00 x 0.25/31 = 0.25 (the whole day,
+--   1.00, billed 18 hours twice); then February in New York 31.00.
 --   9009, billing day 1 -> 15 after January: January 31.00; then Feb 1 to
 --   Feb 15, 14 days of the 31 of Jan 15 - Feb 15: 14.00; then Feb 15 - Mar 15
 --   31.00.
@@ -938,3 +941,118 @@ SELECT to_char(period_start, 'YYYY-MM') AS period, invoiced_by, by_hand
 FROM closed_period WHERE account_id = 9014 ORDER BY 1;
 SELECT run_billing('2028-12-01 00:00+00') >= 1 AS billed_again;
 SELECT to_char(i.period_start, 'YYYY-MM') AS period, i.total FROM invoice i WHERE i.account_id = 9014 ORDER BY 1;
+
+-- The first period after a change of time zone or billing day (2029): it
+-- runs from the end of the last invoiced period to the next boundary of the
+-- new settings.  Its fee counts local days of the new zone over the full new
+-- period, but the local day it starts in (after a time-zone change, a local
+-- time other than midnight) counts only for the part of it in the period
+-- (the rest was billed in the old zone): over the old periods and it, no
+-- time is billed twice and none is skipped.  Usage goes on the invoice of the
+-- period it happened in; late usage (of an invoiced period) on the next one
+-- not invoiced: usage of the first period rated after the change used to be
+-- pushed past it, a period late, as if the new settings' period containing
+-- it were closed.  Fee 31.00 a month (M31, sms 0.10; ADV 30.00 in advance).
+--   9015, Kiritimati (UTC+14) -> Pago Pago (UTC-11) after January: January
+--   [Dec 31 10:00, Jan 31 10:00 UTC) 31.00; then to Feb 1 00:00 Pago Pago
+--   (Feb 1 11:00 UTC), 25 hours: from Jan 30 23:00 local, 1 hour of Jan 30
+--   and all of Jan 31 of the 31 days of Jan 1 - Feb 1: 31.00 x (1/24 + 1)/31
+--   = 1.041667 -> 1.04 (the start day counted whole: 2 days, 2.00), and sms
+--   k1 (20 Jan: late) and k2 (Jan 30 23:30 local) 0.20: 1.24; then February
+--   in Pago Pago 31.00 + k3 0.10 = 31.10.
+--   9016, Pago Pago -> Kiritimati after January [Jan 1 11:00, Feb 1 11:00
+--   UTC) 31.00: then from Feb 2 01:00 local to Mar 1 00:00 local (647 of the
+--   672 hours of February): 23 hours of Feb 2 and 26 days of the 28:
+--   31.00 x (23/24 + 26)/28 = 31.00 x 647/672 = 29.846726 -> 29.85 (27
+--   days: 29.89), and sms m1 (Feb 2 02:00 local) 0.10: 29.95; no March
+--   invoice (the subscription ended on Mar 1 local).
+--   9017, advance, Berlin -> New York after January: January 30.00 and
+--   February (Berlin) 30.00 ahead: 60.00; then Jan 31 18:00 to Feb 1 00:00
+--   New York, 6 hours of Jan 31 of 31 days: 30.00 x 0.25/31 = 0.241935, of
+--   which 30.00 was charged ahead: correction -29.758065 -> -29.76 (a whole
+--   day: -29.03), and February in New York ahead 30.00: 0.24.  The February
+--   period after it has nothing left to bill: no invoice.
+--   9018, billing day 1 -> 15 after January (UTC): January 31.00; then Feb 1
+--   - Feb 15, 14 of the 31 days of Jan 15 - Feb 15: 14.00, with sms d1 (Jan
+--   10) and d1b (Jan 20), late, and d2 (Feb 5): 0.30: 14.30; then Feb 15 -
+--   Mar 15 31.00 + d3 (Feb 20) 0.10 = 31.10.  d4 (Feb 10), rated after both
+--   were invoiced, goes on the next one: Mar 15 - Apr 15, 0.10.
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9015, 'move-15', 'Move 15', 'EUR', 'Pacific/Kiritimati', 1),
+    (9016, 'move-16', 'Move 16', 'EUR', 'Pacific/Pago_Pago', 1),
+    (9017, 'move-17', 'Move 17', 'EUR', 'Europe/Berlin', 1),
+    (9018, 'move-18', 'Move 18', 'EUR', 'UTC', 1);
+SELECT count(unsubscribe(subscribe(x.acc, x.plan, x.start), x.until)) AS subscriptions
+FROM (VALUES
+    (9015, 'M31', '2029-01-01 00:00 Pacific/Kiritimati'::timestamptz, '2029-03-01 00:00 Pacific/Pago_Pago'::timestamptz),
+    (9016, 'M31', '2029-01-01 00:00 Pacific/Pago_Pago', '2029-03-01 00:00 Pacific/Kiritimati'),
+    (9017, 'ADV', '2029-01-01 00:00 Europe/Berlin', '2029-03-01 00:00 America/New_York'),
+    (9018, 'M31', '2029-01-01 00:00+00', '2029-03-15 00:00+00')) x(acc, plan, start, until);
+-- every January has ended (Pago Pago's last, at Feb 1 11:00 UTC)
+SELECT run_billing('2029-02-01 11:00+00') >= 4 AS billed;
+UPDATE account SET timezone = 'Pacific/Pago_Pago' WHERE account_id = 9015;
+UPDATE account SET timezone = 'Pacific/Kiritimati' WHERE account_id = 9016;
+UPDATE account SET timezone = 'America/New_York' WHERE account_id = 9017;
+UPDATE account SET billing_day = 15 WHERE account_id = 9018;
+-- where a charge goes now: the first period of the new settings (late usage
+-- of January too), not the one after it
+SELECT x.acc, x.at, open_period(x.acc, x.at)
+FROM (VALUES (9015, '2029-01-20 12:00+00'::timestamptz), (9015, '2029-01-31 10:30+00'),
+             (9016, '2029-02-01 12:00+00'), (9018, '2029-01-10 12:00+00'),
+             (9018, '2029-02-05 12:00+00'), (9018, '2029-02-20 12:00+00')) x(acc, at);
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (9015, 'net', 'k1', 'sms', 1, '2029-01-20 12:00+00'),   -- late: in January (Kiritimati)
+    (9015, 'net', 'k2', 'sms', 1, '2029-01-31 10:30+00'),   -- Jan 30 23:30 Pago Pago: the 25 hours
+    (9015, 'net', 'k3', 'sms', 1, '2029-02-01 11:00+00'),   -- Feb 1 00:00 Pago Pago: February
+    (9016, 'net', 'm1', 'sms', 1, '2029-02-01 12:00+00'),   -- Feb 2 02:00 Kiritimati: the first period
+    (9018, 'net', 'd1', 'sms', 1, '2029-01-10 12:00+00'),   -- late: in January
+    (9018, 'net', 'd1b', 'sms', 1, '2029-01-20 12:00+00'),  -- late: in January
+    (9018, 'net', 'd2', 'sms', 1, '2029-02-05 12:00+00'),   -- Feb 1 - Feb 15
+    (9018, 'net', 'd3', 'sms', 1, '2029-02-20 12:00+00');   -- Feb 15 - Mar 15
+SELECT rate_pending() AS rated;
+SELECT run_billing('2029-03-15 00:00+00') >= 7 AS billed;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (9018, 'net', 'd4', 'sms', 1, '2029-02-10 12:00+00');   -- late: Feb 1 - Feb 15 and the next are invoiced
+SELECT rate_pending() AS rated;
+SELECT run_billing('2029-04-15 00:00+00') >= 1 AS billed;
+SELECT i.account_id, i.period_start, i.period_end,
+       round(extract(epoch FROM i.period_end - i.period_start) / 3600) AS hours, i.total
+FROM invoice i WHERE i.account_id BETWEEN 9015 AND 9018 AND i.kind = 'invoice'
+ORDER BY i.account_id, i.period_start;
+SELECT i.account_id, i.period_start, l.line_no, l.description, l.quantity, l.amount
+FROM invoice i JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE i.account_id BETWEEN 9015 AND 9018 ORDER BY i.account_id, i.period_start, l.line_no;
+-- each event on the invoice of its period (late ones: of the next open one)
+SELECT c.account_id, c.external_id, c.occurred_at, c.period_start, i.period_start AS invoiced_in
+FROM charge c JOIN invoice i ON i.account_id = c.account_id AND i.invoice_id = c.invoice_id
+WHERE c.account_id BETWEEN 9015 AND 9018 AND c.kind = 'usage' ORDER BY c.account_id, c.external_id;
+
+-- The first period after a change of billing day gets its share of the plan
+-- allowances, as its fee is prorated: the period [Feb 1, Feb 15) of 9019
+-- (billing day 1 -> 15, UTC) is 14 of the 31 days of the new settings'
+-- period [Jan 15, Feb 15), so 31 SMS a month give trunc(31 * 14 / 31) = 14
+-- there (it got all 31 before); the 20 SMS sent in it leave 6 to pay at
+-- 0.10: 0.60, and the fee 14.00.  (January had no usage: its allowance was
+-- never needed, so never granted.)
+INSERT INTO plan (code, name, currency, recurring_fee, billing, allowances) VALUES
+    ('A31', 'Mobile 31 with SMS', 'EUR', 31.00, 'arrears', '{"sms": 31}');
+INSERT INTO plan_rate (plan_code, service, zone, tariff) VALUES ('A31', 'sms', NULL, '{"price": "0.10"}');
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9019, 'move-19', 'Move 19', 'EUR', 'UTC', 1);
+SELECT subscribe(9019, 'A31', '2029-01-01 00:00+00') > 0 AS subscribed;
+SELECT run_billing('2029-02-01 00:00+00') >= 1 AS billed;
+UPDATE account SET billing_day = 15 WHERE account_id = 9019;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+SELECT 9019, 'net', 'a' || g, 'sms', 1, '2029-02-05 12:00+00'::timestamptz + g * interval '1 minute'
+FROM generate_series(1, 20) g;
+SELECT rate_pending() AS rated;
+SELECT b.valid_from, b.valid_until, b.balance + coalesce((SELECT -sum(l.amount) FROM ledger l
+                                         WHERE l.account_id = b.account_id AND l.bucket_id = b.bucket_id
+                                           AND l.kind = 'debit'), 0) AS granted, b.balance AS left_over
+FROM bucket b WHERE b.account_id = 9019 AND b.origin = 'plan' ORDER BY b.valid_from;
+SELECT count(*) AS charged_sms, sum(c.amount) AS amount
+FROM charge c WHERE c.account_id = 9019 AND c.kind = 'usage' AND c.amount > 0;
+SELECT run_billing('2029-02-15 00:00+00') AS invoices;
+SELECT i.period_start, i.period_end, l.description, l.quantity, l.amount
+FROM invoice i JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE i.account_id = 9019 AND i.period_start = '2029-02-01 00:00+00' ORDER BY l.line_no;

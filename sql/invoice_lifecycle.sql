@@ -328,6 +328,159 @@ SELECT record_payment(200, 2000, 'JP-1', '2024-05-10 00:00+09') > 0 AS jpy_paid;
 SELECT number, paid, open FROM invoice_settlement WHERE account_id = 200 ORDER BY invoice_id;
 
 -------------------------------------------------------------------------------
+-- Payments while drafts are open: oldest period first, whatever order the
+-- drafts are finalized in.  A payment is allocated as if every draft were
+-- final; what would go to a draft is kept for it until it is final.
+-- Accounts 600 and 601 get the same invoices and payments; 600 finalizes
+-- October before September, 601 September before October; both must end
+-- with the same allocations.  The invoices are made as the bill run makes
+-- them: last_payment_id = the payer's latest payment when the period was
+-- billed (money paid until then is in its prepaid, and never allocated to
+-- it).
+--   June       8.00, final, credited in full: void (nothing to pay)
+--   August    30.00, final, credited 10.00: open 20.00
+--   PRE       25.00: August 20.00; 5.00 left, September's prepaid
+--   September 40.00, prepaid 5.00, due 35.00: billed after PRE, a draft
+--   MID       10.00: kept for September (25.00 still due)
+--   October   50.00, due 50.00: billed after MID (MID may not pay it), a draft
+--   BIG       60.00: 25.00 kept for September, 35.00 for October
+--   LATE       7.00: (after the first finalize) October 7.00
+-- In the end, payments in the order recorded, periods oldest first:
+--   MID 10.00 -> September (35.00 due, 25.00 left)
+--   BIG 60.00 -> September 25.00 (paid), October 35.00 (15.00 left)
+--   LATE 7.00 -> October 7.00 (8.00 left)
+-- Before the fix 600 gave BIG's 50.00 to October when it was finalized
+-- first (September a draft), and September kept 35.00 - 10.00 (MID) -
+-- 10.00 (BIG's rest) = 15.00 open although the money had come in for it.
+-------------------------------------------------------------------------------
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES
+    (600, 'ORDER-A', 'Order A', 'EUR', 'UTC'), (601, 'ORDER-B', 'Order B', 'EUR', 'UTC');
+-- invoice ids: account 600 -> 6006 (June) .. 6010 (October), 601 -> 6106 .. 6110
+CREATE FUNCTION pg_temp.billed(inv bigint, acc bigint, total numeric, prepaid numeric, month integer)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_temp.draft(inv, acc, 'EUR', total, 0, 0, prepaid,
+                          make_timestamptz(2024, month + 1, 2, 10, 0, 0, 'UTC'),
+                          make_timestamptz(2024, month, 1, 0, 0, 0, 'UTC'),
+                          make_timestamptz(2024, month + 1, 1, 0, 0, 0, 'UTC'));
+    PERFORM pg_temp.line(inv, 1, 'one_time', total);
+    UPDATE convbill.invoice
+    SET last_payment_id = coalesce((SELECT max(p.payment_id) FROM convbill.payment p WHERE p.account_id = acc), 0)
+    WHERE account_id = acc AND invoice_id = inv;
+END $$;
+CREATE FUNCTION pg_temp.two_drafts(acc bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    b bigint := 6000 + (acc - 600) * 100;
+BEGIN
+    PERFORM convbill.record_payment(acc, 25.00, 'PRE', '2024-09-20 10:00+00');
+    PERFORM pg_temp.billed(b + 9, acc, 40.00, 5.00, 9);
+    PERFORM convbill.record_payment(acc, 10.00, 'MID', '2024-10-20 10:00+00');
+    PERFORM pg_temp.billed(b + 10, acc, 50.00, 0, 10);
+    PERFORM convbill.record_payment(acc, 60.00, 'BIG', '2024-11-05 10:00+00');
+END $$;
+-- what each payment paid, oldest payment first
+CREATE FUNCTION pg_temp.allocations(acc bigint)
+RETURNS TABLE (payment text, period text, amount numeric) LANGUAGE sql AS $$
+    SELECT p.reference, to_char(i.period_start, 'YYYY-MM'), a.amount
+    FROM convbill.payment_allocation a
+    JOIN convbill.payment p ON p.account_id = a.account_id AND p.payment_id = a.payment_id
+    JOIN convbill.invoice i ON i.account_id = a.account_id AND i.invoice_id = a.invoice_id
+    WHERE a.account_id = acc ORDER BY p.payment_id, i.period_start
+$$;
+SELECT pg_temp.billed(b + 6, acc, 8.00, 0, 6), pg_temp.billed(b + 8, acc, 30.00, 0, 8)
+FROM (VALUES (600, 6000), (601, 6100)) v(acc, b);
+SELECT finalize_invoice(i) IS NOT NULL AS final FROM unnest('{6006,6008,6106,6108}'::bigint[]) i;
+-- (one statement each: the credit notes are issued now(), in this order)
+SELECT credit_note(6006, 8.00, 'Not used') > 0 AS june_void;
+SELECT credit_note(6008, 10.00, 'Outage') > 0 AS august_credited;
+SELECT credit_note(6106, 8.00, 'Not used') > 0 AS june_void;
+SELECT credit_note(6108, 10.00, 'Outage') > 0 AS august_credited;
+SELECT pg_temp.two_drafts(600), pg_temp.two_drafts(601);
+-- both: PRE 20.00 to August, nothing else yet (MID and BIG kept)
+SELECT 600 AS account, * FROM pg_temp.allocations(600)
+UNION ALL SELECT 601, * FROM pg_temp.allocations(601);
+-- (June and August billed before any payment, September after PRE, October after MID)
+SELECT to_char(i.period_start, 'YYYY-MM') AS period, i.status, i.amount_due, p.reference AS billed_after
+FROM invoice i LEFT JOIN payment p ON p.account_id = i.account_id AND p.payment_id = i.last_payment_id
+WHERE i.account_id = 600 AND i.kind = 'invoice' ORDER BY i.period_start;
+
+-- 600: October first.  What September is due stays kept for it (MID
+-- 10.00, BIG 25.00); BIG's other 35.00 pays October now
+SELECT finalize_invoice(6010) IS NOT NULL AS october_final;
+SELECT * FROM pg_temp.allocations(600);                                 -- PRE August 20.00, BIG October 35.00
+-- a payment now: September's 35.00 is kept already, LATE pays October 7.00
+SELECT record_payment(600, 7.00, 'LATE', '2024-11-20 10:00+00') > 0 AS late;
+SELECT count(*) AS late_allocations FROM payment_allocation a JOIN payment p USING (account_id, payment_id)
+WHERE p.account_id = 600 AND p.reference = 'LATE';                      -- 1
+-- a retry of BIG returns it and changes nothing
+SELECT record_payment(600, 60.00, 'BIG', '2024-11-05 10:00+00') = (SELECT payment_id FROM payment
+       WHERE account_id = 600 AND reference = 'BIG') AS same_payment;
+SELECT (SELECT count(*) FROM payment WHERE account_id = 600) AS payments,            -- 4
+       (SELECT count(*) FROM payment_allocation WHERE account_id = 600) AS allocations, -- 3
+       (SELECT count(*) FROM ledger WHERE account_id = 600 AND kind = 'payment') AS entries;  -- 4
+-- then September: the MID 10.00 and BIG 25.00 kept for it
+SELECT finalize_invoice(6009) IS NOT NULL AS september_final;
+SELECT * FROM pg_temp.allocations(600);
+
+-- 601: September first: MID 10.00 and BIG 25.00 to it; BIG's 35.00 left
+-- is kept for October, a draft
+SELECT finalize_invoice(6109) IS NOT NULL AS september_final;
+SELECT * FROM pg_temp.allocations(601);
+SELECT record_payment(601, 7.00, 'LATE', '2024-11-20 10:00+00') > 0 AS late;      -- kept for October too
+SELECT finalize_invoice(6110) IS NOT NULL AS october_final;
+SELECT * FROM pg_temp.allocations(601);
+-- the same allocations, whatever the order (0 rows)
+(SELECT * FROM pg_temp.allocations(600) EXCEPT ALL SELECT * FROM pg_temp.allocations(601))
+UNION ALL
+(SELECT * FROM pg_temp.allocations(601) EXCEPT ALL SELECT * FROM pg_temp.allocations(600));
+
+-- nothing is open before October any more: a payment now pays it; 10.00
+-- -> October 8.00 (50.00 - 42.00), 2.00 stays as credit
+SELECT record_payment(600, 10.00, 'FIN', '2024-12-01 10:00+00') > 0 AS fin,
+       record_payment(601, 10.00, 'FIN', '2024-12-01 10:00+00') > 0 AS fin;
+-- June void (credited 8.00), August credited 10.00 + paid 20.00, September
+-- paid 35.00, October paid 42.00 + 8.00: nothing open
+SELECT s.account_id, to_char(i.period_start, 'YYYY-MM') AS period, s.status, s.amount_due, s.paid, s.credited, s.open
+FROM invoice_settlement s JOIN invoice i USING (account_id, invoice_id)
+WHERE s.account_id IN (600, 601) ORDER BY s.account_id, i.period_start;
+-- per payment: PRE 20.00 of 25.00 (5.00 was September's prepaid), MID 10.00,
+-- BIG 60.00, LATE 7.00, FIN 8.00 of 10.00
+SELECT p.account_id, p.reference, p.amount, coalesce(sum(a.amount), 0) AS allocated
+FROM payment p LEFT JOIN payment_allocation a USING (account_id, payment_id)
+WHERE p.account_id IN (600, 601) GROUP BY p.account_id, p.payment_id ORDER BY p.account_id, p.payment_id;
+-- money: payments 25 + 10 + 60 + 7 + 10 = 112.00, credit notes 8 + 10 =
+-- 18.00: 130.00 on the balance (these invoices were made by hand: the bill
+-- run's debits are not there)
+SELECT * FROM pg_temp.money(600);
+
+-- A credit note on a later invoice while money is kept for an older draft.
+-- 602: September 20.00 and October 30.00, both billed before any
+-- payment (drafts); October finalized; 45.00 paid: 20.00 kept for
+-- September, October 25.00 (5.00 open); October credited 10.00: paid 25.00
+-- + credited 10.00, nothing open (the 5.00 over stays on the balance as
+-- credit); September finalized: the 20.00 kept for it.  (Before the fix:
+-- October paid 30.00, September 15.00 with 5.00 open.)
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (602, 'ORDER-C', 'Order C', 'EUR', 'UTC');
+SELECT pg_temp.billed(6209, 602, 20.00, 0, 9), pg_temp.billed(6210, 602, 30.00, 0, 10);
+SELECT finalize_invoice(6210) IS NOT NULL AS october_final;
+SELECT record_payment(602, 45.00, 'C-1', '2024-11-05 10:00+00') > 0 AS paid;
+SELECT credit_note(6210, 10.00, 'Outage') > 0 AS credited;
+SELECT finalize_invoice(6209) IS NOT NULL AS september_final;
+SELECT * FROM pg_temp.allocations(602);
+SELECT to_char(i.period_start, 'YYYY-MM') AS period, s.amount_due, s.paid, s.credited, s.open
+FROM invoice_settlement s JOIN invoice i USING (account_id, invoice_id)
+WHERE s.account_id = 602 ORDER BY i.period_start;
+
+-- never (0 each, every account of this test): a payment allocated beyond
+-- its amount, an invoice paid beyond its amount due, money allocated to a
+-- draft or to an invoice billed after the payment (in its prepaid)
+SELECT (SELECT count(*) FROM (SELECT 1 FROM payment p JOIN payment_allocation a USING (account_id, payment_id)
+                              GROUP BY p.account_id, p.payment_id, p.amount HAVING sum(a.amount) > p.amount) x) AS over_payment,
+       (SELECT count(*) FROM invoice_settlement WHERE paid > amount_due) AS over_invoice,
+       (SELECT count(*) FROM payment_allocation a JOIN invoice i USING (account_id, invoice_id)
+        WHERE i.status = 'draft' OR a.payment_id <= i.last_payment_id) AS not_payable;
+
+-------------------------------------------------------------------------------
 -- account_statement
 -------------------------------------------------------------------------------
 -- Payer Inc: A +30 = 30; B +50 = 80 (its prepaid 10.00 is in its
@@ -346,7 +499,10 @@ SELECT CASE WHEN at > '2025-01-01' THEN 'now' ELSE at::text END AS at,
        kind, document, description, debit, credit, balance
 FROM account_statement WHERE account_id = 100;
 -- the last balance of each account is what was invoiced minus credit notes,
--- payments and the money put on its balance (top-ups, corrections: none here)
+-- payments and the money put on its balance (top-ups, corrections: none here).
+-- 600 and 601: invoiced 8 + 30 + 40 + 50 = 128.00, credited 18.00, paid
+-- 112.00: -2.00 (FIN's 2.00 left; PRE's 5.00 left paid September as its
+-- prepaid, not a line of its own); 602: 50.00 - 10.00 - 45.00 = -5.00.
 SELECT s.account_id, s.balance,
        (SELECT coalesce(sum(i.total), 0) FROM invoice i
         WHERE i.account_id = s.account_id AND i.status <> 'draft')

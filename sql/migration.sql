@@ -1,8 +1,9 @@
 -- Migration from a legacy BSS (SPEC section 7): a messy batch COPYed into the
 -- all-text staging tables, load_staged's dry run (no trace), the load (what
 -- it created, every reject with its reason, the reconciliation), a re-run
--- (nothing twice) and a fixed reject retried.  Every expected number is
--- worked out by hand in the comments.
+-- (nothing twice) and a fixed reject retried; the cutover (legacy
+-- subscriptions billed from it, fees the legacy system billed ahead not
+-- billed again).  Every expected number is worked out by hand in the comments.
 -- a fresh, empty catalog for this file (pg_regress runs every file in one database)
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS convbill CASCADE;
@@ -23,11 +24,12 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 -- what the real tables hold, to prove a dry run or a re-run changed nothing
 CREATE FUNCTION pg_temp.footprint() RETURNS text LANGUAGE sql AS $$
-    SELECT format('accounts %s, subscriptions %s, buckets %s, ledger %s (sum %s), charges %s (sum %s)',
+    SELECT format('accounts %s, subscriptions %s, buckets %s, ledger %s (sum %s), charges %s (sum %s), closed periods %s, legacy cutovers %s, legacy fees %s',
                   (SELECT count(*) FROM convbill.account), (SELECT count(*) FROM convbill.subscription),
                   (SELECT count(*) FROM convbill.bucket), (SELECT count(*) FROM convbill.ledger),
                   (SELECT sum(amount) FROM convbill.ledger), (SELECT count(*) FROM convbill.charge),
-                  (SELECT sum(amount) FROM convbill.charge))
+                  (SELECT sum(amount) FROM convbill.charge), (SELECT count(*) FROM convbill.closed_period),
+                  (SELECT count(*) FROM convbill.legacy_cutover), (SELECT count(*) FROM convbill.legacy_fee))
 $$;
 CREATE FUNCTION pg_temp.stage_states() RETURNS TABLE (entity text, load_status text, rows bigint, with_reason bigint, with_id bigint)
 LANGUAGE sql AS $$
@@ -216,9 +218,13 @@ WHERE s.load_status = 'loaded' ORDER BY a.account_id;
 -- every rejected account and why (C-112: its parent was rejected; C-113: the account table's guard)
 SELECT line, external_ref, reject_reason FROM stage_account WHERE load_status = 'rejected' ORDER BY line;
 
--- subscriptions: C-100 from 2026-09-30 22:00 UTC (local midnight +02), quantity 3;
--- C-101 from midnight in the session's zone (UTC); C-102 ended; C-117 from 08:00 in New York
--- (EST, UTC-5, since 02:00 that day: 13:00 UTC)
+-- subscriptions run from their account's cutover at the earliest (billed from there;
+-- the staged started_at keeps the legacy start): C-100 (legacy 2026-10-01 00:00+02,
+-- quantity 3) and C-101 (legacy 2026-10-15 in the session's zone, UTC) from
+-- 2026-11-01 00:00 Berlin = 2026-10-31 23:00 UTC; C-102 (Kiritimati, day 28: cut
+-- over at 2026-10-28 00:00+14 = 2026-10-27 10:00 UTC) from its legacy start, and
+-- ended; C-117 (New York, day 5) from 2026-11-05 00:00 EST = 05:00 UTC, not its
+-- legacy 08:00 EST on 1 November (13:00 UTC)
 SELECT a.external_ref, u.plan_code, u.quantity, u.started_at, u.ended_at
 FROM stage_subscription s JOIN subscription u ON u.account_id = s.account_id AND u.subscription_id = s.subscription_id
 JOIN account a ON a.account_id = u.account_id
@@ -259,6 +265,26 @@ WHERE b.balance <> (SELECT coalesce(sum(l.amount), 0) FROM ledger l WHERE l.acco
 CREATE TEMP TABLE after_run1 AS SELECT pg_temp.footprint() AS f;
 SELECT entity, currency, received, loaded, rejected, loaded_now FROM load_staged('legacy-2026-11');
 SELECT pg_temp.footprint() = (SELECT f FROM after_run1) AS rerun_changed_nothing;
+-- Every loaded row sent back to pending (a DBA retrying the whole batch): each
+-- stays loaded with the id it has; nothing is loaded twice or rejected as a
+-- duplicate of itself (loaded_now 0 everywhere, same footprint, same ids)
+CREATE TEMP TABLE ids_run1 AS
+SELECT 'a' AS t, line, account_id AS id FROM stage_account WHERE batch = 'legacy-2026-11' AND load_status = 'loaded'
+UNION ALL SELECT 's', line, subscription_id FROM stage_subscription WHERE batch = 'legacy-2026-11' AND load_status = 'loaded'
+UNION ALL SELECT 'b', line, entry_id FROM stage_balance WHERE batch = 'legacy-2026-11' AND load_status = 'loaded'
+UNION ALL SELECT 'c', line, charge_id FROM stage_charge WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
+UPDATE stage_account SET load_status = 'pending' WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
+UPDATE stage_subscription SET load_status = 'pending' WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
+UPDATE stage_balance SET load_status = 'pending' WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
+UPDATE stage_charge SET load_status = 'pending' WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
+SELECT entity, currency, received, loaded, rejected, loaded_now FROM load_staged('legacy-2026-11');
+SELECT pg_temp.footprint() = (SELECT f FROM after_run1) AS repending_changed_nothing;
+SELECT count(*) AS ids_changed FROM (
+    (SELECT 'a' AS t, line, account_id AS id FROM stage_account WHERE batch = 'legacy-2026-11' AND load_status = 'loaded'
+     UNION ALL SELECT 's', line, subscription_id FROM stage_subscription WHERE batch = 'legacy-2026-11' AND load_status = 'loaded'
+     UNION ALL SELECT 'b', line, entry_id FROM stage_balance WHERE batch = 'legacy-2026-11' AND load_status = 'loaded'
+     UNION ALL SELECT 'c', line, charge_id FROM stage_charge WHERE batch = 'legacy-2026-11' AND load_status = 'loaded')
+    EXCEPT TABLE ids_run1) d;
 
 -------------------------------------------------------------------------------
 -- The DBA fixes C-104's currency and sends it, its child C-112 and the rows
@@ -373,4 +399,158 @@ ORDER BY 1, 2;
 SELECT run_billing('2026-12-01 00:00 Europe/Berlin') >= 1 AS billed;
 SELECT to_char(i.period_start AT TIME ZONE 'Europe/Berlin', 'YYYY-MM') AS period, i.total
 FROM invoice i WHERE i.account_id = 600 ORDER BY i.period_start;
+RESET convbill_migration.billed_until;
+
+-------------------------------------------------------------------------------
+-- The cutover and the legacy system's fees.  Plans billed in arrears and in
+-- advance, subscriptions that began long before the cutover: each is billed
+-- from its account's cutover on, and a fee period the legacy system billed
+-- ahead is not billed again.
+--
+-- billed_until 2026-11-15 12:00 UTC: every G- account (Berlin, day 1) is cut
+-- over at 2026-11-01 00:00 Berlin = 2026-10-31 23:00 UTC (October closed as
+-- billed by the legacy system); the first bill run bills November.
+--   G-ARR   MOB-EUR (arrears, 10.00) since 2026-03-01: November 10.00.
+--   G-ADV   MOB-ADV (advance, 20.00) since 2025-06-01: the legacy system's
+--           last invoice (October's) billed November ahead: November is
+--           recorded as billed (legacy_fee 20.000000), the first invoice
+--           bills December only: 20.00 (not 40.00).
+--   G-NEW   MOB-ADV since 2026-11-10, after the legacy system's last invoice:
+--           nothing billed ahead; November 10-30 = 21 of 30 days x 20.00
+--           = 14.00, and December 20.00: 34.00.
+--   G-END   MOB-ADV since 2026-01-01, ended 2026-11-21 (Berlin): November
+--           was billed ahead (20.000000); it ran 20 of its 30 days (1-20):
+--           20 x 20/30 = 13.333333 due, the rest credited like any advance
+--           fee cut short: 13.333333 - 20 = -6.666667, line -6.67; nothing
+--           for December.
+--   G-YEAR  YEAR-ADV (advance, 120.00 a year, billed 1/12 a month) since
+--           2026-03-01, staged as paid up to 2027-01-01: November and
+--           December recorded (120/12 = 10.000000 each), no invoice for
+--           November; the December run bills January: 10.00.
+--   G-RETRY MOB-ADV since 2026-02-01, staged with a typo in its plan:
+--           rejected, fixed and retried after the load recorded the cutover:
+--           loaded running since the cutover, November recorded as billed
+--           ahead, like G-ADV: 20.00.
+-- Rejected: a subscription that ended before the cutover, and
+-- fee_billed_until that is no time, before the cutover, no period boundary,
+-- too far, or for a subscription started after the cutover (the part period
+-- the legacy system billed is unknown).
+-------------------------------------------------------------------------------
+SET convbill_migration.billed_until = '2026-11-15 12:00+00';
+INSERT INTO plan (code, name, currency, recurring_fee, billing, fee_interval) VALUES
+    ('MOB-ADV', 'Mobile ahead', 'EUR', 20, 'advance', 'month'),
+    ('YEAR-ADV', 'Yearly', 'EUR', 120, 'advance', 'year');
+SET convbill_migration.batch = 'legacy-2026-11-fees';
+COPY stage_account (external_ref, name, currency, timezone) FROM stdin WITH (FORMAT csv);
+G-ARR,Arrears since March,EUR,Europe/Berlin
+G-ADV,Advance since 2025,EUR,Europe/Berlin
+G-NEW,Advance since 10 November,EUR,Europe/Berlin
+G-END,Advance ending 21 November,EUR,Europe/Berlin
+G-YEAR,Yearly paid ahead,EUR,Europe/Berlin
+G-RETRY,Advance with a typo,EUR,Europe/Berlin
+\.
+COPY stage_subscription (account_ref, plan_code, started_at, ended_at, fee_billed_until) FROM stdin WITH (FORMAT csv);
+G-ARR,MOB-EUR,2026-03-01 00:00 Europe/Berlin,,
+G-ADV,MOB-ADV,2025-06-01 00:00 Europe/Berlin,,
+G-NEW,MOB-ADV,2026-11-10 00:00 Europe/Berlin,,
+G-END,MOB-ADV,2026-01-01 00:00 Europe/Berlin,2026-11-21 00:00 Europe/Berlin,
+G-YEAR,YEAR-ADV,2026-03-01 00:00 Europe/Berlin,,2027-01-01 00:00 Europe/Berlin
+G-RETRY,MOB-ADVX,2026-02-01 00:00 Europe/Berlin,,
+G-ARR,MOB-ADV,2025-01-01 00:00 Europe/Berlin,2026-10-20 00:00 Europe/Berlin,
+G-NEW,YEAR-ADV,2026-01-01 00:00 Europe/Berlin,,soon
+G-END,YEAR-ADV,2026-01-01 00:00 Europe/Berlin,,2026-10-01 00:00 Europe/Berlin
+G-ADV,YEAR-ADV,2026-01-01 00:00 Europe/Berlin,,2026-12-15 00:00 Europe/Berlin
+G-RETRY,YEAR-ADV,2026-01-01 00:00 Europe/Berlin,,2037-01-01 00:00 Europe/Berlin
+G-ARR,YEAR-ADV,2026-11-10 00:00 Europe/Berlin,,2026-12-01 00:00 Europe/Berlin
+\.
+RESET convbill_migration.batch;
+-- accounts 6 loaded; subscriptions 5 loaded (lines 1-5), 7 rejected
+SELECT entity, received, loaded, rejected, loaded_now FROM load_staged('legacy-2026-11-fees') WHERE entity IN ('accounts', 'subscriptions');
+-- the starts: G-ARR, G-ADV, G-END and G-YEAR began before the cutover and run
+-- since it (2026-10-31 23:00 UTC); G-NEW began after it (2026-11-09 23:00 UTC)
+SELECT s.line, s.account_ref, u.plan_code, u.started_at, u.ended_at
+FROM stage_subscription s JOIN subscription u ON u.account_id = s.account_id AND u.subscription_id = s.subscription_id
+WHERE s.batch = 'legacy-2026-11-fees' ORDER BY s.line;
+SELECT line, account_ref, reject_reason FROM stage_subscription
+WHERE batch = 'legacy-2026-11-fees' AND load_status = 'rejected' ORDER BY line;
+-- what the legacy system billed ahead: G-ADV and G-END November, G-YEAR November and December
+SET TimeZone = 'Europe/Berlin';
+SELECT a.external_ref, f.fee_period_start, f.fee_period_end, f.amount, f.line
+FROM legacy_fee f JOIN account a ON a.account_id = f.account_id
+WHERE f.batch = 'legacy-2026-11-fees' ORDER BY a.external_ref, f.fee_period_start;
+SELECT a.external_ref, c.billed_until, c.batch
+FROM legacy_cutover c JOIN account a ON a.account_id = c.account_id
+WHERE a.external_ref LIKE 'G-%' ORDER BY a.external_ref;
+SET TimeZone = 'UTC';
+-- none of it is money: no charge, ledger entry or invoice for these accounts
+SELECT (SELECT count(*) FROM charge c JOIN account a USING (account_id) WHERE a.external_ref LIKE 'G-%') AS charges,
+       (SELECT count(*) FROM ledger l JOIN account a USING (account_id) WHERE a.external_ref LIKE 'G-%') AS ledger_entries,
+       (SELECT count(*) FROM invoice i JOIN account a USING (account_id) WHERE a.external_ref LIKE 'G-%') AS invoices;
+
+-- The typo fixed and the row retried: G-RETRY's cutover is recorded, its
+-- subscription (since February) starts there, November recorded as billed
+-- ahead.  (Refused before: a start behind the cutover's closed period.)
+UPDATE stage_subscription SET plan_code = 'MOB-ADV', load_status = 'pending'
+WHERE batch = 'legacy-2026-11-fees' AND account_ref = 'G-RETRY' AND plan_code = 'MOB-ADVX';
+SELECT entity, received, loaded, rejected, loaded_now FROM load_staged('legacy-2026-11-fees') WHERE entity = 'subscriptions';
+SELECT s.load_status, s.reject_reason, u.started_at, f.fee_period_start, f.amount
+FROM stage_subscription s JOIN subscription u ON u.account_id = s.account_id AND u.subscription_id = s.subscription_id
+LEFT JOIN legacy_fee f ON f.account_id = u.account_id AND f.subscription_id = u.subscription_id
+WHERE s.batch = 'legacy-2026-11-fees' AND s.account_ref = 'G-RETRY' AND s.plan_code = 'MOB-ADV';
+
+-- The whole batch sent back to pending, loaded rows too (a DBA retrying
+-- "everything"): what was loaded stays loaded with its ids, not loaded
+-- twice nor rejected as a duplicate of itself; the rejects are judged again.
+CREATE TEMP TABLE fees_before AS
+SELECT 'a' AS t, line, load_status, account_id AS id, reject_reason FROM stage_account WHERE batch = 'legacy-2026-11-fees'
+UNION ALL SELECT 's', line, load_status, subscription_id, reject_reason FROM stage_subscription WHERE batch = 'legacy-2026-11-fees';
+CREATE TEMP TABLE fees_footprint AS SELECT pg_temp.footprint() AS f;
+UPDATE stage_account SET load_status = 'pending' WHERE batch = 'legacy-2026-11-fees';
+UPDATE stage_subscription SET load_status = 'pending' WHERE batch = 'legacy-2026-11-fees';
+SELECT entity, received, loaded, rejected, loaded_now FROM load_staged('legacy-2026-11-fees') WHERE entity IN ('accounts', 'subscriptions');
+SELECT pg_temp.footprint() = (SELECT f FROM fees_footprint) AS reload_changed_nothing;
+SELECT count(*) AS rows_changed FROM (
+    (SELECT 'a' AS t, line, load_status, account_id AS id, reject_reason FROM stage_account WHERE batch = 'legacy-2026-11-fees'
+     UNION ALL SELECT 's', line, load_status, subscription_id, reject_reason FROM stage_subscription WHERE batch = 'legacy-2026-11-fees')
+    EXCEPT TABLE fees_before) d;
+
+-- The first bill run: each account's first invoice, its fee lines
+SELECT run_billing('2026-12-01 00:00 Europe/Berlin') >= 5 AS billed;
+SELECT a.external_ref, i.total, l.description, l.amount
+FROM invoice i JOIN account a ON a.account_id = i.account_id
+JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE a.external_ref LIKE 'G-%' AND l.kind = 'recurring'
+ORDER BY a.external_ref, i.period_start, l.line_no;
+-- revenue is what convbill charged (by the local month the fee is for):
+-- November's MOB-ADV fees 14.000000 (G-NEW) - 6.666667 (G-END) = 7.333333,
+-- December's 20 x 3 (G-ADV, G-NEW, G-RETRY) = 60.000000; what the legacy
+-- system billed is in neither
+SET TimeZone = 'Europe/Berlin';
+SELECT month, amount, charges FROM revenue_by_plan WHERE plan_code = 'MOB-ADV' ORDER BY month;
+SET TimeZone = 'UTC';
+-- G-ADV's invoice finalized: its statement has the 20.00 invoiced, nothing else
+SELECT finalize_invoice(i.invoice_id) IS NOT NULL AS finalized
+FROM invoice i JOIN account a ON a.account_id = i.account_id WHERE a.external_ref = 'G-ADV';
+SELECT s.kind, s.debit, s.credit, s.balance
+FROM account_statement s JOIN account a ON a.account_id = s.account_id WHERE a.external_ref = 'G-ADV';
+
+-- A row retried after convbill billed the account past its cutover: its
+-- start (clamped to the cutover) is inside an invoiced period: refused, not
+-- moved later (November's fee would be lost)
+UPDATE stage_subscription SET ended_at = NULL, load_status = 'pending'
+WHERE batch = 'legacy-2026-11-fees' AND account_ref = 'G-ARR' AND plan_code = 'MOB-ADV';
+SELECT entity, loaded, rejected, loaded_now FROM load_staged('legacy-2026-11-fees') WHERE entity = 'subscriptions';
+SELECT line, reject_reason FROM stage_subscription
+WHERE batch = 'legacy-2026-11-fees' AND account_ref = 'G-ARR' AND plan_code = 'MOB-ADV';
+
+-- The next run bills December: G-ARR 10.00; G-ADV, G-NEW, G-RETRY January
+-- ahead (December was on the first invoice); G-YEAR January 10.00
+-- (November and December paid in the legacy system); G-END nothing.
+SELECT run_billing('2027-01-01 00:00 Europe/Berlin') >= 5 AS billed;
+SELECT a.external_ref, i.total, l.description, l.amount
+FROM invoice i JOIN account a ON a.account_id = i.account_id
+JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+WHERE a.external_ref LIKE 'G-%' AND l.kind = 'recurring'
+  AND i.period_start = '2026-12-01 00:00 Europe/Berlin'
+ORDER BY a.external_ref, l.line_no;
 RESET convbill_migration.billed_until;

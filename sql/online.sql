@@ -690,7 +690,7 @@ SELECT * FROM pg_temp.a(release('s96'));
 SELECT grant_allowance(97, 'voice', 10, '2026-01-01', 'infinity', 0, 'ref1') AS b1 \gset
 SELECT grant_allowance(97, 'voice', 10, now(), 'infinity', 0, 'g2') AS g2 \gset
 SELECT grant_allowance(97, 'voice', 10, '2026-01-01', 'infinity', 0, 'ref1') = :b1 AS same_bucket;
-SELECT grant_allowance(97, 'voice', 10, p_reference => 'g2') = :g2 AS same_bucket_default_from;
+SELECT grant_allowance(97, 'voice', 10, reference => 'g2') = :g2 AS same_bucket_default_from;
 SELECT pg_temp.fails($$SELECT convbill.grant_allowance(97, 'sms', 10, '2026-01-01', 'infinity', 0, 'ref1')$$);
 SELECT pg_temp.fails($$SELECT convbill.grant_allowance(97, 'voice', 500, '2026-01-01', 'infinity', 0, 'ref1')$$);
 SELECT pg_temp.fails($$SELECT convbill.grant_allowance(97, 'voice', 10, '2026-02-01', 'infinity', 0, 'ref1')$$);

@@ -127,8 +127,8 @@ SELECT rate_pending() AS processed;
 SELECT external_id, amount, period_start, period_end FROM charge WHERE external_id = 'late1';
 
 -- one-time charges: in the account's currency, to the open period, idempotent on reference
-SELECT add_charge(1, 25.00, 'SIM replacement', p_at => '2026-11-20', p_reference => 'sim-1') AS first_call \gset
-SELECT add_charge(1, 25.00, 'SIM replacement', p_at => '2026-11-20', p_reference => 'sim-1') = :first_call AS same_charge;
+SELECT add_charge(1, 25.00, 'SIM replacement', at => '2026-11-20', reference => 'sim-1') AS first_call \gset
+SELECT add_charge(1, 25.00, 'SIM replacement', at => '2026-11-20', reference => 'sim-1') = :first_call AS same_charge;
 SELECT kind, amount, currency, period_start, description FROM charge WHERE reference = 'sim-1';
 SELECT add_charge(1, 5, 'no such kind', 'usage');
 SELECT add_charge(99, 5, 'no such account');

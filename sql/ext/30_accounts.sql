@@ -342,13 +342,13 @@ RETURN pg_catalog.tstzrange(@extschema@.billing_period_start(at, tz, billing_day
 COMMENT ON FUNCTION @extschema@.billing_period(timestamptz, text, integer) IS
     'the billing period containing at: [local midnight of billing_day, the same day next month) in IANA zone tz';
 
-CREATE FUNCTION @extschema@.account_period(p_account_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION @extschema@.account_period(account_id bigint, at timestamptz DEFAULT now())
 RETURNS tstzrange
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 RETURN (
     SELECT @extschema@.billing_period(at, a.timezone, a.billing_day)
-    FROM @extschema@.account a WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id
+    FROM @extschema@.account a WHERE a.account_id OPERATOR(pg_catalog.=) $1
 );
 COMMENT ON FUNCTION @extschema@.account_period(bigint, timestamptz) IS
     'the account''s billing period containing at, in the account''s time zone (NULL for an unknown account)';
@@ -417,11 +417,21 @@ END $$;
 CREATE CONSTRAINT TRIGGER subscription_guard AFTER INSERT OR UPDATE ON @extschema@.subscription
     FOR EACH ROW EXECUTE FUNCTION @extschema@.subscription_guard();
 
-CREATE FUNCTION @extschema@.subscribe(p_account_id bigint, p_plan_code text,
-                                      p_start timestamptz DEFAULT now(), p_quantity integer DEFAULT 1)
+-- The user-facing functions name their parameters as SPEC.md does, so that
+-- named notation works (subscribe(42, 'basic', quantity => 2)).  Their
+-- plpgsql bodies keep the p_ names as ALIASes of the parameters, and
+-- #variable_conflict use_column keeps an unqualified name that is also a
+-- column (account_id, amount, ...) meaning the column, as it did before.
+CREATE FUNCTION @extschema@.subscribe(account_id bigint, plan_code text,
+                                      start timestamptz DEFAULT now(), quantity integer DEFAULT 1)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_plan_code ALIAS FOR $2;
+    p_start ALIAS FOR $3;
+    p_quantity ALIAS FOR $4;
     id bigint;
 BEGIN
     IF p_account_id IS NULL OR p_plan_code IS NULL OR p_start IS NULL OR p_quantity IS NULL THEN
@@ -462,10 +472,13 @@ BEGIN
     RETURN s;
 END $$;
 
-CREATE FUNCTION @extschema@.unsubscribe(p_subscription_id bigint, p_at timestamptz DEFAULT now())
+CREATE FUNCTION @extschema@.unsubscribe(subscription_id bigint, at timestamptz DEFAULT now())
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_subscription_id ALIAS FOR $1;
+    p_at ALIAS FOR $2;
     s @extschema@.subscription := @extschema@.subscription_for_update(p_subscription_id, p_at);
 BEGIN
     UPDATE @extschema@.subscription SET ended_at = p_at
@@ -475,11 +488,15 @@ END $$;
 COMMENT ON FUNCTION @extschema@.unsubscribe(bigint, timestamptz) IS
     'end a subscription at a time (fees are prorated to it by the bill run)';
 
-CREATE FUNCTION @extschema@.change_plan(p_subscription_id bigint, p_plan_code text,
-                                        p_at timestamptz DEFAULT now())
+CREATE FUNCTION @extschema@.change_plan(subscription_id bigint, plan_code text,
+                                        at timestamptz DEFAULT now())
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_subscription_id ALIAS FOR $1;
+    p_plan_code ALIAS FOR $2;
+    p_at ALIAS FOR $3;
     s @extschema@.subscription := @extschema@.subscription_for_update(p_subscription_id, p_at);
     id bigint;
 BEGIN

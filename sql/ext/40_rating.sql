@@ -189,18 +189,21 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.charge_charge_id_seq', '
 -- Partitions: monthly (UTC) ranges created ahead; rows that arrived in the
 -- default partition for a month are moved into its new partition.
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.ensure_usage_partitions(p_from timestamptz DEFAULT now() - interval '1 month',
-                                                    p_months integer DEFAULT 3)
+CREATE FUNCTION @extschema@.ensure_usage_partitions(start timestamptz DEFAULT now() - interval '1 month',
+                                                    months integer DEFAULT 3)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_from ALIAS FOR $1;
+    p_months ALIAS FOR $2;
     m timestamptz;
     hi timestamptz;
     name text;
     created integer := 0;
 BEGIN
     IF p_from IS NULL OR p_months IS NULL OR NOT isfinite(p_from) OR p_months < 0 OR p_months > 1200 THEN
-        RAISE EXCEPTION 'ensure_usage_partitions: from must be a finite time and months between 0 and 1200'
+        RAISE EXCEPTION 'ensure_usage_partitions: start must be a finite time and months between 0 and 1200'
             USING ERRCODE = '22023';
     END IF;
     -- one partition maker at a time (raters call this too)
@@ -223,21 +226,36 @@ BEGIN
     RETURN created;
 END $$;
 COMMENT ON FUNCTION @extschema@.ensure_usage_partitions(timestamptz, integer) IS
-    'create monthly usage_event partitions from p_from for p_months months (moving rows already in the default partition); returns how many were created';
+    'create monthly usage_event partitions from the month of start for months months (moving rows already in the default partition); returns how many were created';
 
 -------------------------------------------------------------------------------
 -- Periods
 -------------------------------------------------------------------------------
 
--- The open period a charge at p_at belongs to: its own period, or the next one
+-- The open period a charge at `at` belongs to: its own period, or the next one
 -- that is not closed (late usage).
-CREATE FUNCTION @extschema@.open_period(p_account_id bigint, p_at timestamptz)
+--
+-- Closed periods overlapping the own period push the charge to the end of the
+-- latest of them, and the period runs from there to the next boundary: the
+-- next period when the closed one is the own period (the usual late event),
+-- the bill run's first period after a change of time zone or billing day when
+-- the closed one was cut under the old settings (it ends inside the own
+-- period, or after it).  That first period is what the bill run invoices next
+-- (61_bill_run.sql starts it at the end of the last invoiced period): pushing
+-- to the own period's end instead put its usage, late or not, on the invoice
+-- after it.  The result depends only on the own period: bulk rating
+-- (rating_batch.c) asks once per (account, own period start).
+CREATE FUNCTION @extschema@.open_period(account_id bigint, at timestamptz)
 RETURNS tstzrange
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_at ALIAS FOR $2;
     a record;
     s timestamptz;
     e timestamptz;
+    closed_until timestamptz;
 BEGIN
     SELECT timezone, billing_day INTO a FROM @extschema@.account WHERE account_id = p_account_id;
     IF NOT FOUND THEN
@@ -245,22 +263,26 @@ BEGIN
     END IF;
     s := @extschema@.billing_period_start(p_at, a.timezone, a.billing_day);
     e := @extschema@.billing_period_end(p_at, a.timezone, a.billing_day);
-    -- a closed period overlapping this one (equal, unless the zone or
-    -- billing day changed since) pushes the charge to the next period
-    WHILE EXISTS (SELECT 1 FROM @extschema@.closed_period c
-                  WHERE c.account_id = p_account_id AND c.period_start < e AND c.period_end > s) LOOP
-        s := e;
+    LOOP
+        SELECT max(c.period_end) INTO closed_until FROM @extschema@.closed_period c
+        WHERE c.account_id = p_account_id AND c.period_start < e AND c.period_end > s;
+        EXIT WHEN closed_until IS NULL;
+        -- (closed_until > s: the loop moves on every time)
+        s := closed_until;
         e := @extschema@.billing_period_end(s, a.timezone, a.billing_day);
     END LOOP;
     RETURN tstzrange(s, e, '[)');
 END $$;
 COMMENT ON FUNCTION @extschema@.open_period(bigint, timestamptz) IS
-    'the account''s period a charge at p_at is billed in: the period containing it, or the next open one when that is closed';
+    'the account''s period a charge at `at` is billed in: the period containing it or, when closed periods overlap that one, the one from the end of the latest of them to the next boundary (the next period; after a change of time zone or billing day, the first period of the new settings)';
 
-CREATE FUNCTION @extschema@.close_period(p_account_id bigint, p_at timestamptz)
+CREATE FUNCTION @extschema@.close_period(account_id bigint, at timestamptz)
 RETURNS tstzrange
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_at ALIAS FOR $2;
     p tstzrange;
 BEGIN
     IF p_account_id IS NULL OR p_at IS NULL THEN
@@ -277,7 +299,7 @@ BEGIN
     RETURN p;
 END $$;
 COMMENT ON FUNCTION @extschema@.close_period(bigint, timestamptz) IS
-    'mark the account''s period containing p_at as closed (the bill run does this when it invoices); idempotent';
+    'mark the account''s period containing at as closed (the bill run does this when it invoices); idempotent';
 
 -------------------------------------------------------------------------------
 -- One-time charges
@@ -296,12 +318,19 @@ END $$;
 COMMENT ON FUNCTION @extschema@.caller_is_admin() IS
     'internal: whether the session''s login is a superuser or inherits convbill_admin';
 
-CREATE FUNCTION @extschema@.add_charge(p_account_id bigint, p_amount numeric, p_description text,
-                                       p_kind text DEFAULT 'one_time', p_at timestamptz DEFAULT now(),
-                                       p_reference text DEFAULT NULL)
+CREATE FUNCTION @extschema@.add_charge(account_id bigint, amount numeric, description text,
+                                       kind text DEFAULT 'one_time', at timestamptz DEFAULT now(),
+                                       reference text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_amount ALIAS FOR $2;
+    p_description ALIAS FOR $3;
+    p_kind ALIAS FOR $4;
+    p_at ALIAS FOR $5;
+    p_reference ALIAS FOR $6;
     a @extschema@.account;
     payer bigint;
     p tstzrange;

@@ -74,14 +74,19 @@ COMMENT ON FUNCTION @extschema@.raise_low_water(bigint) IS
 -- loop there is quadratic.  Index probes in subqueries (the charge of an
 -- event) are unaffected.  jit = off: the disabled-nestloop penalty inflates
 -- plan costs past the JIT thresholds, and compiling costs seconds per call.
-CREATE FUNCTION @extschema@.rate_events(p_max_events integer, p_account_id bigint,
-                                        p_source text, p_external_id text)
+CREATE FUNCTION @extschema@.rate_events(max_events integer, account_id bigint,
+                                        source text, external_id text)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 SET enable_nestloop = off
 SET jit = off AS $$
+#variable_conflict use_column
 DECLARE
+    p_max_events ALIAS FOR $1;
+    p_account_id ALIAS FOR $2;
+    p_source ALIAS FOR $3;
+    p_external_id ALIAS FOR $4;
     n integer;
     low_water bigint;
 BEGIN
@@ -266,10 +271,13 @@ END $$;
 COMMENT ON FUNCTION @extschema@.rate_pending(integer) IS
     'rate up to max_events (at most 1,000,000 per call) pending usage events (several sessions may run it at once); returns how many were processed (rated, rejected or found duplicate) — call until it returns 0';
 
-CREATE FUNCTION @extschema@.rerate(p_reason text DEFAULT NULL, p_account_id bigint DEFAULT NULL)
+CREATE FUNCTION @extschema@.rerate(reason text DEFAULT NULL, account_id bigint DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_reason ALIAS FOR $1;
+    p_account_id ALIAS FOR $2;
     requeued integer;
 BEGIN
     UPDATE @extschema@.usage_event

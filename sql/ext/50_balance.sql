@@ -137,11 +137,13 @@ CREATE TRIGGER account_main_bucket AFTER INSERT OR UPDATE OF currency ON @extsch
 -- keeps its query plans for the session, while PostgreSQL 15 plans a SQL
 -- function's body anew in every transaction, which cost each reserve/commit
 -- far more than running the queries.)
-CREATE FUNCTION @extschema@.payer_of(p_account_id bigint)
+CREATE FUNCTION @extschema@.payer_of(account_id bigint)
 RETURNS bigint
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
     btp boolean;
 BEGIN
     SELECT a.bill_to_parent INTO btp FROM @extschema@.account a WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id;
@@ -532,14 +534,19 @@ COMMENT ON FUNCTION @extschema@.debit_account(text, bigint, text, numeric, bigin
     'internal: debit_buckets() for one account and unit (a request''s debit; the caller locks the account)';
 
 -- Money an account can spend now: valid money + credit limit - open holds.
--- p_account_id must be a payer (see payer_of).  With p_until (a grant's
+-- account_id must be a payer (see payer_of).  With until (a grant's
 -- expiry), only money still valid then counts: a hold is never backed by a
 -- bucket that expires before the hold does.
-CREATE FUNCTION @extschema@.money_available(p_account_id bigint, p_at timestamptz DEFAULT now(),
-                                            p_until timestamptz DEFAULT NULL)
+CREATE FUNCTION @extschema@.money_available(account_id bigint, at timestamptz DEFAULT now(),
+                                            until timestamptz DEFAULT NULL)
 RETURNS numeric
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_account_id ALIAS FOR $1;
+    p_at ALIAS FOR $2;
+    p_until ALIAS FOR $3;
 BEGIN
     RETURN (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
         WHERE b.account_id OPERATOR(pg_catalog.=) p_account_id AND b.kind OPERATOR(pg_catalog.=) 'money'
@@ -553,14 +560,20 @@ BEGIN
           AND r.expires_at OPERATOR(pg_catalog.>) p_at);
 END $$;
 COMMENT ON FUNCTION @extschema@.money_available(bigint, timestamptz, timestamptz) IS
-    'money a paying account can spend at p_at (and still at p_until): valid money buckets + credit_limit - holds of open, unexpired sessions';
+    'money a paying account can spend at `at` (and still at `until`): valid money buckets + credit_limit - holds of open, unexpired sessions';
 
--- Allowance units of a service an account can use now (and still at p_until).
-CREATE FUNCTION @extschema@.allowance_available(p_account_id bigint, p_service text, p_at timestamptz DEFAULT now(),
-                                                p_until timestamptz DEFAULT NULL)
+-- Allowance units of a service an account can use now (and still at until).
+CREATE FUNCTION @extschema@.allowance_available(account_id bigint, service text, at timestamptz DEFAULT now(),
+                                                until timestamptz DEFAULT NULL)
 RETURNS numeric
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_account_id ALIAS FOR $1;
+    p_service ALIAS FOR $2;
+    p_at ALIAS FOR $3;
+    p_until ALIAS FOR $4;
 BEGIN
     RETURN (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
         WHERE b.account_id OPERATOR(pg_catalog.=) p_account_id AND b.kind OPERATOR(pg_catalog.=) 'allowance'
@@ -573,7 +586,7 @@ BEGIN
           AND r.status OPERATOR(pg_catalog.=) 'open' AND r.expires_at OPERATOR(pg_catalog.>) p_at);
 END $$;
 COMMENT ON FUNCTION @extschema@.allowance_available(bigint, text, timestamptz, timestamptz) IS
-    'allowance units of a service an account can use at p_at: valid allowance buckets - holds of open, unexpired sessions';
+    'allowance units of a service an account can use at `at`: valid allowance buckets - holds of open, unexpired sessions';
 
 -- NOTIFY convbill_balance when a payer's available money crossed below its
 -- threshold (it was at or above before, it is below now).  Payload: JSON
@@ -654,11 +667,16 @@ CREATE TRIGGER charge_debit AFTER INSERT ON @extschema@.charge
 -------------------------------------------------------------------------------
 -- top_up, grant_allowance, adjust_balance, balance
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.top_up(p_account_id bigint, p_amount numeric, p_reference text,
-                                   p_valid_until timestamptz DEFAULT 'infinity')
+CREATE FUNCTION @extschema@.top_up(account_id bigint, amount numeric, reference text,
+                                   valid_until timestamptz DEFAULT 'infinity')
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_amount ALIAS FOR $2;
+    p_reference ALIAS FOR $3;
+    p_valid_until ALIAS FOR $4;
     a @extschema@.account;
     b bigint;
     e bigint;
@@ -721,14 +739,22 @@ END $$;
 COMMENT ON FUNCTION @extschema@.top_up(bigint, numeric, text, timestamptz) IS
     'add money to an account (a bucket of its own when it expires); idempotent on (account_id, reference): a retry returns the original ledger entry_id';
 
-CREATE FUNCTION @extschema@.grant_allowance(p_account_id bigint, p_service text, p_units numeric,
-                                            p_valid_from timestamptz DEFAULT now(),
-                                            p_valid_until timestamptz DEFAULT 'infinity',
-                                            p_priority integer DEFAULT 0,
-                                            p_reference text DEFAULT NULL)
+CREATE FUNCTION @extschema@.grant_allowance(account_id bigint, service text, units numeric,
+                                            valid_from timestamptz DEFAULT now(),
+                                            valid_until timestamptz DEFAULT 'infinity',
+                                            priority integer DEFAULT 0,
+                                            reference text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_service ALIAS FOR $2;
+    p_units ALIAS FOR $3;
+    p_valid_from ALIAS FOR $4;
+    p_valid_until ALIAS FOR $5;
+    p_priority ALIAS FOR $6;
+    p_reference ALIAS FOR $7;
     b bigint;
     st text;
     prev record;
@@ -817,10 +843,14 @@ END $$;
 COMMENT ON FUNCTION @extschema@.main_bucket_entry(bigint, @extschema@.ledger_kind, numeric, text) IS
     'internal: add amount to an account''s main money bucket with its ledger entry (kind, reference); returns the entry_id';
 
-CREATE FUNCTION @extschema@.adjust_balance(p_account_id bigint, p_amount numeric, p_reason text)
+CREATE FUNCTION @extschema@.adjust_balance(account_id bigint, amount numeric, reason text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_amount ALIAS FOR $2;
+    p_reason ALIAS FOR $3;
     a @extschema@.account;
 BEGIN
     IF p_account_id IS NULL OR p_amount IS NULL OR p_reason IS NULL THEN
@@ -847,14 +877,14 @@ END $$;
 COMMENT ON FUNCTION @extschema@.adjust_balance(bigint, numeric, text) IS
     'correct an account''s main money balance by amount (a ledger adjustment with its reason); returns the ledger entry_id';
 
-CREATE FUNCTION @extschema@.balance(p_account_id bigint)
+CREATE FUNCTION @extschema@.balance(account_id bigint)
 RETURNS TABLE (unit text, balance numeric, held numeric, available numeric)
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     WITH acc AS (
         SELECT a.account_id, @extschema@.payer_of(a.account_id) AS payer
-        FROM @extschema@.account a WHERE a.account_id OPERATOR(pg_catalog.=) p_account_id
+        FROM @extschema@.account a WHERE a.account_id OPERATOR(pg_catalog.=) $1
     )
     SELECT p.currency,
            (SELECT coalesce(sum(b.balance), 0) FROM @extschema@.bucket b
@@ -869,10 +899,10 @@ BEGIN ATOMIC
     SELECT s.unit, s.balance, s.held, s.balance OPERATOR(pg_catalog.-) s.held
     FROM (SELECT b.unit, sum(b.balance) AS balance,
                  (SELECT coalesce(sum(r.held_units), 0) FROM @extschema@.reservation r
-                  WHERE r.account_id OPERATOR(pg_catalog.=) p_account_id AND r.service OPERATOR(pg_catalog.=) b.unit
+                  WHERE r.account_id OPERATOR(pg_catalog.=) $1 AND r.service OPERATOR(pg_catalog.=) b.unit
                     AND r.status OPERATOR(pg_catalog.=) 'open' AND r.expires_at OPERATOR(pg_catalog.>) now()) AS held
           FROM @extschema@.bucket b
-          WHERE b.account_id OPERATOR(pg_catalog.=) p_account_id AND b.kind OPERATOR(pg_catalog.=) 'allowance'
+          WHERE b.account_id OPERATOR(pg_catalog.=) $1 AND b.kind OPERATOR(pg_catalog.=) 'allowance'
             AND b.valid_from OPERATOR(pg_catalog.<=) now() AND b.valid_until OPERATOR(pg_catalog.>) now()
           GROUP BY b.unit) s
     ORDER BY 1;
@@ -905,7 +935,11 @@ BEGIN
     -- and finding that out alone costs far less than also preparing the inserts
     WITH k AS (
         SELECT DISTINCT k.account_id, k.ps,
-               @extschema@.billing_period_end(k.ps, a.timezone, a.billing_day) AS pe, a.timezone
+               @extschema@.billing_period_end(k.ps, a.timezone, a.billing_day) AS pe, a.timezone,
+               -- the full period: the first one after a change of time zone
+               -- or billing day starts late, and gets its share of the
+               -- allowance, as its fee is prorated over the full period
+               @extschema@.billing_period_start(k.ps, a.timezone, a.billing_day) AS full_ps
         FROM unnest(p_account_ids, p_period_starts) AS k(account_id, ps)
         JOIN @extschema@.account a ON a.account_id = k.account_id
     ),
@@ -917,7 +951,7 @@ BEGIN
     -- the (subscription, service) pairs without their bucket, found before any
     -- proration is computed
     m AS MATERIALIZED (
-        SELECT k.account_id, k.ps, k.pe, k.timezone, s.subscription_id, s.started_at, s.quantity,
+        SELECT k.account_id, k.ps, k.pe, k.timezone, k.full_ps, s.subscription_id, s.started_at, s.quantity,
                pa.key, pa.value
         FROM k
         JOIN @extschema@.subscription s ON s.account_id = k.account_id
@@ -932,7 +966,7 @@ BEGIN
                greatest(m.started_at, m.ps) AS vf, m.pe,
                trunc(m.value::numeric * m.quantity
                      * ((m.pe AT TIME ZONE m.timezone)::date - (greatest(m.started_at, m.ps) AT TIME ZONE m.timezone)::date)
-                     / ((m.pe AT TIME ZONE m.timezone)::date - (m.ps AT TIME ZONE m.timezone)::date),
+                     / ((m.pe AT TIME ZONE m.timezone)::date - (m.full_ps AT TIME ZONE m.timezone)::date),
                      scale(m.value::numeric)) AS units
         FROM m
     )
@@ -961,10 +995,12 @@ COMMENT ON FUNCTION @extschema@.ensure_plan_allowances(bigint[], timestamptz[]) 
     'internal: grant the plan allowances of the given (account, period start) pairs that are not granted yet; callers lock the accounts';
 
 -- Expired buckets: their remaining balance leaves with an expiry entry.
-CREATE FUNCTION @extschema@.expire_buckets(p_at timestamptz DEFAULT now())
+CREATE FUNCTION @extschema@.expire_buckets(at timestamptz DEFAULT now())
 RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_at ALIAS FOR $1;
     n integer;
     accs bigint[];
 BEGIN

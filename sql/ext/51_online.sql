@@ -40,10 +40,16 @@ COMMENT ON FUNCTION @extschema@.grant_quantity(@extschema@.tariff, timestamptz, 
 
 -- The rate that prices an account's usage of a service in a zone at a time:
 -- the most specific zone, then the latest valid_from, then the newest subscription.
-CREATE FUNCTION @extschema@.resolve_rate(p_account_id bigint, p_service text, p_zone text, p_at timestamptz,
+CREATE FUNCTION @extschema@.resolve_rate(account_id bigint, service text, zone text, at timestamptz,
                                          OUT rate_id bigint, OUT tariff @extschema@.tariff, OUT plan_currency text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_account_id ALIAS FOR $1;
+    p_service ALIAS FOR $2;
+    p_zone ALIAS FOR $3;
+    p_at ALIAS FOR $4;
 BEGIN
     SELECT r.rate_id, r.tariff, p.currency INTO rate_id, tariff, plan_currency
     FROM @extschema@.subscription s
@@ -201,12 +207,19 @@ COMMENT ON FUNCTION @extschema@.request_period(bigint, text, integer, timestampt
 -- and its answer.  Rare cases (a sub-account billed to its parent, a closed
 -- period, plan allowances not granted yet) take the general helpers.
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.reserve(p_account_id bigint, p_service text, p_session_id text, p_units numeric,
-                                    p_attrs jsonb DEFAULT '{}', p_validity interval DEFAULT '5 minutes')
+CREATE FUNCTION @extschema@.reserve(account_id bigint, service text, session_id text, units numeric,
+                                    attrs jsonb DEFAULT '{}', validity interval DEFAULT '5 minutes')
 RETURNS @extschema@.grant
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_service ALIAS FOR $2;
+    p_session_id ALIAS FOR $3;
+    p_units ALIAS FOR $4;
+    p_attrs ALIAS FOR $5;
+    p_validity ALIAS FOR $6;
     a @extschema@.account;              -- the using account
     accs record;
     p @extschema@.account;              -- the paying account (a itself, usually)
@@ -540,11 +553,16 @@ END $$;
 COMMENT ON FUNCTION @extschema@.session_for_request(text, integer, text) IS
     'internal: find and lock an open session for a request, or the answer to give (retransmission, session_closed)';
 
-CREATE FUNCTION @extschema@.reserve_update(p_session_id text, p_request_no integer, p_used numeric, p_units numeric)
+CREATE FUNCTION @extschema@.reserve_update(session_id text, request_no integer, used numeric, units numeric)
 RETURNS @extschema@.grant
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
 DECLARE
+    p_session_id ALIAS FOR $1;
+    p_request_no ALIAS FOR $2;
+    p_used ALIAS FOR $3;
+    p_units ALIAS FOR $4;
     s record;
 BEGIN
     IF p_request_no IS NULL OR p_request_no < 1 THEN
@@ -561,11 +579,15 @@ END $$;
 COMMENT ON FUNCTION @extschema@.reserve_update(text, integer, numeric, numeric) IS
     'CCR-UPDATE: charge the units used since the last report and hold `units` more; a retransmission returns the first answer';
 
-CREATE FUNCTION @extschema@.commit(p_session_id text, p_request_no integer, p_used numeric)
+CREATE FUNCTION @extschema@.commit(session_id text, request_no integer, used numeric)
 RETURNS @extschema@.grant
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
 DECLARE
+    p_session_id ALIAS FOR $1;
+    p_request_no ALIAS FOR $2;
+    p_used ALIAS FOR $3;
     s record;
 BEGIN
     IF p_request_no IS NULL OR p_request_no < 1 THEN
@@ -581,11 +603,13 @@ END $$;
 COMMENT ON FUNCTION @extschema@.commit(text, integer, numeric) IS
     'CCR-TERMINATION: charge the last used units (beyond the grant too, as overuse), release the rest and record the session as one rated charge';
 
-CREATE FUNCTION @extschema@.release(p_session_id text)
+CREATE FUNCTION @extschema@.release(session_id text)
 RETURNS @extschema@.grant
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
 DECLARE
+    p_session_id ALIAS FOR $1;
     s record;
 BEGIN
     s := @extschema@.session_for_request(p_session_id, NULL, 'release');
@@ -656,12 +680,18 @@ COMMENT ON FUNCTION @extschema@.expire_reservations() IS
 -------------------------------------------------------------------------------
 -- One-shot events
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.charge_event(p_account_id bigint, p_service text, p_event_id text, p_units numeric,
-                                         p_attrs jsonb DEFAULT '{}')
+CREATE FUNCTION @extschema@.charge_event(account_id bigint, service text, event_id text, units numeric,
+                                         attrs jsonb DEFAULT '{}')
 RETURNS @extschema@.grant
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_service ALIAS FOR $2;
+    p_event_id ALIAS FOR $3;
+    p_units ALIAS FOR $4;
+    p_attrs ALIAS FOR $5;
     a @extschema@.account;              -- the using account
     accs record;
     p @extschema@.account;              -- the paying account (a itself, usually)

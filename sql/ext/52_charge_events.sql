@@ -97,13 +97,14 @@ COMMENT ON TYPE @extschema@.charge_events_work IS 'internal: an event being char
 -- plan_cache_mode = force_generic_plan: the statements are the same for every
 -- batch and their plans (index probes per event, no join between two arrays)
 -- do not depend on its size; custom plans would be made per call.
-CREATE FUNCTION @extschema@.charge_events(p_events @extschema@.event_request[])
+CREATE FUNCTION @extschema@.charge_events(events @extschema@.event_request[])
 RETURNS TABLE (account_id bigint, event_id text, result text, reason text, granted numeric, held numeric,
                charged numeric, expires_at timestamptz)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
+    p_events ALIAS FOR $1;
     w @extschema@.charge_events_work[];
     bad @extschema@.charge_events_work;
     first_bad @extschema@.charge_events_work;

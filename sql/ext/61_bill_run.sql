@@ -9,9 +9,12 @@
 --   1. recurring fees become charges: for each subscription, the fee of the
 --      period (arrears) or of the period and the next (advance), prorated by
 --      local calendar days over the full period (the start day counts, the end
---      day does not), minus what was already charged for that fee period (a
+--      day does not; the first period after a change of time zone, which
+--      starts inside a local day, counts that day by the part of it in the
+--      period), minus what was already charged for that fee period (a
 --      cancelled advance fee is credited back, pro rata);
---   2. the period is closed: later usage for it goes to the next period;
+--   2. the period is closed: later usage for it goes to the next period
+--      (open_period(), 40_rating.sql);
 --   3. lines: the period's charges folded by the C aggregate
 --      invoice_line_total() — usage per service (and per zone where the rate
 --      is zone-specific), one line per subscription and fee period, one per
@@ -168,8 +171,12 @@ BEGIN
                -- or billing day the period containing that end under the new
                -- settings starts earlier (it would bill those days again); the
                -- first period then runs from that end to the next new
-               -- boundary, its fees prorated over the full new period
-               -- (charges of periods before it, left unbilled, are swept
+               -- boundary, its fees prorated over the full new period, the
+               -- local day it starts in only for the part after that end
+               -- (step 1 below); rating puts the usage of this period, and
+               -- late usage of the periods before it, in it (open_period()
+               -- starts it at the same end), so its charges' period_start is
+               -- ps (charges of periods before it, left unbilled, are swept
                -- into this one: the period is the one after that end)
                greatest(@extschema@.billing_period_start(s.base, s.timezone, s.billing_day), s.until) AS ps,
                @extschema@.billing_period_end(s.base, s.timezone, s.billing_day) AS pe,
@@ -307,7 +314,23 @@ BEGIN
         END IF;
         ANALYZE convbill_chunk;
 
-        -- 1. recurring fees (the charge_debit trigger debits them)
+        -- 1. recurring fees (the charge_debit trigger debits them).  A fee
+        -- is prorated in seconds of local days, 86400 a day, so that the
+        -- first period after a change of time zone can count the local day
+        -- it starts in by the part of it in the period: that period starts
+        -- where the last invoiced one ended, a midnight of the old zone, so
+        -- inside a local day of the new one whose part before that start was
+        -- billed by the old period (counted whole, the start day billed a
+        -- few hours twice: a 6-hour period a whole day, a 25-hour one two).
+        -- The rule: local days of the new zone over the full new period (the
+        -- start day counts, the end day does not, as ever), except that a
+        -- subscription that ran before the period counts its first day only
+        -- after the period's start, as a fraction of that local day.  The old
+        -- periods and this one then bill every instant once: none twice, none
+        -- skipped.  A subscription that starts inside the period counts its
+        -- start day whole (nothing of it was billed before).  Every other
+        -- period starts at a local midnight: its cut is 0 and the fee is the
+        -- plain local-day proration (same result exactly: prorate is exact).
         INSERT INTO @extschema@.charge (account_id, kind, quantity, amount, currency, occurred_at,
                                         period_start, period_end, subscription_id, fee_period_start, description)
         SELECT x.member, 'recurring', x.quantity, x.due - x.already, x.currency, x.fps, x.ps, x.pe,
@@ -320,18 +343,37 @@ BEGIN
                       to_char(CASE WHEN x.already <> 0 THEN (x.fpe AT TIME ZONE x.timezone)::date - 1
                                    ELSE (least(coalesce(x.ended_at, x.fpe), x.fpe) AT TIME ZONE x.timezone)::date - 1 END,
                               'YYYY-MM-DD'),
-                      CASE WHEN x.already <> 0 THEN format(' (correction: %s of %s days)', x.days, x.period_days)
-                           WHEN x.days < x.period_days THEN format(' (%s of %s days)', x.days, x.period_days)
+                      -- days, to two decimals where a part of a day counts
+                      CASE WHEN x.already <> 0 THEN format(' (correction: %s of %s days)',
+                                                          trim_scale(round(x.part / 86400.0, 2)), x.period_days)
+                           WHEN x.part < x.period_days * 86400 THEN format(' (%s of %s days)',
+                                                                          trim_scale(round(x.part / 86400.0, 2)), x.period_days)
                            ELSE '' END)
         FROM (
             SELECT f.member, c.currency, c.ps, c.pe, c.timezone, s.subscription_id, s.quantity, p.name AS plan_name,
-                   s.started_at, e.ended_at, fp.fps, fp.fpe, d.days, d.period_days,
-                   @extschema@.prorate(p.recurring_fee * s.quantity, d.days,
-                                       d.period_days * CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END) AS due,
+                   s.started_at, e.ended_at, fp.fps, fp.fpe, d.part, d.period_days,
+                   @extschema@.prorate(p.recurring_fee * s.quantity, d.part,
+                                       d.period_days * 86400 * CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END) AS due,
                    coalesce((SELECT sum(ch.amount) FROM @extschema@.charge ch
                              WHERE ch.account_id = f.member AND ch.kind = 'recurring'
-                               AND ch.subscription_id = s.subscription_id AND ch.fee_period_start = fp.fps), 0) AS already
-            FROM convbill_chunk c
+                               AND ch.subscription_id = s.subscription_id AND ch.fee_period_start = fp.fps), 0)
+                   -- and what a legacy system billed for it before a migration
+                   -- (legacy_fee, 90_migration.sql)
+                   + coalesce((SELECT lf.amount FROM @extschema@.legacy_fee lf
+                               WHERE lf.account_id = f.member AND lf.subscription_id = s.subscription_id
+                                 AND lf.fee_period_start = fp.fps), 0) AS already
+            -- each period's cut once, not once per subscription: the
+            -- seconds of the local day of its start before it, scaled to
+            -- 86400 (a DST day is 23 or 25 hours); 0 at a local midnight
+            -- (a midnight in a DST gap maps as in billing_period_start)
+            FROM (SELECT c0.*,
+                         greatest(0, round(86400 * extract(epoch FROM c0.ps - md.m0)
+                                           / extract(epoch FROM md.m1 - md.m0)))::integer AS cut
+                  FROM convbill_chunk c0
+                  CROSS JOIN LATERAL (SELECT date_trunc('day', c0.ps AT TIME ZONE c0.timezone) AS d) ld
+                  CROSS JOIN LATERAL (SELECT ld.d AT TIME ZONE c0.timezone AS m0,
+                                             (ld.d + interval '1 day') AT TIME ZONE c0.timezone AS m1) md
+                  OFFSET 0) c
             JOIN convbill_family f ON f.payer = c.payer
             JOIN @extschema@.subscription s ON s.account_id = f.member
             JOIN @extschema@.plan p ON p.code = s.plan_code
@@ -340,9 +382,10 @@ BEGIN
             -- the subscription's end, or its account's closing if earlier
             -- (a closed payer's sections end with it)
             CROSS JOIN LATERAL (SELECT least(s.ended_at, m.closed_at, py.closed_at) AS ended_at) e
-            CROSS JOIN LATERAL (SELECT c.ps AS fps, c.pe AS fpe
+            -- (the next period, billed ahead, starts at a local midnight)
+            CROSS JOIN LATERAL (SELECT c.ps AS fps, c.pe AS fpe, c.cut
                                 UNION ALL
-                                SELECT c.pe, @extschema@.billing_period_end(c.pe, c.timezone, c.billing_day)
+                                SELECT c.pe, @extschema@.billing_period_end(c.pe, c.timezone, c.billing_day), 0
                                 WHERE p.billing = 'advance') fp
             CROSS JOIN LATERAL (
                 SELECT @extschema@.local_days(greatest(s.started_at, fp.fps),
@@ -350,7 +393,12 @@ BEGIN
                        -- (the full period: a first period after a change of
                        -- time zone or billing day starts late)
                        @extschema@.local_days(@extschema@.billing_period_start(fp.fps, c.timezone, c.billing_day),
-                                              fp.fpe, c.timezone) AS period_days) d
+                                              fp.fpe, c.timezone) AS period_days) d0
+            -- a running subscription's first day (the day of fps, counted
+            -- when days > 0) only after fps
+            CROSS JOIN LATERAL (
+                SELECT d0.days * 86400 - CASE WHEN s.started_at < fp.fps AND d0.days > 0 THEN fp.cut ELSE 0 END AS part,
+                       d0.period_days) d
             WHERE s.started_at < fp.fpe
             OFFSET 0   -- each fee and what was already charged for it once, not once per use
         ) x
@@ -583,11 +631,11 @@ END $$;
 COMMENT ON FUNCTION @extschema@.bill_run_batch(timestamptz, integer, text) IS
     'internal: the bill run''s work for run_billing (mode call), run_billing_batches and run_billing_step (start, continue): up to max_accounts (paying account, period)s; invoices created, periods taken up, accounts left busy (reported at the end), whether the run is complete';
 
-CREATE FUNCTION @extschema@.run_billing(p_as_of timestamptz DEFAULT now(), p_max_accounts integer DEFAULT NULL)
+CREATE FUNCTION @extschema@.run_billing(as_of timestamptz DEFAULT now(), max_accounts integer DEFAULT NULL)
 RETURNS integer
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
-RETURN (@extschema@.bill_run_batch(p_as_of, p_max_accounts, 'call')).invoices;
+RETURN (@extschema@.bill_run_batch($1, $2, 'call')).invoices;
 COMMENT ON FUNCTION @extschema@.run_billing(timestamptz, integer) IS
     'invoice every period ended by as_of and not invoiced yet (catching up missed ones), for every paying account, or for at most max_accounts (paying account, period)s (lowest account ids first); one transaction: what it locks stays locked until the caller commits (run_billing_batches commits per batch); safe to re-run and to run concurrently; accounts another session holds are skipped, tried again at the end, and reported by a WARNING if still busy; returns how many invoices it created (drafts, or final with convbill.finalize_invoices = on)';
 
@@ -595,11 +643,11 @@ COMMENT ON FUNCTION @extschema@.run_billing(timestamptz, integer) IS
 -- as_of lists what is due, each call bills the next max_accounts; the caller
 -- commits in between and calls again while it returns > 0.  as_of has no
 -- default: it names the run, so it must be the same in every call.
-CREATE FUNCTION @extschema@.run_billing_step(p_as_of timestamptz, p_max_accounts integer DEFAULT 2000)
+CREATE FUNCTION @extschema@.run_billing_step(as_of timestamptz, max_accounts integer DEFAULT 2000)
 RETURNS integer
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
-RETURN (@extschema@.bill_run_batch(p_as_of, p_max_accounts, 'continue')).periods;
+RETURN (@extschema@.bill_run_batch($1, $2, 'continue')).periods;
 COMMENT ON FUNCTION @extschema@.run_billing_step(timestamptz, integer) IS
     'one batch of a bill run as of as_of, for a caller that commits between calls (the bill job): the first call at an as_of lists what is due, each bills up to max_accounts (paying account, period)s; returns how many it took up, 0 once the run is complete (call again while > 0, with the same as_of)';
 

@@ -9,7 +9,9 @@
 --                     lowers what is open; credit notes for the whole total
 --                     void the invoice
 --   record_payment    money received: credited to the account's main money
---                     bucket, allocated to its open invoices oldest first
+--                     bucket, allocated to its open invoices oldest period
+--                     first (allocate_payments: what a draft is due is kept
+--                     for it until it is final)
 --   invoice_settlement  per invoice: paid, credited, still open
 --   account_statement   invoices, payments, top-ups, credit notes and corrections
 --                     with a running balance
@@ -78,11 +80,11 @@ COMMENT ON FUNCTION @extschema@.invoice_account(bigint, text) IS
     'internal: the account an invoice_id belongs to (P0002 when there is none)';
 
 -- The number a series gives its n-th document: INV-000042, INV-1000000.
-CREATE FUNCTION @extschema@.invoice_number(p_series text, n bigint)
+CREATE FUNCTION @extschema@.invoice_number(series text, n bigint)
 RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN p_series OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||)
+RETURN $1 OPERATOR(pg_catalog.||) '-' OPERATOR(pg_catalog.||)
        CASE WHEN n OPERATOR(pg_catalog.<) 1000000 THEN pg_catalog.lpad(n::text, 6, '0') ELSE n::text END;
 COMMENT ON FUNCTION @extschema@.invoice_number(text, bigint) IS
     'the n-th number of a series: series-NNNNNN (zero-padded to 6 digits, wider numbers in full)';
@@ -236,10 +238,12 @@ CREATE TRIGGER invoice_draft_deleted AFTER DELETE ON @extschema@.invoice
 -- catalog, a rerate, a late adjustment): its lines and itself are deleted and
 -- the trigger above undoes the bill run's work; the next run_billing bills the
 -- period anew.  Final invoices are corrected by credit notes instead.
-CREATE FUNCTION @extschema@.discard_draft(p_invoice_id bigint)
+CREATE FUNCTION @extschema@.discard_draft(invoice_id bigint)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_invoice_id ALIAS FOR $1;
     v @extschema@.invoice;
     n integer;
 BEGIN
@@ -353,10 +357,12 @@ CREATE TRIGGER payment_allocation_no_truncate BEFORE TRUNCATE ON @extschema@.pay
 -------------------------------------------------------------------------------
 -- finalize_invoice
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.finalize_invoice(p_invoice_id bigint)
+CREATE FUNCTION @extschema@.finalize_invoice(invoice_id bigint)
 RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_invoice_id ALIAS FOR $1;
     acc bigint := @extschema@.invoice_account(p_invoice_id, 'finalize_invoice');
     a @extschema@.account;
     inv @extschema@.invoice;
@@ -388,29 +394,25 @@ BEGIN
     SET status = 'final', number = num, issued_at = issued,
         due_at = coalesce(inv.due_at,
                           ((issued AT TIME ZONE a.timezone) + make_interval(days => a.payment_terms))
-                          AT TIME ZONE a.timezone)
+                          AT TIME ZONE a.timezone),
+        -- an invoice made by hand (not by the bill run: no last_payment_id)
+        -- is paid by the payments recorded from now on; what came in before
+        -- stays where it is (on the balance, for the next bill run's prepaid)
+        last_payment_id = coalesce(inv.last_payment_id,
+                                   CASE WHEN inv.kind = 'invoice'
+                                        THEN coalesce((SELECT max(p.payment_id) FROM @extschema@.payment p
+                                                       WHERE p.account_id = acc), 0) END)
     WHERE account_id = acc AND invoice_id = p_invoice_id;
-    -- money paid while it was a draft (after it was billed: what was paid
-    -- before is in its prepaid already) and not allocated yet settles it,
-    -- oldest payment first (record_payment allocates only to final invoices)
-    IF inv.kind = 'invoice' AND inv.last_payment_id IS NOT NULL AND inv.amount_due > 0 THEN
-        INSERT INTO @extschema@.payment_allocation (account_id, payment_id, invoice_id, amount)
-        SELECT acc, f.payment_id, p_invoice_id, least(f.free, inv.amount_due - f.before)
-        FROM (SELECT u.payment_id, u.free,
-                     coalesce(sum(u.free) OVER (ORDER BY u.received_at, u.payment_id
-                                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-              FROM (SELECT p.payment_id, p.received_at,
-                           p.amount - coalesce((SELECT sum(pa.amount) FROM @extschema@.payment_allocation pa
-                                                WHERE pa.account_id = acc AND pa.payment_id = p.payment_id), 0) AS free
-                    FROM @extschema@.payment p
-                    WHERE p.account_id = acc AND p.payment_id > inv.last_payment_id) u
-              WHERE u.free > 0) f
-        WHERE f.before < inv.amount_due;
+    -- the money kept for it while it was a draft (of payments recorded after
+    -- it was billed: what was paid before is in its prepaid already) is
+    -- allocated to it now
+    IF inv.kind = 'invoice' THEN
+        PERFORM @extschema@.allocate_payments(acc);
     END IF;
     RETURN num;
 END $$;
 COMMENT ON FUNCTION @extschema@.finalize_invoice(bigint) IS
-    'make a draft invoice final: checks its lines against its totals, gives it the next gap-free number of its series, sets issued_at (if unset) and due_at (issued + the account''s payment_terms days); returns the number (again, for an invoice already final)';
+    'make a draft invoice final: checks its lines against its totals, gives it the next gap-free number of its series, sets issued_at (if unset) and due_at (issued + the account''s payment_terms days), then allocates the payments kept for it (allocate_payments); returns the number (again, for an invoice already final)';
 
 -------------------------------------------------------------------------------
 -- What is paid, credited and open per final invoice
@@ -432,12 +434,134 @@ COMMENT ON VIEW @extschema@.invoice_settlement IS
     'final and void invoices: payments allocated (paid), credit notes (credited) and open = amount_due - paid - credited, never below zero';
 
 -------------------------------------------------------------------------------
--- credit_note
+-- Allocation of payments to invoices
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.credit_note(p_invoice_id bigint, p_amount numeric, p_reason text)
-RETURNS bigint
+-- One rule, whenever it runs: the payments, in the order they were recorded,
+-- each pay the open invoices they may pay, oldest period first (invoices
+-- without a period after those with one, by issue), as far as their money
+-- goes, as if every draft were final already; only, what would go to a
+-- draft is not allocated but kept for it until it is final.  So money
+-- recorded while an older period's draft is open is not taken by a later
+-- period's invoice that happened to be finalized first, and money beyond
+-- what the drafts are due goes on to the final invoices after them.  A
+-- payment may pay an invoice billed before it came in (payment_id >
+-- invoice.last_payment_id): money that was on the balance when an invoice
+-- was billed is in its prepaid already.
+--
+-- record_payment and finalize_invoice run it after their change (with the
+-- account locked): it goes through every payment with money not allocated
+-- yet from the oldest period again, so the money kept for a draft is
+-- allocated to it once it is final, and the allocations do not depend on
+-- the order the drafts are finalized in.  It only adds allocations (they
+-- are append-only), each at most what is left of the payment and what is
+-- open on the invoice (never more than its amount_due): no money is
+-- allocated twice, and a payment pays an invoice once.  A credit note
+-- lowers what is open; one on an invoice paid already leaves its money on
+-- the balance, as credit.  Drafts made by hand (no last_payment_id) are not
+-- kept for: finalize_invoice makes them payable from then on.
+CREATE FUNCTION @extschema@.allocate_payments(p_account_id bigint)
+RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    t record;
+    pay record;
+    ids bigint[] := '{}';
+    lasts bigint[] := '{}';
+    drafts boolean[] := '{}';
+    opens numeric[] := '{}';
+    k integer := 0;
+    j integer;
+    free numeric;
+    amt numeric;
+    n integer := 0;
+BEGIN
+    IF p_account_id IS NULL THEN
+        RAISE EXCEPTION 'allocate_payments: account_id must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    -- (the callers hold it already; a call by hand must not race them)
+    PERFORM 1 FROM @extschema@.account a WHERE a.account_id = p_account_id FOR NO KEY UPDATE;
+    -- what may be paid, oldest period first: final invoices still open (one
+    -- made final without finalize_invoice has no last_payment_id: any
+    -- payment), and the bill run's drafts with money due
+    -- (open as in invoice_settlement, amount_due - paid - credited, here
+    -- by the invoice's own keys: the view joined per row sums every invoice)
+    FOR t IN
+        SELECT i.invoice_id, coalesce(i.last_payment_id, 0) AS last_payment_id, i.status = 'draft' AS draft, o.open
+        FROM @extschema@.invoice i
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN i.status = 'draft' THEN i.amount_due
+                        ELSE i.amount_due
+                             - (SELECT coalesce(sum(pa.amount), 0) FROM @extschema@.payment_allocation pa
+                                WHERE pa.account_id = i.account_id AND pa.invoice_id = i.invoice_id)
+                             + (SELECT coalesce(sum(cn.total), 0) FROM @extschema@.invoice cn
+                                WHERE cn.account_id = i.account_id AND cn.credits_invoice_id = i.invoice_id
+                                  AND cn.kind = 'credit_note' AND cn.status = 'final') END AS open) o
+        WHERE i.account_id = p_account_id AND i.kind = 'invoice'
+          AND (i.status = 'final' OR (i.status = 'draft' AND i.last_payment_id IS NOT NULL))
+          AND o.open > 0
+        ORDER BY i.period_start NULLS LAST, i.issued_at NULLS LAST, i.invoice_id
+    LOOP
+        k := k + 1;
+        ids[k] := t.invoice_id;
+        lasts[k] := t.last_payment_id;
+        drafts[k] := t.draft;
+        opens[k] := t.open;
+    END LOOP;
+    IF k = 0 THEN
+        RETURN 0;
+    END IF;
+    -- the payments with money left, in the order they were recorded (none
+    -- before the oldest last_payment_id can pay any of these)
+    FOR pay IN
+        SELECT p.payment_id, p.amount - coalesce(x.allocated, 0) AS free
+        FROM @extschema@.payment p
+        CROSS JOIN LATERAL (SELECT sum(pa.amount) AS allocated FROM @extschema@.payment_allocation pa
+                            WHERE pa.account_id = p.account_id AND pa.payment_id = p.payment_id) x
+        WHERE p.account_id = p_account_id
+          AND p.payment_id > (SELECT min(l) FROM unnest(lasts) l)
+          AND p.amount > coalesce(x.allocated, 0)
+        ORDER BY p.payment_id
+    LOOP
+        free := pay.free;
+        FOR j IN 1 .. k LOOP
+            -- billed after the payment came in (in its prepaid), or paid
+            CONTINUE WHEN pay.payment_id <= lasts[j] OR opens[j] = 0;
+            amt := least(opens[j], free);
+            -- a draft: kept for it (not allocated, and no later invoice and
+            -- no later payment gets it); a final invoice: allocated.  (Money
+            -- kept for a draft comes free again if the draft is deleted or
+            -- changed by hand; a payment still pays an invoice once only,
+            -- what it has left goes on to the next.)
+            IF NOT drafts[j] THEN
+                INSERT INTO @extschema@.payment_allocation (account_id, payment_id, invoice_id, amount)
+                VALUES (p_account_id, pay.payment_id, ids[j], amt)
+                ON CONFLICT DO NOTHING;
+                CONTINUE WHEN NOT FOUND;
+                n := n + 1;
+            END IF;
+            opens[j] := opens[j] - amt;
+            free := free - amt;
+            EXIT WHEN free = 0;
+        END LOOP;
+    END LOOP;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION @extschema@.allocate_payments(bigint) IS
+    'internal (record_payment, finalize_invoice): allocate the account''s payments with money left, in the order recorded, to the open invoices each may pay (billed before it came in), oldest period first, as if the drafts were final: what would go to a draft is kept for it until it is final; returns how many allocations it made';
+COMMENT ON COLUMN @extschema@.invoice.last_payment_id IS
+    'the payer''s latest payment when the invoice was billed (bill run) or, made by hand, finalized: only later payments are allocated to it (earlier money is in its prepaid or stays on the balance)';
+
+-------------------------------------------------------------------------------
+-- credit_note
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.credit_note(invoice_id bigint, amount numeric, reason text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_invoice_id ALIAS FOR $1;
+    p_amount ALIAS FOR $2;
+    p_reason ALIAS FOR $3;
     acc bigint := @extschema@.invoice_account(p_invoice_id, 'credit_note');
     a @extschema@.account;
     inv @extschema@.invoice;
@@ -506,11 +630,16 @@ COMMENT ON FUNCTION @extschema@.credit_note(bigint, numeric, text) IS
 -------------------------------------------------------------------------------
 -- record_payment
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.record_payment(p_account_id bigint, p_amount numeric, p_reference text,
-                                           p_received_at timestamptz DEFAULT now())
+CREATE FUNCTION @extschema@.record_payment(account_id bigint, amount numeric, reference text,
+                                           received_at timestamptz DEFAULT now())
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_account_id ALIAS FOR $1;
+    p_amount ALIAS FOR $2;
+    p_reference ALIAS FOR $3;
+    p_received_at ALIAS FOR $4;
     a @extschema@.account;
     e integer;
     pid bigint;
@@ -569,21 +698,15 @@ BEGIN
 
     PERFORM @extschema@.main_bucket_entry(p_account_id, 'payment', p_amount, p_reference);
 
-    -- oldest open invoice first (by the period it bills, not by when it was
-    -- finalized); what is left stays on the balance as credit
-    INSERT INTO @extschema@.payment_allocation (account_id, payment_id, invoice_id, amount)
-    SELECT p_account_id, pid, o.invoice_id, least(o.open, p_amount - o.before)
-    FROM (SELECT s.invoice_id, s.open,
-                 coalesce(sum(s.open) OVER (ORDER BY i.period_start NULLS LAST, s.issued_at, s.invoice_id
-                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-          FROM @extschema@.invoice_settlement s
-          JOIN @extschema@.invoice i ON i.account_id = s.account_id AND i.invoice_id = s.invoice_id
-          WHERE s.account_id = p_account_id AND s.open > 0) o
-    WHERE o.before < p_amount;
+    -- oldest open amount first, by the period it bills, not by when it was
+    -- finalized: what an older draft is due is kept for it, not given to a
+    -- later period's final invoice; what is left stays on the balance as
+    -- credit
+    PERFORM @extschema@.allocate_payments(p_account_id);
     RETURN pid;
 END $$;
 COMMENT ON FUNCTION @extschema@.record_payment(bigint, numeric, text, timestamptz) IS
-    'record money received: credits the account''s main money bucket (ledger payment) and allocates it to its open final invoices, oldest first; the rest stays as credit; idempotent on (account_id, reference): a retry returns the first payment_id (the same reference with another amount: 23505)';
+    'record money received: credits the account''s main money bucket (ledger payment) and allocates it to its open final invoices, oldest period first (what an older draft is due is kept for it until it is final: allocate_payments); the rest stays as credit; idempotent on (account_id, reference): a retry returns the first payment_id (the same reference with another amount: 23505)';
 
 -------------------------------------------------------------------------------
 -- account_statement

@@ -76,10 +76,12 @@ COMMENT ON FUNCTION @extschema@.format_amount(numeric, text) IS
 -------------------------------------------------------------------------------
 -- invoice_json
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.invoice_json(p_invoice_id bigint)
+CREATE FUNCTION @extschema@.invoice_json(invoice_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_invoice_id ALIAS FOR $1;
     acc bigint := @extschema@.invoice_account(p_invoice_id, 'invoice_json');
     inv @extschema@.invoice;
     a @extschema@.account;
@@ -181,10 +183,12 @@ RETURN coalesce(l OPERATOR(pg_catalog.->>) 'description',
 COMMENT ON FUNCTION @extschema@.invoice_line_label(jsonb) IS
     'internal: the text shown for an invoice line (its description, else its kind and service)';
 
-CREATE FUNCTION @extschema@.invoice_html(p_invoice_id bigint)
+CREATE FUNCTION @extschema@.invoice_html(invoice_id bigint)
 RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    p_invoice_id ALIAS FOR $1;
     d jsonb := @extschema@.invoice_json(p_invoice_id);
     cur text := d->>'currency';
     credit boolean := d->>'kind' = 'credit_note';

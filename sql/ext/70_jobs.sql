@@ -180,9 +180,12 @@ COMMENT ON FUNCTION @extschema@.job_run_prune(text, timestamptz) IS
 -- Several reports of one step are joined; outside a job they are kept (at
 -- most 10,000 characters) until a job starts in the session, which empties
 -- them first.
-CREATE FUNCTION @extschema@.job_warn(p_message text)
+CREATE FUNCTION @extschema@.job_warn(message text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_message ALIAS FOR $1;
 BEGIN
     PERFORM @extschema@.realtime_rating_enabled();      -- the library defines the slot
     -- added to what the step reported before (job_take_warning empties it)

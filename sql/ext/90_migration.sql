@@ -14,14 +14,23 @@
 -- (COPY keeps the file's order).  `batch` may come from the file or from the
 -- setting convbill_migration.batch (SET it before the COPY).  After a load
 -- each row is 'loaded' (with the id of what it created) or 'rejected' (with
--- reject_reason "code: detail"); nothing is dropped.
+-- reject_reason "code: detail"); nothing is dropped, and nothing is loaded
+-- twice: only pending rows are tried, and a loaded row set back to pending
+-- stays as it was loaded.
 --
 -- Rules of the real tables are judged by the real tables: a row that passes
 -- the loader's parsing and reference checks is inserted in a subtransaction
 -- of its own through the same INSERT, top_up or add_charge an application
 -- would use, and what their constraints and triggers refuse becomes the
--- row's reject_reason.  One load_staged at a time (the staging tables are
--- locked against writes while it runs, so its counts are exact).
+-- row's reject_reason (one row-loader for the four: stage_load_rows).  One
+-- load_staged at a time (the staging tables are locked against writes while
+-- it runs, so its counts are exact).
+--
+-- The cutover: the legacy system billed each loaded account up to the start
+-- of its period containing convbill_migration.billed_until (legacy_cutover),
+-- so convbill bills its subscriptions from there, and not the fee periods the
+-- legacy system billed ahead (legacy_fee; the bill run counts them as already
+-- charged).
 -------------------------------------------------------------------------------
 
 CREATE TABLE @extschema@.stage_account (
@@ -55,6 +64,8 @@ CREATE TABLE @extschema@.stage_subscription (
     started_at      text,
     ended_at        text,                    -- empty: open
     quantity        text,                    -- empty: 1
+    fee_billed_until text,                   -- the legacy system billed the fee up to here (a period start);
+                                             -- empty: the cutover (an advance plan's: the cutover period's end)
     load_status     text NOT NULL DEFAULT 'pending' CHECK (load_status IN ('pending', 'loaded', 'rejected')),
     reject_reason   text,
     account_id      bigint,
@@ -103,6 +114,52 @@ CREATE TABLE @extschema@.stage_charge (
 COMMENT ON TABLE @extschema@.stage_charge IS
     'migration staging (all text): open (unbilled) legacy charges, loaded with add_charge; load_status, reject_reason, charge_id';
 
+-------------------------------------------------------------------------------
+-- What the legacy system billed, as the loads record it.
+--
+-- legacy_cutover: the legacy system billed an account up to billed_until,
+-- the start of its period containing convbill_migration.billed_until (the
+-- period before is also a closed_period, invoiced_by its payer, so the bill
+-- runs start there).  Recorded once, by the load that first loaded a row of
+-- the account: later loads (a retried row, another batch) clamp to it.
+--
+-- legacy_fee: fee periods of a loaded subscription that the legacy system
+-- billed although they lie after the cutover - a plan billed in advance had
+-- the cutover period's fee on the legacy system's last invoice, a yearly fee
+-- paid ahead covers months.  One row per fee period, with the fee convbill
+-- prices for the whole period; the bill run counts it as already charged
+-- for that period (as it counts the fee charges it made itself), so it
+-- charges nothing for it, or, for a subscription that ends inside it, credits
+-- back the rest pro rata like any advance fee.  Nothing here is money: no
+-- charge, ledger entry or invoice (the legacy system invoiced it), so it is
+-- in no revenue view or statement.
+-------------------------------------------------------------------------------
+CREATE TABLE @extschema@.legacy_cutover (
+    account_id   bigint NOT NULL REFERENCES @extschema@.account,
+    billed_until timestamptz NOT NULL,       -- the start of the account's first period convbill bills
+    batch        text NOT NULL,              -- the load that recorded it
+    recorded_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_id)
+);
+COMMENT ON TABLE @extschema@.legacy_cutover IS
+    'migration: the legacy system billed the account''s periods up to billed_until (recorded by load_staged with its cutover closed_period)';
+
+CREATE TABLE @extschema@.legacy_fee (
+    account_id       bigint NOT NULL,
+    subscription_id  bigint NOT NULL,
+    fee_period_start timestamptz NOT NULL,   -- as charge.fee_period_start: the billing period the fee pays for
+    fee_period_end   timestamptz NOT NULL,
+    amount           numeric NOT NULL,       -- the period's whole fee (plan fee x quantity, a yearly one / 12)
+    batch            text NOT NULL,
+    line             bigint NOT NULL,        -- the stage_subscription row
+    PRIMARY KEY (account_id, subscription_id, fee_period_start),
+    FOREIGN KEY (account_id, subscription_id) REFERENCES @extschema@.subscription ON DELETE CASCADE
+);
+COMMENT ON TABLE @extschema@.legacy_fee IS
+    'migration: a fee period of a loaded subscription that the legacy system billed; the bill run counts amount as already charged for it';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.legacy_cutover', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.legacy_fee', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.stage_account', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.stage_subscription', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.stage_balance', '');
@@ -233,7 +290,7 @@ BEGIN
     END IF;
 END $$;
 COMMENT ON FUNCTION @extschema@.stage_resolve_account(text, text, text) IS
-    'migration: the account_id (and currency) a staged external_ref names, or why it cannot be used';
+    'internal (load_staged): the account_id (and currency) a staged external_ref names, or why it cannot be used';
 
 -- Errors that are about the row (data exceptions, constraint violations, a
 -- state the row's account is in, a trigger's refusal) reject it; any other
@@ -244,385 +301,444 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN pg_catalog.left(p_sqlstate, 2) IN ('22', '23', 'P0') OR p_sqlstate IN ('55000', '54000');
 COMMENT ON FUNCTION @extschema@.stage_row_error(text) IS
-    'migration: whether an error raised while loading a staged row is about the row (it is then rejected) rather than the load';
+    'internal (load_staged): whether an error raised while loading a staged row is about the row (it is then rejected) rather than the load';
 
 -------------------------------------------------------------------------------
--- Accounts: one query judges every pending row (present, parseable, unique,
--- parents not in a loop) and orders the good ones parents first; then one
--- insert per row, judged by the account table itself.  (One query with
--- windows and hash joins, not joins of set-returning functions: those are
--- estimated at 1000 rows and became nested loops, quadratic in the batch.)
+-- Loading rows.  Each entity has a judge: one query over its pending rows
+-- that parses them and finds what the loader itself can tell is wrong
+-- (present, parseable, unique, naming an account it can use), and returns
+-- one stage_row per staged row, in the order to load them.  One row-loader,
+-- stage_load_rows, then takes them in that order: a row with a reason is
+-- rejected; any other is inserted in a subtransaction of its own by
+-- stage_insert (the INSERT, top_up or add_charge an application would use),
+-- and what the real tables refuse becomes its reason.  (A judge is one query
+-- with windows and hash joins, not joins of set-returning functions: those
+-- are estimated at 1000 rows and became nested loops, quadratic in the batch.)
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.stage_load_accounts(p_batch text) RETURNS void
+CREATE TYPE @extschema@.stage_row AS (
+    line       bigint,    -- the staged row
+    ord        integer,   -- load order: by ord, then line (accounts: depth below their parents)
+    account_id bigint,    -- the account the row is for (accounts: NULL, it does not exist yet)
+    reason     text,      -- the loader's own reason to reject it ("code: detail"); NULL: load it
+    args       jsonb      -- what stage_insert needs, parsed
+);
+COMMENT ON TYPE @extschema@.stage_row IS
+    'internal (load_staged): a staged row as its entity''s judge saw it: reject reason, or what to insert';
+
+-- Accounts: present, parseable, unique, parents not in a loop; the good ones
+-- parents first (a parent is resolved at its child's turn, when it is loaded).
+CREATE FUNCTION @extschema@.stage_judge_accounts(p_batch text)
+RETURNS SETOF @extschema@.stage_row
+LANGUAGE sql STABLE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH RECURSIVE p AS MATERIALIZED (
+        SELECT s.line, @extschema@.stage_text(s.external_ref) AS ref, @extschema@.stage_text(s.name) AS name,
+               pg_catalog.upper(@extschema@.stage_text(s.currency) COLLATE "C") AS currency,
+               coalesce(@extschema@.stage_text(s.timezone), 'UTC') AS timezone,
+               @extschema@.stage_text(s.billing_day) AS billing_day_raw,
+               @extschema@.stage_integer(s.billing_day) AS billing_day,
+               @extschema@.stage_text(s.parent_ref) AS parent_ref,
+               @extschema@.stage_text(s.bill_to_parent) AS bill_to_parent_raw,
+               @extschema@.stage_boolean(s.bill_to_parent) AS bill_to_parent,
+               @extschema@.stage_text(s.credit_limit) AS credit_limit_raw,
+               @extschema@.stage_numeric(s.credit_limit) AS credit_limit,
+               @extschema@.stage_text(s.tax_code) AS tax_code,
+               coalesce(@extschema@.stage_text(s.status), 'active') AS status,
+               @extschema@.stage_text(s.low_balance_threshold) AS low_balance_threshold_raw,
+               @extschema@.stage_numeric(s.low_balance_threshold) AS low_balance_threshold
+        FROM @extschema@.stage_account s
+        WHERE s.batch = p_batch AND s.load_status = 'pending'),
+    judged AS MATERIALIZED (
+        SELECT p.*, CASE
+              WHEN p.ref IS NULL THEN 'missing_external_ref: external_ref is empty'
+              WHEN count(*) OVER w > 1
+                  THEN format('duplicate_external_ref: "%s" is on lines %s of this batch', p.ref,
+                              string_agg(p.line::text, ', ') OVER w)
+              WHEN a.account_id IS NOT NULL
+                  THEN format('duplicate_external_ref: account "%s" already exists (account_id %s)', p.ref, a.account_id)
+              WHEN p.name IS NULL THEN 'missing_name: name is empty'
+              WHEN p.currency IS NULL THEN 'missing_currency: currency is empty'
+              WHEN @extschema@.currency_exponent(p.currency) IS NULL
+                  THEN format('unknown_currency: "%s" is not an ISO 4217 currency code', p.currency)
+              WHEN NOT @extschema@.is_time_zone(p.timezone)
+                  THEN format('unknown_time_zone: "%s" is not an IANA time zone', p.timezone)
+              WHEN p.billing_day_raw IS NOT NULL AND p.billing_day IS NULL
+                  THEN format('invalid_billing_day: "%s" is not a whole number', p.billing_day_raw)
+              WHEN p.billing_day NOT BETWEEN 1 AND 28
+                  THEN format('invalid_billing_day: %s is outside 1..28', p.billing_day)
+              WHEN p.bill_to_parent_raw IS NOT NULL AND p.bill_to_parent IS NULL
+                  THEN format('invalid_bill_to_parent: "%s" is not a boolean', p.bill_to_parent_raw)
+              WHEN p.bill_to_parent AND p.parent_ref IS NULL
+                  THEN 'invalid_bill_to_parent: bill_to_parent is set but parent_ref is empty'
+              WHEN p.parent_ref = p.ref THEN format('parent_cycle: "%s" is its own parent', p.ref)
+              WHEN p.credit_limit_raw IS NOT NULL AND p.credit_limit IS NULL
+                  THEN format('invalid_credit_limit: "%s" is not a number', p.credit_limit_raw)
+              WHEN p.credit_limit < 0 THEN format('invalid_credit_limit: %s is negative', p.credit_limit)
+              WHEN p.credit_limit >= 1e15 THEN format('invalid_credit_limit: %s has more than 15 digits before the point', p.credit_limit_raw)
+              WHEN p.low_balance_threshold_raw IS NOT NULL AND p.low_balance_threshold IS NULL
+                  THEN format('invalid_low_balance_threshold: "%s" is not a number', p.low_balance_threshold_raw)
+              WHEN p.status NOT IN ('active', 'suspended', 'closed')
+                  THEN format('invalid_status: "%s" is not active, suspended or closed', p.status)
+          END AS reason
+        FROM p LEFT JOIN @extschema@.account a ON a.external_ref = p.ref
+        WINDOW w AS (PARTITION BY p.ref ORDER BY p.line ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
+    ok AS MATERIALIZED (SELECT j.line, j.ref, j.parent_ref FROM judged j WHERE j.reason IS NULL),
+    -- parents before children: depth below the rows whose parent is not a
+    -- good pending row of this batch (an existing account, a row loaded or
+    -- rejected before: resolved at the row's turn); refs are unique here
+    tree AS (
+        SELECT ok.line, ok.ref, 0 AS depth FROM ok
+        WHERE ok.parent_ref IS NULL OR NOT EXISTS (SELECT 1 FROM ok x WHERE x.ref = ok.parent_ref)
+        UNION ALL
+        SELECT c.line, c.ref, t.depth + 1 FROM ok c JOIN tree t ON c.parent_ref = t.ref
+        WHERE t.depth < 100000)
+    SELECT j.line, coalesce(t.depth, -1), NULL::bigint,
+           coalesce(j.reason, CASE WHEN t.line IS NULL
+               THEN format('parent_cycle: the parents of "%s" (parent_ref "%s") loop in this batch', j.ref, j.parent_ref)
+           END),
+           jsonb_build_object('ref', j.ref, 'name', j.name, 'currency', j.currency, 'timezone', j.timezone,
+                              'billing_day', coalesce(j.billing_day, 1), 'parent_ref', j.parent_ref,
+                              'bill_to_parent', coalesce(j.bill_to_parent, false),
+                              'credit_limit', coalesce(j.credit_limit, 0), 'tax_code', j.tax_code,
+                              'status', j.status, 'low_balance_threshold', j.low_balance_threshold)
+    FROM judged j LEFT JOIN tree t ON t.line = j.line;
+END;
+COMMENT ON FUNCTION @extschema@.stage_judge_accounts(text) IS
+    'internal (load_staged): the pending staged accounts of a batch, judged, parents before children';
+
+-- Subscriptions: convbill bills a legacy subscription from its account's
+-- cutover (legacy_cutover, recorded by an earlier load; else the start of
+-- the account's period containing p_cutover, where this load cuts it over),
+-- so one that began earlier is loaded as running since the cutover (the
+-- staged started_at keeps the legacy start); one that ended by then has
+-- nothing left to bill.  A first load and a retry after the cutover was
+-- recorded give the same subscription, billed the same.  fee_billed_until (empty: the end of the
+-- cutover period for a plan billed in advance that ran before it - the
+-- legacy system's last invoice billed that period ahead -, else the cutover)
+-- must be a period boundary of the account from the cutover on; the whole
+-- periods up to it are recorded as billed (legacy_fee, by stage_insert).
+CREATE FUNCTION @extschema@.stage_judge_subscriptions(p_batch text, p_cutover timestamptz)
+RETURNS SETOF @extschema@.stage_row
+LANGUAGE sql STABLE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT v.line, 0, v.account_id, CASE
+               WHEN v.acc_reason IS NOT NULL THEN v.acc_reason
+               WHEN v.plan_code IS NULL THEN 'missing_plan: plan_code is empty'
+               WHEN v.billing IS NULL THEN format('unknown_plan: no plan "%s"', v.plan_code)
+               WHEN v.started_raw IS NULL THEN 'missing_started_at: started_at is empty'
+               WHEN v.started_at IS NULL OR NOT isfinite(v.started_at)
+                   THEN format('invalid_started_at: "%s" is not a finite timestamp', v.started_raw)
+               WHEN v.ended_raw IS NOT NULL AND (v.ended_at IS NULL OR NOT isfinite(v.ended_at))
+                   THEN format('invalid_ended_at: "%s" is not a finite timestamp', v.ended_raw)
+               WHEN v.ended_at <= v.started_at
+                   THEN format('invalid_ended_at: ended_at %s is not after started_at %s', v.ended_at, v.started_at)
+               WHEN v.quantity_raw IS NOT NULL AND v.quantity IS NULL
+                   THEN format('invalid_quantity: "%s" is not a whole number', v.quantity_raw)
+               WHEN v.quantity <= 0 THEN format('invalid_quantity: %s is not positive', v.quantity)
+               WHEN v.ended_at <= v.cutover
+                   THEN format('ended_before_cutover: ended_at %s is not after the cutover of account "%s" (%s): the legacy system billed all of it',
+                               v.ended_at, v.ref, v.cutover)
+               WHEN v.fee_raw IS NOT NULL AND (v.fee_until IS NULL OR NOT isfinite(v.fee_until))
+                   THEN format('invalid_fee_billed_until: "%s" is not a finite timestamp', v.fee_raw)
+               WHEN v.fee_until < v.cutover
+                   THEN format('invalid_fee_billed_until: %s is before the cutover of account "%s" (%s), up to which the legacy system billed everything',
+                               v.fee_until, v.ref, v.cutover)
+               WHEN v.fee_until <> @extschema@.billing_period_start(v.fee_until, v.timezone, v.billing_day)
+                   THEN format('invalid_fee_billed_until: %s is not where a billing period of account "%s" begins (day %s, midnight in %s)',
+                               v.fee_until, v.ref, v.billing_day, v.timezone)
+               WHEN v.fee_until > v.cutover + interval '10 years'
+                   THEN format('invalid_fee_billed_until: %s is more than 10 years after the cutover of account "%s" (%s)',
+                               v.fee_until, v.ref, v.cutover)
+               WHEN v.fee_until > v.cutover AND v.started_at > v.cutover
+                   THEN format('invalid_fee_billed_until: the subscription starts at %s, after the cutover of account "%s" (%s): what the legacy system billed for part of a period is not known here (leave fee_billed_until empty and carry that part over as an adjustment)',
+                               v.started_at, v.ref, v.cutover)
+           END,
+           jsonb_build_object('plan_code', v.plan_code, 'quantity', v.quantity,
+                              'started_at', greatest(v.started_at, v.cutover), 'ended_at', v.ended_at,
+                              'cutover', v.cutover,
+                              'fee_billed_until', coalesce(v.fee_until,
+                                  CASE WHEN v.billing = 'advance' AND v.started_at < v.cutover
+                                       THEN @extschema@.billing_period_end(v.cutover, v.timezone, v.billing_day)
+                                       ELSE v.cutover END))
+    FROM (SELECT s.line, acc.account_id, acc.reason AS acc_reason, @extschema@.stage_text(s.account_ref) AS ref,
+                 @extschema@.stage_text(s.plan_code) AS plan_code, pl.billing,
+                 @extschema@.stage_text(s.started_at) AS started_raw,
+                 @extschema@.stage_timestamptz(s.started_at) AS started_at,
+                 @extschema@.stage_text(s.ended_at) AS ended_raw,
+                 @extschema@.stage_timestamptz(s.ended_at) AS ended_at,
+                 @extschema@.stage_text(s.quantity) AS quantity_raw,
+                 coalesce(@extschema@.stage_integer(s.quantity),
+                          CASE WHEN @extschema@.stage_text(s.quantity) IS NULL THEN 1 END) AS quantity,
+                 @extschema@.stage_text(s.fee_billed_until) AS fee_raw,
+                 @extschema@.stage_timestamptz(s.fee_billed_until) AS fee_until,
+                 a.timezone, a.billing_day,
+                 coalesce(lc.billed_until, @extschema@.billing_period_start(p_cutover, a.timezone, a.billing_day)) AS cutover
+          FROM @extschema@.stage_subscription s
+          CROSS JOIN LATERAL @extschema@.stage_resolve_account(p_batch, s.account_ref) acc
+          LEFT JOIN @extschema@.account a ON a.account_id = acc.account_id
+          LEFT JOIN @extschema@.legacy_cutover lc ON lc.account_id = acc.account_id
+          LEFT JOIN @extschema@.plan pl ON pl.code = @extschema@.stage_text(s.plan_code)
+          WHERE s.batch = p_batch AND s.load_status = 'pending') v;
+END;
+COMMENT ON FUNCTION @extschema@.stage_judge_subscriptions(text, timestamptz) IS
+    'internal (load_staged): the pending staged subscriptions of a batch, judged, with their start clamped to the account''s cutover (p_cutover: convbill_migration.billed_until)';
+
+-- Opening balances (top_up) and open charges (add_charge) are idempotent on
+-- (account, reference); a reference given twice in the batch, or already
+-- used on the account, is a reject (the money would be counted once but
+-- reported twice).
+CREATE FUNCTION @extschema@.stage_judge_balances(p_batch text)
+RETURNS SETOF @extschema@.stage_row
+LANGUAGE sql STABLE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT v.line, 0, v.account_id, CASE
+               WHEN v.acc_reason IS NOT NULL THEN v.acc_reason
+               WHEN v.amount_raw IS NULL THEN 'missing_amount: amount is empty'
+               WHEN v.amount IS NULL THEN format('invalid_amount: "%s" is not a finite number', v.amount_raw)
+               WHEN v.amount <= 0
+                   THEN format('invalid_amount: an opening balance must be positive, not %s (carry a debt over as an open charge)', v.amount)
+               WHEN v.amount >= 1e15
+                   THEN format('invalid_amount: %s is beyond any legacy amount (at most 15 digits before the point)', v.amount_raw)
+               WHEN v.currency IS NOT NULL AND @extschema@.currency_exponent(v.currency) IS NOT NULL
+                    AND v.amount <> round(v.amount, @extschema@.currency_exponent(v.currency))
+                   THEN format('invalid_amount: %s has more decimals than %s has', v.amount_raw, v.currency)
+               WHEN v.currency IS NULL THEN 'missing_currency: currency is empty'
+               WHEN v.currency <> v.account_currency
+                   THEN format('currency_mismatch: balance in %s, account "%s" pays in %s', v.currency, v.ref, v.account_currency)
+               WHEN v.valid_raw IS NOT NULL AND v.valid_until IS NULL
+                   THEN format('invalid_valid_until: "%s" is not a timestamp', v.valid_raw)
+               WHEN count(*) OVER (PARTITION BY v.account_id, v.reference) > 1
+                   THEN format('duplicate_reference: reference "%s" of account "%s" is on lines %s of this batch',
+                               v.reference, v.ref,
+                               (SELECT string_agg(x.line::text, ', ' ORDER BY x.line) FROM @extschema@.stage_balance x
+                                WHERE x.batch = p_batch AND x.load_status = 'pending'
+                                  AND @extschema@.stage_text(x.account_ref) = v.ref
+                                  AND coalesce(@extschema@.stage_text(x.reference), format('migration:%s:%s', p_batch, x.line)) = v.reference))
+               WHEN l.entry_id IS NOT NULL
+                   THEN format('duplicate_reference: account "%s" already has a top-up with reference "%s" (ledger entry %s)',
+                               v.ref, v.reference, l.entry_id)
+           END,
+           jsonb_build_object('amount', v.amount, 'reference', v.reference, 'valid_until', v.valid_until)
+    FROM (SELECT s.line, acc.account_id, acc.currency AS account_currency, acc.reason AS acc_reason,
+                 @extschema@.stage_text(s.account_ref) AS ref,
+                 @extschema@.stage_text(s.amount) AS amount_raw, @extschema@.stage_numeric(s.amount) AS amount,
+                 pg_catalog.upper(@extschema@.stage_text(s.currency) COLLATE "C") AS currency,
+                 coalesce(@extschema@.stage_text(s.reference), format('migration:%s:%s', p_batch, s.line)) AS reference,
+                 @extschema@.stage_text(s.valid_until) AS valid_raw,
+                 coalesce(@extschema@.stage_timestamptz(s.valid_until),
+                          CASE WHEN @extschema@.stage_text(s.valid_until) IS NULL THEN 'infinity'::timestamptz END) AS valid_until
+          FROM @extschema@.stage_balance s
+          CROSS JOIN LATERAL @extschema@.stage_resolve_account(p_batch, s.account_ref) acc
+          WHERE s.batch = p_batch AND s.load_status = 'pending') v
+    LEFT JOIN @extschema@.ledger l
+        ON l.account_id = v.account_id AND l.kind = 'top_up' AND l.reference = v.reference;
+END;
+COMMENT ON FUNCTION @extschema@.stage_judge_balances(text) IS
+    'internal (load_staged): the pending staged opening balances of a batch, judged';
+
+CREATE FUNCTION @extschema@.stage_judge_charges(p_batch text)
+RETURNS SETOF @extschema@.stage_row
+LANGUAGE sql STABLE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT v.line, 0, v.account_id, CASE
+               WHEN v.acc_reason IS NOT NULL THEN v.acc_reason
+               WHEN v.amount_raw IS NULL THEN 'missing_amount: amount is empty'
+               WHEN v.amount IS NULL THEN format('invalid_amount: "%s" is not a finite number', v.amount_raw)
+               WHEN v.currency IS NULL THEN 'missing_currency: currency is empty'
+               WHEN v.currency <> v.account_currency
+                   THEN format('currency_mismatch: charge in %s, account "%s" pays in %s', v.currency, v.ref, v.account_currency)
+               WHEN v.amount <> round(v.amount, @extschema@.currency_exponent(v.currency))
+                   THEN format('invalid_amount: %s has more decimals than %s has', v.amount_raw, v.currency)
+               WHEN abs(v.amount) >= 1e15
+                   THEN format('invalid_amount: %s is beyond any legacy amount (at most 15 digits before the point)', v.amount_raw)
+               WHEN v.kind NOT IN ('one_time', 'adjustment')
+                   THEN format('invalid_kind: "%s" is not one_time or adjustment', v.kind)
+               WHEN v.occurred_raw IS NOT NULL AND (v.occurred_at IS NULL OR NOT isfinite(v.occurred_at))
+                   THEN format('invalid_occurred_at: "%s" is not a finite timestamp', v.occurred_raw)
+               WHEN count(*) OVER (PARTITION BY v.account_id, v.reference) > 1
+                   THEN format('duplicate_reference: reference "%s" of account "%s" is on lines %s of this batch',
+                               v.reference, v.ref,
+                               (SELECT string_agg(x.line::text, ', ' ORDER BY x.line) FROM @extschema@.stage_charge x
+                                WHERE x.batch = p_batch AND x.load_status = 'pending'
+                                  AND @extschema@.stage_text(x.account_ref) = v.ref
+                                  AND coalesce(@extschema@.stage_text(x.reference), format('migration:%s:%s', p_batch, x.line)) = v.reference))
+               WHEN c.charge_id IS NOT NULL
+                   THEN format('duplicate_reference: account "%s" already has a charge with reference "%s" (charge_id %s)',
+                               v.ref, v.reference, c.charge_id)
+           END,
+           jsonb_build_object('amount', v.amount, 'description', v.description, 'kind', v.kind,
+                              'occurred_at', v.occurred_at, 'reference', v.reference)
+    FROM (SELECT s.line, acc.account_id, acc.currency AS account_currency, acc.reason AS acc_reason,
+                 @extschema@.stage_text(s.account_ref) AS ref,
+                 @extschema@.stage_text(s.amount) AS amount_raw, @extschema@.stage_numeric(s.amount) AS amount,
+                 pg_catalog.upper(@extschema@.stage_text(s.currency) COLLATE "C") AS currency,
+                 @extschema@.stage_text(s.description) AS description,
+                 coalesce(pg_catalog.lower(@extschema@.stage_text(s.kind) COLLATE "C"), 'one_time') AS kind,
+                 @extschema@.stage_text(s.occurred_at) AS occurred_raw,
+                 coalesce(@extschema@.stage_timestamptz(s.occurred_at),
+                          CASE WHEN @extschema@.stage_text(s.occurred_at) IS NULL THEN now() END) AS occurred_at,
+                 coalesce(@extschema@.stage_text(s.reference), format('migration:%s:%s', p_batch, s.line)) AS reference
+          FROM @extschema@.stage_charge s
+          CROSS JOIN LATERAL @extschema@.stage_resolve_account(p_batch, s.account_ref) acc
+          WHERE s.batch = p_batch AND s.load_status = 'pending') v
+    LEFT JOIN @extschema@.charge c ON c.account_id = v.account_id AND c.reference = v.reference;
+END;
+COMMENT ON FUNCTION @extschema@.stage_judge_charges(text) IS
+    'internal (load_staged): the pending staged open charges of a batch, judged';
+
+-- What a judged row creates, through the code path an application would
+-- use.  Raises SQLSTATE CBREJ with the loader's own reason for what it can
+-- only tell at the row's turn (a parent loaded earlier in this load).
+CREATE FUNCTION @extschema@.stage_insert(p_entity text, p_batch text, p_line bigint, p_account_id bigint, p_args jsonb)
+RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r record;
     par record;
     parent_id bigint;
     new_id bigint;
-    st text;
-    msg text;
+    acc record;
 BEGIN
-    FOR r IN
-        WITH RECURSIVE p AS MATERIALIZED (
-            SELECT s.line, @extschema@.stage_text(s.external_ref) AS ref, @extschema@.stage_text(s.name) AS name,
-                   pg_catalog.upper(@extschema@.stage_text(s.currency) COLLATE "C") AS currency,
-                   coalesce(@extschema@.stage_text(s.timezone), 'UTC') AS timezone,
-                   @extschema@.stage_text(s.billing_day) AS billing_day_raw,
-                   @extschema@.stage_integer(s.billing_day) AS billing_day,
-                   @extschema@.stage_text(s.parent_ref) AS parent_ref,
-                   @extschema@.stage_text(s.bill_to_parent) AS bill_to_parent_raw,
-                   @extschema@.stage_boolean(s.bill_to_parent) AS bill_to_parent,
-                   @extschema@.stage_text(s.credit_limit) AS credit_limit_raw,
-                   @extschema@.stage_numeric(s.credit_limit) AS credit_limit,
-                   @extschema@.stage_text(s.tax_code) AS tax_code,
-                   coalesce(@extschema@.stage_text(s.status), 'active') AS status,
-                   @extschema@.stage_text(s.low_balance_threshold) AS low_balance_threshold_raw,
-                   @extschema@.stage_numeric(s.low_balance_threshold) AS low_balance_threshold
-            FROM @extschema@.stage_account s
-            WHERE s.batch = p_batch AND s.load_status = 'pending'),
-        -- what the loader itself must understand: present, parseable, unique
-        judged AS MATERIALIZED (
-            SELECT p.*, CASE
-                  WHEN p.ref IS NULL THEN 'missing_external_ref: external_ref is empty'
-                  WHEN count(*) OVER w > 1
-                      THEN format('duplicate_external_ref: "%s" is on lines %s of this batch', p.ref,
-                                  string_agg(p.line::text, ', ') OVER w)
-                  WHEN a.account_id IS NOT NULL
-                      THEN format('duplicate_external_ref: account "%s" already exists (account_id %s)', p.ref, a.account_id)
-                  WHEN p.name IS NULL THEN 'missing_name: name is empty'
-                  WHEN p.currency IS NULL THEN 'missing_currency: currency is empty'
-                  WHEN @extschema@.currency_exponent(p.currency) IS NULL
-                      THEN format('unknown_currency: "%s" is not an ISO 4217 currency code', p.currency)
-                  WHEN NOT @extschema@.is_time_zone(p.timezone)
-                      THEN format('unknown_time_zone: "%s" is not an IANA time zone', p.timezone)
-                  WHEN p.billing_day_raw IS NOT NULL AND p.billing_day IS NULL
-                      THEN format('invalid_billing_day: "%s" is not a whole number', p.billing_day_raw)
-                  WHEN p.billing_day NOT BETWEEN 1 AND 28
-                      THEN format('invalid_billing_day: %s is outside 1..28', p.billing_day)
-                  WHEN p.bill_to_parent_raw IS NOT NULL AND p.bill_to_parent IS NULL
-                      THEN format('invalid_bill_to_parent: "%s" is not a boolean', p.bill_to_parent_raw)
-                  WHEN p.bill_to_parent AND p.parent_ref IS NULL
-                      THEN 'invalid_bill_to_parent: bill_to_parent is set but parent_ref is empty'
-                  WHEN p.parent_ref = p.ref THEN format('parent_cycle: "%s" is its own parent', p.ref)
-                  WHEN p.credit_limit_raw IS NOT NULL AND p.credit_limit IS NULL
-                      THEN format('invalid_credit_limit: "%s" is not a number', p.credit_limit_raw)
-                  WHEN p.credit_limit < 0 THEN format('invalid_credit_limit: %s is negative', p.credit_limit)
-                  WHEN p.credit_limit >= 1e15 THEN format('invalid_credit_limit: %s has more than 15 digits before the point', p.credit_limit_raw)
-                  WHEN p.low_balance_threshold_raw IS NOT NULL AND p.low_balance_threshold IS NULL
-                      THEN format('invalid_low_balance_threshold: "%s" is not a number', p.low_balance_threshold_raw)
-                  WHEN p.status NOT IN ('active', 'suspended', 'closed')
-                      THEN format('invalid_status: "%s" is not active, suspended or closed', p.status)
-              END AS reason
-            FROM p LEFT JOIN @extschema@.account a ON a.external_ref = p.ref
-            WINDOW w AS (PARTITION BY p.ref ORDER BY p.line ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
-        ok AS MATERIALIZED (SELECT j.line, j.ref, j.parent_ref FROM judged j WHERE j.reason IS NULL),
-        -- parents before children: depth below the rows whose parent is not a
-        -- good pending row of this batch (an existing account, a row loaded or
-        -- rejected before: resolved row by row below); refs are unique here
-        tree AS (
-            SELECT ok.line, ok.ref, 0 AS depth FROM ok
-            WHERE ok.parent_ref IS NULL OR NOT EXISTS (SELECT 1 FROM ok x WHERE x.ref = ok.parent_ref)
-            UNION ALL
-            SELECT c.line, c.ref, t.depth + 1 FROM ok c JOIN tree t ON c.parent_ref = t.ref
-            WHERE t.depth < 100000)
-        SELECT j.*, t.depth,
-               coalesce(j.reason, CASE WHEN t.line IS NULL
-                   THEN format('parent_cycle: the parents of "%s" (parent_ref "%s") loop in this batch', j.ref, j.parent_ref)
-               END) AS why
-        FROM judged j LEFT JOIN tree t ON t.line = j.line
-        ORDER BY t.depth NULLS FIRST, j.line
-    LOOP
-        IF r.why IS NULL AND r.parent_ref IS NOT NULL THEN
-            par := @extschema@.stage_resolve_account(p_batch, r.parent_ref, 'parent');
-            r.why := par.reason;
+    CASE p_entity
+    WHEN 'accounts' THEN
+        IF p_args->>'parent_ref' IS NOT NULL THEN
+            par := @extschema@.stage_resolve_account(p_batch, p_args->>'parent_ref', 'parent');
+            IF par.reason IS NOT NULL THEN
+                RAISE EXCEPTION USING ERRCODE = 'CBREJ', MESSAGE = par.reason;
+            END IF;
             parent_id := par.account_id;
-        ELSE
-            parent_id := NULL;
         END IF;
-        IF r.why IS NOT NULL THEN
-            UPDATE @extschema@.stage_account
-            SET load_status = 'rejected', reject_reason = r.why, account_id = NULL, processed_at = now()
-            WHERE batch = p_batch AND line = r.line;
-            CONTINUE;
-        END IF;
-        BEGIN
-            INSERT INTO @extschema@.account (external_ref, name, currency, timezone, billing_day, parent_id,
-                                             bill_to_parent, credit_limit, tax_code, status, low_balance_threshold)
-            VALUES (r.ref, r.name, r.currency, r.timezone, coalesce(r.billing_day, 1), parent_id,
-                    coalesce(r.bill_to_parent, false), coalesce(r.credit_limit, 0), r.tax_code, r.status,
-                    r.low_balance_threshold)
-            RETURNING account_id INTO new_id;
-            UPDATE @extschema@.stage_account
-            SET load_status = 'loaded', reject_reason = NULL, account_id = new_id, processed_at = now()
-            WHERE batch = p_batch AND line = r.line;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-            IF NOT @extschema@.stage_row_error(st) THEN
-                RAISE;
-            END IF;
-            UPDATE @extschema@.stage_account
-            SET load_status = 'rejected', reject_reason = format('refused: %s (SQLSTATE %s)', msg, st),
-                account_id = NULL, processed_at = now()
-            WHERE batch = p_batch AND line = r.line;
-        END;
-    END LOOP;
+        INSERT INTO @extschema@.account (external_ref, name, currency, timezone, billing_day, parent_id,
+                                         bill_to_parent, credit_limit, tax_code, status, low_balance_threshold)
+        VALUES (p_args->>'ref', p_args->>'name', p_args->>'currency', p_args->>'timezone',
+                (p_args->>'billing_day')::integer, parent_id, (p_args->>'bill_to_parent')::boolean,
+                (p_args->>'credit_limit')::numeric, p_args->>'tax_code', p_args->>'status',
+                (p_args->>'low_balance_threshold')::numeric)
+        RETURNING account_id INTO new_id;
+    WHEN 'subscriptions' THEN
+        -- subscribe() without an end: the same insert, judged by subscription_guard
+        INSERT INTO @extschema@.subscription (account_id, plan_code, quantity, started_at, ended_at)
+        VALUES (p_account_id, p_args->>'plan_code', (p_args->>'quantity')::integer,
+                (p_args->>'started_at')::timestamptz, (p_args->>'ended_at')::timestamptz)
+        RETURNING subscription_id INTO new_id;
+        -- the whole fee periods from the cutover to fee_billed_until: billed
+        -- by the legacy system, at the fee convbill prices for a whole period
+        -- (prorate over one part of 1 or 12: what the bill run gives a
+        -- period the subscription runs through, to its 6 decimals)
+        SELECT a.timezone, a.billing_day INTO acc FROM @extschema@.account a WHERE a.account_id = p_account_id;
+        INSERT INTO @extschema@.legacy_fee (account_id, subscription_id, fee_period_start, fee_period_end, amount, batch, line)
+        WITH RECURSIVE fp (fps, fpe) AS (
+            SELECT (p_args->>'cutover')::timestamptz,
+                   @extschema@.billing_period_end((p_args->>'cutover')::timestamptz, acc.timezone, acc.billing_day)
+            WHERE (p_args->>'fee_billed_until')::timestamptz > (p_args->>'cutover')::timestamptz
+            UNION ALL
+            SELECT fp.fpe, @extschema@.billing_period_end(fp.fpe, acc.timezone, acc.billing_day)
+            FROM fp WHERE fp.fpe < (p_args->>'fee_billed_until')::timestamptz
+        )
+        SELECT p_account_id, new_id, fp.fps, fp.fpe,
+               @extschema@.prorate(pl.recurring_fee * (p_args->>'quantity')::integer, 1,
+                                   CASE pl.fee_interval WHEN 'year' THEN 12 ELSE 1 END),
+               p_batch, p_line
+        FROM fp CROSS JOIN @extschema@.plan pl WHERE pl.code = p_args->>'plan_code';
+    WHEN 'balances' THEN
+        new_id := @extschema@.top_up(p_account_id, (p_args->>'amount')::numeric, p_args->>'reference',
+                                     (p_args->>'valid_until')::timestamptz);
+    WHEN 'charges' THEN
+        new_id := @extschema@.add_charge(p_account_id, (p_args->>'amount')::numeric, p_args->>'description',
+                                         p_args->>'kind', (p_args->>'occurred_at')::timestamptz, p_args->>'reference');
+    END CASE;
+    RETURN new_id;
 END $$;
-COMMENT ON FUNCTION @extschema@.stage_load_accounts(text) IS
-    'migration (load_staged): load the pending staged accounts of a batch, parents before children';
+COMMENT ON FUNCTION @extschema@.stage_insert(text, text, bigint, bigint, jsonb) IS
+    'internal (load_staged): create what a judged staged row describes (account INSERT, subscription INSERT with its legacy_fee periods, top_up, add_charge); returns its id';
 
--------------------------------------------------------------------------------
--- Subscriptions
--------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.stage_load_subscriptions(p_batch text) RETURNS void
+-- The row-loader of every entity: judge, then each row in order rejected
+-- with its reason or inserted in a subtransaction of its own, and its
+-- staging row marked loaded (with the id of what it created) or rejected.
+-- Errors that are about the row (stage_row_error) reject it; any other
+-- aborts the load.
+CREATE FUNCTION @extschema@.stage_load_rows(p_entity text, p_batch text, p_cutover timestamptz) RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r record;
+    rows refcursor;
+    r @extschema@.stage_row;
     new_id bigint;
+    why text;
     st text;
     msg text;
 BEGIN
-    FOR r IN
-        SELECT v.*, CASE
-                   WHEN v.acc_reason IS NOT NULL THEN v.acc_reason
-                   WHEN v.plan_code IS NULL THEN 'missing_plan: plan_code is empty'
-                   WHEN NOT EXISTS (SELECT 1 FROM @extschema@.plan pl WHERE pl.code = v.plan_code)
-                       THEN format('unknown_plan: no plan "%s"', v.plan_code)
-                   WHEN v.started_raw IS NULL THEN 'missing_started_at: started_at is empty'
-                   WHEN v.started_at IS NULL OR NOT isfinite(v.started_at)
-                       THEN format('invalid_started_at: "%s" is not a finite timestamp', v.started_raw)
-                   WHEN v.ended_raw IS NOT NULL AND (v.ended_at IS NULL OR NOT isfinite(v.ended_at))
-                       THEN format('invalid_ended_at: "%s" is not a finite timestamp', v.ended_raw)
-                   WHEN v.ended_at <= v.started_at
-                       THEN format('invalid_ended_at: ended_at %s is not after started_at %s', v.ended_at, v.started_at)
-                   WHEN v.quantity_raw IS NOT NULL AND v.quantity IS NULL
-                       THEN format('invalid_quantity: "%s" is not a whole number', v.quantity_raw)
-                   WHEN v.quantity <= 0 THEN format('invalid_quantity: %s is not positive', v.quantity)
-               END AS reason
-        FROM (SELECT s.line, acc.account_id, acc.reason AS acc_reason,
-                     @extschema@.stage_text(s.plan_code) AS plan_code,
-                     @extschema@.stage_text(s.started_at) AS started_raw,
-                     @extschema@.stage_timestamptz(s.started_at) AS started_at,
-                     @extschema@.stage_text(s.ended_at) AS ended_raw,
-                     @extschema@.stage_timestamptz(s.ended_at) AS ended_at,
-                     @extschema@.stage_text(s.quantity) AS quantity_raw,
-                     coalesce(@extschema@.stage_integer(s.quantity),
-                              CASE WHEN @extschema@.stage_text(s.quantity) IS NULL THEN 1 END) AS quantity
-              FROM @extschema@.stage_subscription s
-              CROSS JOIN LATERAL @extschema@.stage_resolve_account(p_batch, s.account_ref) acc
-              WHERE s.batch = p_batch AND s.load_status = 'pending') v
-        ORDER BY v.line
+    CASE p_entity
+    WHEN 'accounts' THEN
+        OPEN rows FOR SELECT * FROM @extschema@.stage_judge_accounts(p_batch) j ORDER BY j.ord, j.line;
+    WHEN 'subscriptions' THEN
+        OPEN rows FOR SELECT * FROM @extschema@.stage_judge_subscriptions(p_batch, p_cutover) j ORDER BY j.ord, j.line;
+    WHEN 'balances' THEN
+        OPEN rows FOR SELECT * FROM @extschema@.stage_judge_balances(p_batch) j ORDER BY j.ord, j.line;
+    WHEN 'charges' THEN
+        OPEN rows FOR SELECT * FROM @extschema@.stage_judge_charges(p_batch) j ORDER BY j.ord, j.line;
+    END CASE;
     LOOP
-        IF r.reason IS NOT NULL THEN
-            UPDATE @extschema@.stage_subscription
-            SET load_status = 'rejected', reject_reason = r.reason, account_id = r.account_id,
-                subscription_id = NULL, processed_at = now()
-            WHERE batch = p_batch AND line = r.line;
-            CONTINUE;
+        FETCH rows INTO r;
+        EXIT WHEN NOT FOUND;
+        new_id := NULL;
+        why := r.reason;
+        IF why IS NULL THEN
+            BEGIN
+                new_id := @extschema@.stage_insert(p_entity, p_batch, r.line, r.account_id, r.args);
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                IF st = 'CBREJ' THEN
+                    why := msg;
+                ELSIF @extschema@.stage_row_error(st) THEN
+                    why := format('refused: %s (SQLSTATE %s)', msg, st);
+                ELSE
+                    RAISE;
+                END IF;
+                new_id := NULL;
+            END;
         END IF;
-        BEGIN
-            -- subscribe() without an end: the same insert, judged by subscription_guard
-            INSERT INTO @extschema@.subscription (account_id, plan_code, quantity, started_at, ended_at)
-            VALUES (r.account_id, r.plan_code, r.quantity, r.started_at, r.ended_at)
-            RETURNING subscription_id INTO new_id;
+        CASE p_entity
+        WHEN 'accounts' THEN
+            UPDATE @extschema@.stage_account
+            SET load_status = CASE WHEN why IS NULL THEN 'loaded' ELSE 'rejected' END, reject_reason = why,
+                account_id = new_id, processed_at = now()
+            WHERE batch = p_batch AND line = r.line;
+        WHEN 'subscriptions' THEN
             UPDATE @extschema@.stage_subscription
-            SET load_status = 'loaded', reject_reason = NULL, account_id = r.account_id,
-                subscription_id = new_id, processed_at = now()
+            SET load_status = CASE WHEN why IS NULL THEN 'loaded' ELSE 'rejected' END, reject_reason = why,
+                account_id = r.account_id, subscription_id = new_id, processed_at = now()
             WHERE batch = p_batch AND line = r.line;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-            IF NOT @extschema@.stage_row_error(st) THEN
-                RAISE;
-            END IF;
-            UPDATE @extschema@.stage_subscription
-            SET load_status = 'rejected', reject_reason = format('refused: %s (SQLSTATE %s)', msg, st),
-                account_id = r.account_id, subscription_id = NULL, processed_at = now()
-            WHERE batch = p_batch AND line = r.line;
-        END;
-    END LOOP;
-END $$;
-COMMENT ON FUNCTION @extschema@.stage_load_subscriptions(text) IS
-    'migration (load_staged): load the pending staged subscriptions of a batch';
-
--------------------------------------------------------------------------------
--- Opening balances (top_up) and open charges (add_charge).  Both are
--- idempotent on (account, reference); a reference given twice in the batch,
--- or already used on the account, is a reject (the money would be counted
--- once but reported twice).
--------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.stage_load_balances(p_batch text) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r record;
-    new_id bigint;
-    st text;
-    msg text;
-BEGIN
-    FOR r IN
-        SELECT v.*, CASE
-                   WHEN v.acc_reason IS NOT NULL THEN v.acc_reason
-                   WHEN v.amount_raw IS NULL THEN 'missing_amount: amount is empty'
-                   WHEN v.amount IS NULL THEN format('invalid_amount: "%s" is not a finite number', v.amount_raw)
-                   WHEN v.amount <= 0
-                       THEN format('invalid_amount: an opening balance must be positive, not %s (carry a debt over as an open charge)', v.amount)
-                   WHEN v.amount >= 1e15
-                       THEN format('invalid_amount: %s is beyond any legacy amount (at most 15 digits before the point)', v.amount_raw)
-                   WHEN v.currency IS NOT NULL AND @extschema@.currency_exponent(v.currency) IS NOT NULL
-                        AND v.amount <> round(v.amount, @extschema@.currency_exponent(v.currency))
-                       THEN format('invalid_amount: %s has more decimals than %s has', v.amount_raw, v.currency)
-                   WHEN v.currency IS NULL THEN 'missing_currency: currency is empty'
-                   WHEN v.currency <> v.account_currency
-                       THEN format('currency_mismatch: balance in %s, account "%s" pays in %s', v.currency, v.ref, v.account_currency)
-                   WHEN v.valid_raw IS NOT NULL AND v.valid_until IS NULL
-                       THEN format('invalid_valid_until: "%s" is not a timestamp', v.valid_raw)
-                   WHEN count(*) OVER (PARTITION BY v.account_id, v.reference) > 1
-                       THEN format('duplicate_reference: reference "%s" of account "%s" is on lines %s of this batch',
-                                   v.reference, v.ref,
-                                   (SELECT string_agg(x.line::text, ', ' ORDER BY x.line) FROM @extschema@.stage_balance x
-                                    WHERE x.batch = p_batch AND x.load_status = 'pending'
-                                      AND @extschema@.stage_text(x.account_ref) = v.ref
-                                      AND coalesce(@extschema@.stage_text(x.reference), format('migration:%s:%s', p_batch, x.line)) = v.reference))
-                   WHEN l.entry_id IS NOT NULL
-                       THEN format('duplicate_reference: account "%s" already has a top-up with reference "%s" (ledger entry %s)',
-                                   v.ref, v.reference, l.entry_id)
-               END AS reason
-        FROM (SELECT s.line, acc.account_id, acc.currency AS account_currency, acc.reason AS acc_reason,
-                     @extschema@.stage_text(s.account_ref) AS ref,
-                     @extschema@.stage_text(s.amount) AS amount_raw, @extschema@.stage_numeric(s.amount) AS amount,
-                     pg_catalog.upper(@extschema@.stage_text(s.currency) COLLATE "C") AS currency,
-                     coalesce(@extschema@.stage_text(s.reference), format('migration:%s:%s', p_batch, s.line)) AS reference,
-                     @extschema@.stage_text(s.valid_until) AS valid_raw,
-                     coalesce(@extschema@.stage_timestamptz(s.valid_until),
-                              CASE WHEN @extschema@.stage_text(s.valid_until) IS NULL THEN 'infinity'::timestamptz END) AS valid_until
-              FROM @extschema@.stage_balance s
-              CROSS JOIN LATERAL @extschema@.stage_resolve_account(p_batch, s.account_ref) acc
-              WHERE s.batch = p_batch AND s.load_status = 'pending') v
-        LEFT JOIN @extschema@.ledger l
-            ON l.account_id = v.account_id AND l.kind = 'top_up' AND l.reference = v.reference
-        ORDER BY v.line
-    LOOP
-        IF r.reason IS NOT NULL THEN
+        WHEN 'balances' THEN
             UPDATE @extschema@.stage_balance
-            SET load_status = 'rejected', reject_reason = r.reason, account_id = r.account_id,
-                entry_id = NULL, processed_at = now()
+            SET load_status = CASE WHEN why IS NULL THEN 'loaded' ELSE 'rejected' END, reject_reason = why,
+                account_id = r.account_id, entry_id = new_id, processed_at = now()
             WHERE batch = p_batch AND line = r.line;
-            CONTINUE;
-        END IF;
-        BEGIN
-            new_id := @extschema@.top_up(r.account_id, r.amount, r.reference, r.valid_until);
-            UPDATE @extschema@.stage_balance
-            SET load_status = 'loaded', reject_reason = NULL, account_id = r.account_id,
-                entry_id = new_id, processed_at = now()
+        WHEN 'charges' THEN
+            UPDATE @extschema@.stage_charge
+            SET load_status = CASE WHEN why IS NULL THEN 'loaded' ELSE 'rejected' END, reject_reason = why,
+                account_id = r.account_id, charge_id = new_id, processed_at = now()
             WHERE batch = p_batch AND line = r.line;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-            IF NOT @extschema@.stage_row_error(st) THEN
-                RAISE;
-            END IF;
-            UPDATE @extschema@.stage_balance
-            SET load_status = 'rejected', reject_reason = format('refused: %s (SQLSTATE %s)', msg, st),
-                account_id = r.account_id, entry_id = NULL, processed_at = now()
-            WHERE batch = p_batch AND line = r.line;
-        END;
+        END CASE;
     END LOOP;
+    CLOSE rows;
 END $$;
-COMMENT ON FUNCTION @extschema@.stage_load_balances(text) IS
-    'migration (load_staged): load the pending staged opening balances of a batch with top_up';
-
-CREATE FUNCTION @extschema@.stage_load_charges(p_batch text) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r record;
-    new_id bigint;
-    st text;
-    msg text;
-BEGIN
-    FOR r IN
-        SELECT v.*, CASE
-                   WHEN v.acc_reason IS NOT NULL THEN v.acc_reason
-                   WHEN v.amount_raw IS NULL THEN 'missing_amount: amount is empty'
-                   WHEN v.amount IS NULL THEN format('invalid_amount: "%s" is not a finite number', v.amount_raw)
-                   WHEN v.currency IS NULL THEN 'missing_currency: currency is empty'
-                   WHEN v.currency <> v.account_currency
-                       THEN format('currency_mismatch: charge in %s, account "%s" pays in %s', v.currency, v.ref, v.account_currency)
-                   WHEN v.amount <> round(v.amount, @extschema@.currency_exponent(v.currency))
-                       THEN format('invalid_amount: %s has more decimals than %s has', v.amount_raw, v.currency)
-                   WHEN abs(v.amount) >= 1e15
-                       THEN format('invalid_amount: %s is beyond any legacy amount (at most 15 digits before the point)', v.amount_raw)
-                   WHEN v.kind NOT IN ('one_time', 'adjustment')
-                       THEN format('invalid_kind: "%s" is not one_time or adjustment', v.kind)
-                   WHEN v.occurred_raw IS NOT NULL AND (v.occurred_at IS NULL OR NOT isfinite(v.occurred_at))
-                       THEN format('invalid_occurred_at: "%s" is not a finite timestamp', v.occurred_raw)
-                   WHEN count(*) OVER (PARTITION BY v.account_id, v.reference) > 1
-                       THEN format('duplicate_reference: reference "%s" of account "%s" is on lines %s of this batch',
-                                   v.reference, v.ref,
-                                   (SELECT string_agg(x.line::text, ', ' ORDER BY x.line) FROM @extschema@.stage_charge x
-                                    WHERE x.batch = p_batch AND x.load_status = 'pending'
-                                      AND @extschema@.stage_text(x.account_ref) = v.ref
-                                      AND coalesce(@extschema@.stage_text(x.reference), format('migration:%s:%s', p_batch, x.line)) = v.reference))
-                   WHEN c.charge_id IS NOT NULL
-                       THEN format('duplicate_reference: account "%s" already has a charge with reference "%s" (charge_id %s)',
-                                   v.ref, v.reference, c.charge_id)
-               END AS reason
-        FROM (SELECT s.line, acc.account_id, acc.currency AS account_currency, acc.reason AS acc_reason,
-                     @extschema@.stage_text(s.account_ref) AS ref,
-                     @extschema@.stage_text(s.amount) AS amount_raw, @extschema@.stage_numeric(s.amount) AS amount,
-                     pg_catalog.upper(@extschema@.stage_text(s.currency) COLLATE "C") AS currency,
-                     @extschema@.stage_text(s.description) AS description,
-                     coalesce(pg_catalog.lower(@extschema@.stage_text(s.kind) COLLATE "C"), 'one_time') AS kind,
-                     @extschema@.stage_text(s.occurred_at) AS occurred_raw,
-                     coalesce(@extschema@.stage_timestamptz(s.occurred_at),
-                              CASE WHEN @extschema@.stage_text(s.occurred_at) IS NULL THEN now() END) AS occurred_at,
-                     coalesce(@extschema@.stage_text(s.reference), format('migration:%s:%s', p_batch, s.line)) AS reference
-              FROM @extschema@.stage_charge s
-              CROSS JOIN LATERAL @extschema@.stage_resolve_account(p_batch, s.account_ref) acc
-              WHERE s.batch = p_batch AND s.load_status = 'pending') v
-        LEFT JOIN @extschema@.charge c ON c.account_id = v.account_id AND c.reference = v.reference
-        ORDER BY v.line
-    LOOP
-        IF r.reason IS NOT NULL THEN
-            UPDATE @extschema@.stage_charge
-            SET load_status = 'rejected', reject_reason = r.reason, account_id = r.account_id,
-                charge_id = NULL, processed_at = now()
-            WHERE batch = p_batch AND line = r.line;
-            CONTINUE;
-        END IF;
-        BEGIN
-            new_id := @extschema@.add_charge(r.account_id, r.amount, r.description, r.kind, r.occurred_at, r.reference);
-            UPDATE @extschema@.stage_charge
-            SET load_status = 'loaded', reject_reason = NULL, account_id = r.account_id,
-                charge_id = new_id, processed_at = now()
-            WHERE batch = p_batch AND line = r.line;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-            IF NOT @extschema@.stage_row_error(st) THEN
-                RAISE;
-            END IF;
-            UPDATE @extschema@.stage_charge
-            SET load_status = 'rejected', reject_reason = format('refused: %s (SQLSTATE %s)', msg, st),
-                account_id = r.account_id, charge_id = NULL, processed_at = now()
-            WHERE batch = p_batch AND line = r.line;
-        END;
-    END LOOP;
-END $$;
-COMMENT ON FUNCTION @extschema@.stage_load_charges(text) IS
-    'migration (load_staged): load the pending staged open charges of a batch with add_charge';
+COMMENT ON FUNCTION @extschema@.stage_load_rows(text, text, timestamptz) IS
+    'internal (load_staged): load the pending staged rows of a batch of one entity (accounts, subscriptions, balances, charges): judged, then inserted one per subtransaction; each marked loaded or rejected with its reason';
 
 -------------------------------------------------------------------------------
 -- The reconciliation of a batch as it stands, and load_staged.
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.staged_reconciliation(p_batch text)
+CREATE FUNCTION @extschema@.staged_reconciliation(batch text)
 RETURNS SETOF @extschema@.staged_reconciliation
 LANGUAGE sql STABLE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT 'accounts', NULL::text, count(s.line), count(s.line) FILTER (WHERE s.load_status = 'loaded'),
            count(s.line) FILTER (WHERE s.load_status = 'rejected'), 0::bigint,
            NULL::numeric, NULL::numeric, NULL::numeric, NULL::bigint
-    FROM @extschema@.stage_account s WHERE s.batch = p_batch
+    FROM @extschema@.stage_account s WHERE s.batch = $1
     UNION ALL
     SELECT 'subscriptions', NULL, count(s.line), count(s.line) FILTER (WHERE s.load_status = 'loaded'),
            count(s.line) FILTER (WHERE s.load_status = 'rejected'), 0, NULL, NULL, NULL, NULL
-    FROM @extschema@.stage_subscription s WHERE s.batch = p_batch
+    FROM @extschema@.stage_subscription s WHERE s.batch = $1
     UNION ALL
     (SELECT m.entity, m.currency, count(m.line), count(m.line) FILTER (WHERE m.load_status = 'loaded'),
             count(m.line) FILTER (WHERE m.load_status = 'rejected'), 0,
@@ -633,11 +749,11 @@ BEGIN ATOMIC
            FROM (VALUES ('balances'), ('charges')) e (entity)
            LEFT JOIN (SELECT 'balances' AS entity, b.line, pg_catalog.upper(@extschema@.stage_text(b.currency) COLLATE "C") AS currency,
                              b.load_status, @extschema@.stage_numeric(b.amount) AS amount
-                      FROM @extschema@.stage_balance b WHERE b.batch = p_batch
+                      FROM @extschema@.stage_balance b WHERE b.batch = $1
                       UNION ALL
                       SELECT 'charges', c.line, pg_catalog.upper(@extschema@.stage_text(c.currency) COLLATE "C"),
                              c.load_status, @extschema@.stage_numeric(c.amount)
-                      FROM @extschema@.stage_charge c WHERE c.batch = p_batch) x ON x.entity = e.entity) m
+                      FROM @extschema@.stage_charge c WHERE c.batch = $1) x ON x.entity = e.entity) m
      GROUP BY m.entity, m.currency
      ORDER BY m.entity, m.currency);
 END;
@@ -676,52 +792,79 @@ BEGIN
             USING ERRCODE = 'P0002',
                   HINT = 'COPY the legacy rows into convbill.stage_account, stage_subscription, stage_balance and stage_charge with this batch first.';
     END IF;
-    SELECT array_agg(r) INTO before FROM @extschema@.staged_reconciliation(p_batch) r;
     BEGIN
-        PERFORM @extschema@.stage_load_accounts(p_batch);
-        PERFORM @extschema@.stage_load_subscriptions(p_batch);
-        PERFORM @extschema@.stage_load_balances(p_batch);
-        PERFORM @extschema@.stage_load_charges(p_batch);
+        -- Nothing twice: only pending rows are tried, and a row set back to
+        -- pending after it was loaded (its id still names what it created)
+        -- is loaded already: it stays so, not tried again nor counted in
+        -- loaded_now.  (A rejected row has no such id.)
+        UPDATE @extschema@.stage_account s SET load_status = 'loaded', reject_reason = NULL
+        WHERE s.batch = p_batch AND s.load_status = 'pending'
+          AND EXISTS (SELECT 1 FROM @extschema@.account a
+                      WHERE a.account_id = s.account_id AND a.external_ref = @extschema@.stage_text(s.external_ref));
+        UPDATE @extschema@.stage_subscription s SET load_status = 'loaded', reject_reason = NULL
+        WHERE s.batch = p_batch AND s.load_status = 'pending'
+          AND EXISTS (SELECT 1 FROM @extschema@.subscription u
+                      WHERE u.account_id = s.account_id AND u.subscription_id = s.subscription_id);
+        UPDATE @extschema@.stage_balance s SET load_status = 'loaded', reject_reason = NULL
+        WHERE s.batch = p_batch AND s.load_status = 'pending'
+          AND EXISTS (SELECT 1 FROM @extschema@.ledger l
+                      WHERE l.account_id = s.account_id AND l.entry_id = s.entry_id AND l.kind = 'top_up');
+        UPDATE @extschema@.stage_charge s SET load_status = 'loaded', reject_reason = NULL
+        WHERE s.batch = p_batch AND s.load_status = 'pending'
+          AND EXISTS (SELECT 1 FROM @extschema@.charge c
+                      WHERE c.account_id = s.account_id AND c.charge_id = s.charge_id);
+        -- (a variable: a dry run's rollback leaves it)
+        SELECT array_agg(r) INTO before FROM @extschema@.staged_reconciliation(p_batch) r;
+
+        PERFORM @extschema@.stage_load_rows('accounts', p_batch, cutover);
+        PERFORM @extschema@.stage_load_rows('subscriptions', p_batch, cutover);
+        PERFORM @extschema@.stage_load_rows('balances', p_batch, cutover);
+        PERFORM @extschema@.stage_load_rows('charges', p_batch, cutover);
         -- The legacy system billed these accounts up to the start of their
         -- period containing the cutover (convbill_migration.billed_until, a
         -- time; default now()): that period's predecessor is marked billed
         -- (closed_period, invoiced_by), so the first bill run starts at the
         -- current period - not at a legacy subscription's start, charging
         -- every month since - and open charges dated before it go on its
-        -- invoice.  Once marked, an account takes no subscription start
-        -- before it (a retried row is refused like any change behind a billed
-        -- period).
+        -- invoice.  The cutover is recorded (legacy_cutover): later loads
+        -- start the account's subscriptions there too (a retried row, a
+        -- later batch), as this one did.
         -- (the payer of a loaded sub-account too, when it has no period yet:
         -- the runs count what is billed from the payer's periods)
-        INSERT INTO @extschema@.closed_period (account_id, period_start, period_end, invoiced_by)
-        SELECT a.account_id,
-               @extschema@.billing_period_start(c.cur_start - interval '1 microsecond', a.timezone, a.billing_day),
-               c.cur_start, coalesce(@extschema@.payer_of(a.account_id), a.account_id)
-        FROM (SELECT x.account_id FROM (
-                  SELECT s.account_id FROM @extschema@.stage_account s
-                  WHERE s.batch = p_batch AND s.load_status = 'loaded'
-                  UNION SELECT s.account_id FROM @extschema@.stage_subscription s
-                  WHERE s.batch = p_batch AND s.load_status = 'loaded'
-                  UNION SELECT s.account_id FROM @extschema@.stage_balance s
-                  WHERE s.batch = p_batch AND s.load_status = 'loaded'
-                  UNION SELECT s.account_id FROM @extschema@.stage_charge s
-                  WHERE s.batch = p_batch AND s.load_status = 'loaded') l
-              CROSS JOIN LATERAL (VALUES (l.account_id), (@extschema@.payer_of(l.account_id))) x(account_id)
-              WHERE x.account_id IS NOT NULL) m
-        JOIN @extschema@.account a ON a.account_id = m.account_id
-        CROSS JOIN LATERAL (SELECT @extschema@.billing_period_start(cutover, a.timezone, a.billing_day) AS cur_start) c
-        WHERE NOT EXISTS (SELECT 1 FROM @extschema@.closed_period cp WHERE cp.account_id = a.account_id)
-          -- (an existing account with subscriptions or charges of its own,
-          -- not loaded by a migration, is billed by convbill already: its
-          -- periods are not the legacy system's)
-          AND NOT EXISTS (SELECT 1 FROM @extschema@.subscription su
-                          WHERE su.account_id = a.account_id
-                            AND NOT EXISTS (SELECT 1 FROM @extschema@.stage_subscription x
-                                            WHERE x.subscription_id = su.subscription_id AND x.load_status = 'loaded'))
-          AND NOT EXISTS (SELECT 1 FROM @extschema@.charge ch
-                          WHERE ch.account_id = a.account_id
-                            AND NOT EXISTS (SELECT 1 FROM @extschema@.stage_charge x
-                                            WHERE x.charge_id = ch.charge_id AND x.load_status = 'loaded'))
+        WITH cut AS (
+            INSERT INTO @extschema@.closed_period (account_id, period_start, period_end, invoiced_by)
+            SELECT a.account_id,
+                   @extschema@.billing_period_start(c.cur_start - interval '1 microsecond', a.timezone, a.billing_day),
+                   c.cur_start, coalesce(@extschema@.payer_of(a.account_id), a.account_id)
+            FROM (SELECT x.account_id FROM (
+                      SELECT s.account_id FROM @extschema@.stage_account s
+                      WHERE s.batch = p_batch AND s.load_status = 'loaded'
+                      UNION SELECT s.account_id FROM @extschema@.stage_subscription s
+                      WHERE s.batch = p_batch AND s.load_status = 'loaded'
+                      UNION SELECT s.account_id FROM @extschema@.stage_balance s
+                      WHERE s.batch = p_batch AND s.load_status = 'loaded'
+                      UNION SELECT s.account_id FROM @extschema@.stage_charge s
+                      WHERE s.batch = p_batch AND s.load_status = 'loaded') l
+                  CROSS JOIN LATERAL (VALUES (l.account_id), (@extschema@.payer_of(l.account_id))) x(account_id)
+                  WHERE x.account_id IS NOT NULL) m
+            JOIN @extschema@.account a ON a.account_id = m.account_id
+            CROSS JOIN LATERAL (SELECT @extschema@.billing_period_start(cutover, a.timezone, a.billing_day) AS cur_start) c
+            WHERE NOT EXISTS (SELECT 1 FROM @extschema@.closed_period cp WHERE cp.account_id = a.account_id)
+              -- (an existing account with subscriptions or charges of its own,
+              -- not loaded by a migration, is billed by convbill already: its
+              -- periods are not the legacy system's)
+              AND NOT EXISTS (SELECT 1 FROM @extschema@.subscription su
+                              WHERE su.account_id = a.account_id
+                                AND NOT EXISTS (SELECT 1 FROM @extschema@.stage_subscription x
+                                                WHERE x.subscription_id = su.subscription_id AND x.load_status = 'loaded'))
+              AND NOT EXISTS (SELECT 1 FROM @extschema@.charge ch
+                              WHERE ch.account_id = a.account_id
+                                AND NOT EXISTS (SELECT 1 FROM @extschema@.stage_charge x
+                                                WHERE x.charge_id = ch.charge_id AND x.load_status = 'loaded'))
+            ON CONFLICT DO NOTHING
+            RETURNING account_id, period_end)
+        INSERT INTO @extschema@.legacy_cutover (account_id, billed_until, batch)
+        SELECT cut.account_id, cut.period_end, p_batch FROM cut
         ON CONFLICT DO NOTHING;
         SELECT array_agg(r) INTO after FROM @extschema@.staged_reconciliation(p_batch) r;
         IF EXISTS (SELECT 1 FROM unnest(after) a WHERE a.received <> a.loaded + a.rejected
