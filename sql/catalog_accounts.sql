@@ -116,3 +116,16 @@ ROLLBACK;
 -- an account's zone is a place's: not the server's (localtime) nor a template
 SELECT is_time_zone('localtime') AS localtime, is_time_zone('posixrules') AS posixrules, is_time_zone('Factory') AS factory,
        is_time_zone('posix/Factory') AS posix_factory, is_time_zone('posix/Europe/Berlin') AS posix_berlin;
+-- A bulk load of sub-accounts under many parents in one transaction: each
+-- family's check takes one of 128 locks (by parent_id modulo 128), so 5,000
+-- parents and their 5,000 children go in one statement (one lock per parent
+-- ran out of the lock table: 53200, out of shared memory); the transaction
+-- holds at most 128 family locks and the parents' one
+BEGIN;
+INSERT INTO account (account_id, external_ref, name, currency)
+SELECT 100000 + g, 'bulk-parent-' || g, 'Bulk parent', 'EUR' FROM generate_series(1, 5000) g;
+INSERT INTO account (account_id, external_ref, name, currency, parent_id, bill_to_parent)
+SELECT 200000 + g, 'bulk-child-' || g, 'Bulk child', 'EUR', 100000 + g, true FROM generate_series(1, 5000) g;
+SELECT count(*) AS children FROM account WHERE parent_id > 100000 AND bill_to_parent;
+SELECT count(*) <= 129 AS bounded_advisory_locks FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+ROLLBACK;

@@ -217,7 +217,9 @@ BEGIN
     -- currency_mismatch reject of rating and online charging)
     IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
        AND (NEW.currency, NEW.timezone, NEW.billing_day) IS DISTINCT FROM (OLD.currency, OLD.timezone, OLD.billing_day) THEN
-        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('convbill: account family ' || NEW.account_id, 0));
+        -- (the family's lock: one of 128, see below)
+        PERFORM pg_catalog.pg_advisory_xact_lock(
+            pg_catalog.hashtextextended('convbill: account family ' || (NEW.account_id OPERATOR(pg_catalog.%) 128), 0));
         IF EXISTS (SELECT 1 FROM @extschema@.account c
                    WHERE c.parent_id OPERATOR(pg_catalog.=) NEW.account_id AND c.bill_to_parent
                      AND (c.currency, c.timezone, c.billing_day) IS DISTINCT FROM (NEW.currency, NEW.timezone, NEW.billing_day)) THEN
@@ -249,8 +251,13 @@ BEGIN
     -- (a concurrent change of the parent's currency, zone or billing day
     -- waits for this one, or this one for it, and each sees the other: a
     -- lock of the family, not of the parent's row, which requests lock
-    -- before the child's)
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('convbill: account family ' || NEW.parent_id, 0));
+    -- before the child's.  One of 128 locks, by parent_id modulo 128: a
+    -- transaction that inserts sub-accounts of thousands of parents (a
+    -- migration, a bulk INSERT) holds at most 128 of them, not one per
+    -- family, which ran out of the lock table -- 53200, out of shared memory;
+    -- families sharing a lock only wait for each other's check.)
+    PERFORM pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtextextended('convbill: account family ' || (NEW.parent_id OPERATOR(pg_catalog.%) 128), 0));
     SELECT a.currency INTO parent_currency FROM @extschema@.account a
     WHERE a.account_id OPERATOR(pg_catalog.=) NEW.parent_id;
     IF NEW.bill_to_parent AND parent_currency IS DISTINCT FROM NEW.currency THEN
