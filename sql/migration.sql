@@ -554,3 +554,35 @@ WHERE a.external_ref LIKE 'G-%' AND l.kind = 'recurring'
   AND i.period_start = '2026-12-01 00:00 Europe/Berlin'
 ORDER BY a.external_ref, l.line_no;
 RESET convbill_migration.billed_until;
+
+-- A fee period the legacy system billed is worth what it billed, whatever
+-- the plan costs later.  G-FAR (Europe/Berlin, billing day 1) paid YEAR-ADV
+-- (120.00 a year, 10.00 a month) in the legacy system up to 2027-06-01; the
+-- cutover is January 2027 (billed_until in it: December recorded as billed),
+-- so January to May are legacy fee periods of 10.00 each.  Then the plan goes
+-- to 240.00 a year.  The runs through May bill nothing of G-FAR's fee (before,
+-- each legacy month was charged the 10.00 difference); May's run bills June
+-- ahead at the new price, 20.00.
+SET convbill_migration.billed_until = '2027-01-15 12:00+00';
+SET convbill_migration.batch = 'legacy-2027-01';
+COPY stage_account (external_ref, name, currency, timezone) FROM stdin WITH (FORMAT csv);
+G-FAR,Yearly paid far ahead,EUR,Europe/Berlin
+\.
+COPY stage_subscription (account_ref, plan_code, started_at, ended_at, fee_billed_until) FROM stdin WITH (FORMAT csv);
+G-FAR,YEAR-ADV,2026-01-01 00:00 Europe/Berlin,,2027-06-01 00:00 Europe/Berlin
+\.
+RESET convbill_migration.batch;
+SELECT entity, loaded, rejected FROM load_staged('legacy-2027-01') WHERE entity IN ('accounts', 'subscriptions');
+RESET convbill_migration.billed_until;
+SELECT count(*) AS legacy_months, min(f.amount) AS each_min, max(f.amount) AS each_max
+FROM legacy_fee f JOIN account a ON a.account_id = f.account_id WHERE a.external_ref = 'G-FAR';
+UPDATE plan SET recurring_fee = 240 WHERE code = 'YEAR-ADV';
+SELECT run_billing('2027-02-01 00:00 Europe/Berlin') >= 1 AS billed;
+-- its settings cannot change while legacy fee periods are still to come
+-- (the run finds them by their start): 55000
+UPDATE account SET billing_day = 15 WHERE external_ref = 'G-FAR';
+\echo :LAST_ERROR_SQLSTATE
+SELECT run_billing('2027-06-01 00:00 Europe/Berlin') >= 1 AS billed;
+SELECT c.fee_period_start, c.amount, c.description
+FROM charge c JOIN account a ON a.account_id = c.account_id
+WHERE a.external_ref = 'G-FAR' AND c.kind = 'recurring' ORDER BY c.fee_period_start;

@@ -436,6 +436,19 @@ BEGIN
             USING ERRCODE = '55000',
                   HINT = 'Invoice (close) its open periods first; the new settings then apply from the next period.';
     END IF;
+    -- fee periods a legacy system billed ahead (legacy_fee, 90_migration.sql)
+    -- are the account's periods as they were cut when loaded: the bill run
+    -- finds each by its start, which new settings would move (those months
+    -- billed again).  Not before the bill run has reached the last of them.
+    IF (NEW.timezone IS DISTINCT FROM OLD.timezone OR NEW.billing_day IS DISTINCT FROM OLD.billing_day)
+       AND EXISTS (SELECT 1 FROM @extschema@.legacy_fee lf
+                   WHERE lf.account_id = NEW.account_id
+                     AND lf.fee_period_start >= coalesce(@extschema@.billed_until(NEW.account_id), '-infinity')) THEN
+        RAISE EXCEPTION 'account %: time zone and billing day cannot change while fees a legacy system billed ahead are still to come',
+            NEW.account_id
+            USING ERRCODE = '55000',
+                  HINT = 'They are in legacy_fee; change the settings once the bill run has invoiced those periods.';
+    END IF;
     RETURN NEW;
 END $$;
 CREATE TRIGGER account_period_guard BEFORE UPDATE OF timezone, billing_day ON @extschema@.account

@@ -352,16 +352,20 @@ BEGIN
         FROM (
             SELECT f.member, c.currency, c.ps, c.pe, c.timezone, s.subscription_id, s.quantity, p.name AS plan_name,
                    s.started_at, e.ended_at, fp.fps, fp.fpe, d.part, d.period_days,
-                   @extschema@.prorate(p.recurring_fee * s.quantity, d.part,
-                                       d.period_days * 86400 * CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END) AS due,
+                   -- a fee period a legacy system billed before a migration
+                   -- (legacy_fee, 90_migration.sql) is worth what it billed,
+                   -- whatever the plan's price is now: counted as charged,
+                   -- and a subscription ending inside it is credited its
+                   -- part of that amount
+                   CASE WHEN lg.amount IS NOT NULL
+                        THEN @extschema@.prorate(lg.amount, d.part, d.period_days * 86400)
+                        ELSE @extschema@.prorate(p.recurring_fee * s.quantity, d.part,
+                                                 d.period_days * 86400 * CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END)
+                   END AS due,
                    coalesce((SELECT sum(ch.amount) FROM @extschema@.charge ch
                              WHERE ch.account_id = f.member AND ch.kind = 'recurring'
                                AND ch.subscription_id = s.subscription_id AND ch.fee_period_start = fp.fps), 0)
-                   -- and what a legacy system billed for it before a migration
-                   -- (legacy_fee, 90_migration.sql)
-                   + coalesce((SELECT lf.amount FROM @extschema@.legacy_fee lf
-                               WHERE lf.account_id = f.member AND lf.subscription_id = s.subscription_id
-                                 AND lf.fee_period_start = fp.fps), 0) AS already
+                   + coalesce(lg.amount, 0) AS already
             -- each period's cut once, not once per subscription: the
             -- seconds of the local day of its start before it, scaled to
             -- 86400 (a DST day is 23 or 25 hours); 0 at a local midnight
@@ -399,6 +403,9 @@ BEGIN
             CROSS JOIN LATERAL (
                 SELECT d0.days * 86400 - CASE WHEN s.started_at < fp.fps AND d0.days > 0 THEN fp.cut ELSE 0 END AS part,
                        d0.period_days) d
+            LEFT JOIN LATERAL (SELECT lf.amount FROM @extschema@.legacy_fee lf
+                               WHERE lf.account_id = f.member AND lf.subscription_id = s.subscription_id
+                                 AND lf.fee_period_start = fp.fps) lg ON true
             WHERE s.started_at < fp.fpe
             OFFSET 0   -- each fee and what was already charged for it once, not once per use
         ) x
