@@ -412,6 +412,12 @@ SELECT * FROM pg_temp.allocations(600);                                 -- PRE A
 SELECT record_payment(600, 7.00, 'LATE', '2024-11-20 10:00+00') > 0 AS late;
 SELECT count(*) AS late_allocations FROM payment_allocation a JOIN payment p USING (account_id, payment_id)
 WHERE p.account_id = 600 AND p.reference = 'LATE';                      -- 1
+-- per payment (payment_settlement): PRE 20.00 to August, its 5.00 left is
+-- September's prepaid (September was billed after it: no draft holds it);
+-- MID's 10.00 and BIG's 25.00 left are kept for September's draft, billed
+-- before them (open_drafts 1); LATE all to October
+SELECT reference, amount, allocated, unallocated, open_drafts
+FROM payment_settlement WHERE account_id = 600 ORDER BY payment_id;
 -- a retry of BIG returns it and changes nothing
 SELECT record_payment(600, 60.00, 'BIG', '2024-11-05 10:00+00') = (SELECT payment_id FROM payment
        WHERE account_id = 600 AND reference = 'BIG') AS same_payment;

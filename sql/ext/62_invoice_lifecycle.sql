@@ -433,6 +433,23 @@ WHERE i.kind = 'invoice' AND i.status IN ('final', 'void');
 COMMENT ON VIEW @extschema@.invoice_settlement IS
     'final and void invoices: payments allocated (paid), credit notes (credited) and open = amount_due - paid - credited, never below zero';
 
+-- Per payment: what it paid and what is left of it.  Money left is credit on
+-- the balance (the next bill run applies it as prepaid) or kept for an older
+-- draft until that is finalized (allocate_payments): with a draft open, look
+-- here before telling a customer an invoice is unpaid.
+CREATE VIEW @extschema@.payment_settlement AS
+SELECT p.account_id, p.payment_id, p.reference, p.received_at, p.amount, a.allocated,
+       p.amount - a.allocated AS unallocated,
+       (SELECT count(*) FROM @extschema@.invoice d
+        WHERE d.account_id = p.account_id AND d.kind = 'invoice' AND d.status = 'draft'
+          AND d.last_payment_id < p.payment_id AND d.amount_due > 0) AS open_drafts
+FROM @extschema@.payment p
+CROSS JOIN LATERAL (SELECT coalesce(sum(pa.amount), 0) AS allocated
+                    FROM @extschema@.payment_allocation pa
+                    WHERE pa.account_id = p.account_id AND pa.payment_id = p.payment_id) a;
+COMMENT ON VIEW @extschema@.payment_settlement IS
+    'payments: allocated to invoices, unallocated (credit, or kept for an older draft until it is final), and how many drafts billed before the payment are open with money due (they may be holding it)';
+
 -------------------------------------------------------------------------------
 -- Allocation of payments to invoices
 -------------------------------------------------------------------------------

@@ -214,7 +214,7 @@ GRANT SELECT ON
     @extschema@.account, @extschema@.subscription, @extschema@.charge,
     @extschema@.bucket, @extschema@.ledger, @extschema@.reservation,
     @extschema@.invoice, @extschema@.invoice_line, @extschema@.payment, @extschema@.payment_allocation,
-    @extschema@.account_statement, @extschema@.invoice_settlement
+    @extschema@.account_statement, @extschema@.invoice_settlement, @extschema@.payment_settlement
 TO convbill_app;
 GRANT EXECUTE ON FUNCTION
     @extschema@.rate_pending(integer),
@@ -237,7 +237,7 @@ GRANT SELECT ON
     @extschema@.revenue_by_plan, @extschema@.revenue_by_zone, @extschema@.top_accounts,
     @extschema@.mrr, @extschema@.arpu, @extschema@.unbilled, @extschema@.leakage,
     @extschema@.revenue_bucket, @extschema@.revenue_span,
-    @extschema@.account_statement, @extschema@.invoice_settlement,
+    @extschema@.account_statement, @extschema@.invoice_settlement, @extschema@.payment_settlement,
     @extschema@.usage_alert, @extschema@.risk_zone,
     @extschema@.service, @extschema@.destination, @extschema@.plan, @extschema@.plan_rate,
     @extschema@.tax_rate, @extschema@.discount, @extschema@.seller,
@@ -256,7 +256,7 @@ GRANT SELECT ON
     @extschema@.account, @extschema@.subscription, @extschema@.charge,
     @extschema@.bucket, @extschema@.ledger, @extschema@.reservation,
     @extschema@.invoice, @extschema@.invoice_line, @extschema@.payment, @extschema@.payment_allocation,
-    @extschema@.account_statement, @extschema@.invoice_settlement,
+    @extschema@.account_statement, @extschema@.invoice_settlement, @extschema@.payment_settlement,
     @extschema@.service, @extschema@.plan, @extschema@.seller
 TO convbill_customer;
 GRANT EXECUTE ON FUNCTION @extschema@.customer_account_ids(name) TO convbill_customer;
@@ -302,3 +302,4 @@ END $$;
 -- not their owner's.
 ALTER VIEW @extschema@.account_statement SET (security_invoker = true);
 ALTER VIEW @extschema@.invoice_settlement SET (security_invoker = true);
+ALTER VIEW @extschema@.payment_settlement SET (security_invoker = true);
