@@ -1056,3 +1056,24 @@ SELECT run_billing('2029-02-15 00:00+00') AS invoices;
 SELECT i.period_start, i.period_end, l.description, l.quantity, l.amount
 FROM invoice i JOIN invoice_line l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
 WHERE i.account_id = 9019 AND i.period_start = '2029-02-01 00:00+00' ORDER BY l.line_no;
+
+-- A fee billed ahead for a period that a change of billing day then cuts
+-- short, before the subscription starts, is credited back: 9020 (UTC, day 1)
+-- has M31 since January and ADV (30.00 ahead) from Feb 20.  The run for
+-- January bills ADV ahead for February: 30.00 x 10/29 = 10.344828.
+-- Billing day 15 from then on: the transition period [Feb 1, Feb 15) ends
+-- before ADV starts: -10.344828 back; ahead for [Feb 15, Mar 15) (29 days in
+-- 2024), from Feb 20: 30.00 x 24/29 = 24.827586.  ADV in all: 24.827586
+-- (before the fix the 10.344828 stayed: Feb 20-29 billed twice).
+INSERT INTO account (account_id, external_ref, name, currency, timezone, billing_day) VALUES
+    (9020, 'move-20', 'Move 20', 'EUR', 'UTC', 1);
+SELECT subscribe(9020, 'M31', '2024-01-01 00:00+00') > 0 AS m31, subscribe(9020, 'ADV', '2024-02-20 00:00+00') > 0 AS adv;
+SELECT run_billing('2024-02-01 00:00+00') >= 1 AS billed;
+UPDATE account SET billing_day = 15 WHERE account_id = 9020;
+SELECT run_billing('2024-02-15 00:00+00') >= 1 AS billed;
+SELECT c.fee_period_start, c.amount, c.description
+FROM charge c JOIN subscription s ON s.account_id = c.account_id AND s.subscription_id = c.subscription_id
+WHERE c.account_id = 9020 AND s.plan_code = 'ADV' ORDER BY c.charge_id;
+SELECT sum(c.amount) AS adv_total
+FROM charge c JOIN subscription s ON s.account_id = c.account_id AND s.subscription_id = c.subscription_id
+WHERE c.account_id = 9020 AND s.plan_code = 'ADV';

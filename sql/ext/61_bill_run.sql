@@ -406,7 +406,15 @@ BEGIN
             LEFT JOIN LATERAL (SELECT lf.amount FROM @extschema@.legacy_fee lf
                                WHERE lf.account_id = f.member AND lf.subscription_id = s.subscription_id
                                  AND lf.fee_period_start = fp.fps) lg ON true
-            WHERE s.started_at < fp.fpe
+            -- running in the fee period, or charged for it already: a fee
+            -- billed ahead for a period that a change of time zone or billing
+            -- day then cut short, ending before the subscription starts, is
+            -- credited back (nothing of it is due), not left to be billed
+            -- again by the next period
+            WHERE (s.started_at < fp.fpe
+                   OR EXISTS (SELECT 1 FROM @extschema@.charge ch
+                              WHERE ch.account_id = f.member AND ch.kind = 'recurring'
+                                AND ch.subscription_id = s.subscription_id AND ch.fee_period_start = fp.fps))
             OFFSET 0   -- each fee and what was already charged for it once, not once per use
         ) x
         WHERE x.due <> x.already;
