@@ -362,10 +362,7 @@ BEGIN
                         ELSE @extschema@.prorate(p.recurring_fee * s.quantity, d.part,
                                                  d.period_days * 86400 * CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END)
                    END AS due,
-                   coalesce((SELECT sum(ch.amount) FROM @extschema@.charge ch
-                             WHERE ch.account_id = f.member AND ch.kind = 'recurring'
-                               AND ch.subscription_id = s.subscription_id AND ch.fee_period_start = fp.fps), 0)
-                   + coalesce(lg.amount, 0) AS already
+                   coalesce(chg.amount, 0) + coalesce(lg.amount, 0) AS already
             -- each period's cut once, not once per subscription: the
             -- seconds of the local day of its start before it, scaled to
             -- 86400 (a DST day is 23 or 25 hours); 0 at a local midnight
@@ -406,15 +403,16 @@ BEGIN
             LEFT JOIN LATERAL (SELECT lf.amount FROM @extschema@.legacy_fee lf
                                WHERE lf.account_id = f.member AND lf.subscription_id = s.subscription_id
                                  AND lf.fee_period_start = fp.fps) lg ON true
+            -- what was charged for the fee period already
+            CROSS JOIN LATERAL (SELECT sum(ch.amount) AS amount FROM @extschema@.charge ch
+                                WHERE ch.account_id = f.member AND ch.kind = 'recurring'
+                                  AND ch.subscription_id = s.subscription_id AND ch.fee_period_start = fp.fps) chg
             -- running in the fee period, or charged for it already: a fee
             -- billed ahead for a period that a change of time zone or billing
             -- day then cut short, ending before the subscription starts, is
             -- credited back (nothing of it is due), not left to be billed
             -- again by the next period
-            WHERE (s.started_at < fp.fpe
-                   OR EXISTS (SELECT 1 FROM @extschema@.charge ch
-                              WHERE ch.account_id = f.member AND ch.kind = 'recurring'
-                                AND ch.subscription_id = s.subscription_id AND ch.fee_period_start = fp.fps))
+            WHERE (s.started_at < fp.fpe OR chg.amount IS NOT NULL)
             OFFSET 0   -- each fee and what was already charged for it once, not once per use
         ) x
         WHERE x.due <> x.already;

@@ -420,7 +420,8 @@ COMMENT ON FUNCTION @extschema@.finalize_invoice(bigint) IS
 CREATE VIEW @extschema@.invoice_settlement AS
 SELECT i.account_id, i.invoice_id, i.number, i.status, i.currency, i.issued_at, i.due_at,
        i.total, i.amount_due, p.paid, c.credited,
-       greatest(i.amount_due - p.paid - c.credited, 0) AS open
+       greatest(i.amount_due - p.paid - c.credited, 0) AS open,
+       i.period_start, i.last_payment_id
 FROM @extschema@.invoice i
 CROSS JOIN LATERAL (SELECT coalesce(sum(pa.amount), 0) AS paid
                     FROM @extschema@.payment_allocation pa
@@ -431,7 +432,7 @@ CROSS JOIN LATERAL (SELECT -coalesce(sum(cn.total), 0) AS credited
                       AND cn.kind = 'credit_note' AND cn.status = 'final') c
 WHERE i.kind = 'invoice' AND i.status IN ('final', 'void');
 COMMENT ON VIEW @extschema@.invoice_settlement IS
-    'final and void invoices: payments allocated (paid), credit notes (credited) and open = amount_due - paid - credited, never below zero';
+    'final and void invoices: payments allocated (paid), credit notes (credited) and open = amount_due - paid - credited, never below zero; with the period billed and last_payment_id (only later payments are allocated to it)';
 
 -- Per payment: what it paid and what is left of it.  Money left is credit on
 -- the balance (the next bill run applies it as prepaid) or kept for an older
@@ -500,23 +501,19 @@ BEGIN
     -- what may be paid, oldest period first: final invoices still open (one
     -- made final without finalize_invoice has no last_payment_id: any
     -- payment), and the bill run's drafts with money due
-    -- (open as in invoice_settlement, amount_due - paid - credited, here
-    -- by the invoice's own keys: the view joined per row sums every invoice)
+    -- (a final invoice's open amount as invoice_settlement computes it)
     FOR t IN
-        SELECT i.invoice_id, coalesce(i.last_payment_id, 0) AS last_payment_id, i.status = 'draft' AS draft, o.open
-        FROM @extschema@.invoice i
-        CROSS JOIN LATERAL (
-            SELECT CASE WHEN i.status = 'draft' THEN i.amount_due
-                        ELSE i.amount_due
-                             - (SELECT coalesce(sum(pa.amount), 0) FROM @extschema@.payment_allocation pa
-                                WHERE pa.account_id = i.account_id AND pa.invoice_id = i.invoice_id)
-                             + (SELECT coalesce(sum(cn.total), 0) FROM @extschema@.invoice cn
-                                WHERE cn.account_id = i.account_id AND cn.credits_invoice_id = i.invoice_id
-                                  AND cn.kind = 'credit_note' AND cn.status = 'final') END AS open) o
-        WHERE i.account_id = p_account_id AND i.kind = 'invoice'
-          AND (i.status = 'final' OR (i.status = 'draft' AND i.last_payment_id IS NOT NULL))
-          AND o.open > 0
-        ORDER BY i.period_start NULLS LAST, i.issued_at NULLS LAST, i.invoice_id
+        SELECT x.invoice_id, coalesce(x.last_payment_id, 0) AS last_payment_id, x.draft, x.open
+        FROM (SELECT s.invoice_id, s.last_payment_id, false AS draft, s.open, s.period_start, s.issued_at
+              FROM @extschema@.invoice_settlement s
+              WHERE s.account_id = p_account_id AND s.status = 'final'
+              UNION ALL
+              SELECT d.invoice_id, d.last_payment_id, true, d.amount_due, d.period_start, d.issued_at
+              FROM @extschema@.invoice d
+              WHERE d.account_id = p_account_id AND d.kind = 'invoice' AND d.status = 'draft'
+                AND d.last_payment_id IS NOT NULL) x
+        WHERE x.open > 0
+        ORDER BY x.period_start NULLS LAST, x.issued_at NULLS LAST, x.invoice_id
     LOOP
         k := k + 1;
         ids[k] := t.invoice_id;
