@@ -913,8 +913,12 @@ COMMENT ON FUNCTION @extschema@.balance(bigint) IS
 -------------------------------------------------------------------------------
 -- Plan allowances, per subscription and period: a bucket valid from the later
 -- of the period's start and the subscription's start to the period's end,
--- prorated by local days from the subscription's start (the start day counts)
--- and truncated to the allowance's own decimals.  Granted when first needed
+-- prorated as the period's recurring fee is (61_bill_run.sql, step 1): in
+-- seconds of local days, 86400 a day, from the subscription's start (the
+-- start day counts) over the full period, except that a subscription running
+-- before a period that starts inside a local day (the first one after a
+-- change of time zone) counts that day only after the period's start; then
+-- truncated to the allowance's own decimals.  Granted when first needed
 -- (rating or a session in that period); a later end of the subscription does
 -- not take back what was granted.
 -------------------------------------------------------------------------------
@@ -933,7 +937,7 @@ DECLARE
 BEGIN
     -- what is missing: usually nothing (a period's buckets are granted once),
     -- and finding that out alone costs far less than also preparing the inserts
-    WITH k AS (
+    WITH k0 AS (
         SELECT DISTINCT k.account_id, k.ps,
                @extschema@.billing_period_end(k.ps, a.timezone, a.billing_day) AS pe, a.timezone,
                -- the full period: the first one after a change of time zone
@@ -943,6 +947,23 @@ BEGIN
         FROM unnest(p_account_ids, p_period_starts) AS k(account_id, ps)
         JOIN @extschema@.account a ON a.account_id = k.account_id
     ),
+    -- per (account, period): the full period's local days and, as the fee
+    -- has it, the cut: the seconds of the local day of the period's start
+    -- before it, scaled to 86400 (a DST day is 23 or 25 hours); 0 at a local
+    -- midnight, so every period but the first after a time-zone change is
+    -- prorated by whole local days.  (k is flattened into m: both are
+    -- computed only for the rows m keeps, those missing their bucket, so the
+    -- usual call, with nothing to grant, computes neither.)
+    k AS (
+        SELECT k0.account_id, k0.ps, k0.pe, k0.timezone,
+               @extschema@.local_days(k0.full_ps, k0.pe, k0.timezone) AS period_days,
+               greatest(0, round(86400 * extract(epoch FROM k0.ps - md.m0)
+                                 / extract(epoch FROM md.m1 - md.m0)))::integer AS cut
+        FROM k0
+        CROSS JOIN LATERAL (SELECT date_trunc('day', k0.ps AT TIME ZONE k0.timezone) AS d) ld
+        CROSS JOIN LATERAL (SELECT ld.d AT TIME ZONE k0.timezone AS m0,
+                                   (ld.d + interval '1 day') AT TIME ZONE k0.timezone AS m1) md
+    ),
     -- every plan's allowances, expanded once (not once per subscription)
     pa AS MATERIALIZED (
         SELECT p.code, al.key, al.value
@@ -951,8 +972,8 @@ BEGIN
     -- the (subscription, service) pairs without their bucket, found before any
     -- proration is computed
     m AS MATERIALIZED (
-        SELECT k.account_id, k.ps, k.pe, k.timezone, k.full_ps, s.subscription_id, s.started_at, s.quantity,
-               pa.key, pa.value
+        SELECT k.account_id, k.ps, k.pe, k.timezone, k.period_days, k.cut, s.subscription_id, s.started_at,
+               s.quantity, pa.key, pa.value
         FROM k
         JOIN @extschema@.subscription s ON s.account_id = k.account_id
              AND s.started_at < k.pe AND coalesce(s.ended_at, 'infinity') > k.ps
@@ -961,14 +982,22 @@ BEGIN
                           WHERE b.account_id = k.account_id AND b.origin = 'plan' AND b.period_start = k.ps
                             AND b.subscription_id = s.subscription_id AND b.unit = pa.key)
     ),
+    -- units = trunc(value x quantity x part / (period days x 86400), the
+    -- allowance's decimals), exactly (div: an integer division, no rounded
+    -- quotient; ulp: the allowance's last decimal, 1 for 600, 0.01 for
+    -- 1.50), where part = local days from the later of the subscription's
+    -- and the period's start (counted) to the period's end, x 86400, less
+    -- the cut for a subscription running before the period
     g AS (
-        SELECT m.account_id, m.ps, m.subscription_id, m.key AS service,
-               greatest(m.started_at, m.ps) AS vf, m.pe,
-               trunc(m.value::numeric * m.quantity
-                     * ((m.pe AT TIME ZONE m.timezone)::date - (greatest(m.started_at, m.ps) AT TIME ZONE m.timezone)::date)
-                     / ((m.pe AT TIME ZONE m.timezone)::date - (m.full_ps AT TIME ZONE m.timezone)::date),
-                     scale(m.value::numeric)) AS units
+        SELECT m.account_id, m.ps, m.subscription_id, m.key AS service, d.vf, m.pe,
+               div(d.value * m.quantity
+                   * (d.days * 86400 - CASE WHEN m.started_at < m.ps AND d.days > 0 THEN m.cut ELSE 0 END),
+                   m.period_days * 86400 * d.ulp) * d.ulp AS units
         FROM m
+        CROSS JOIN LATERAL (SELECT greatest(m.started_at, m.ps) AS vf,
+                                   @extschema@.local_days(greatest(m.started_at, m.ps), m.pe, m.timezone) AS days,
+                                   m.value::numeric AS value,
+                                   ('1e-' || scale(m.value::numeric))::numeric AS ulp) d
     )
     SELECT array_agg(g.account_id), array_agg(g.ps), array_agg(g.subscription_id), array_agg(g.service),
            array_agg(g.vf), array_agg(g.pe), array_agg(g.units)

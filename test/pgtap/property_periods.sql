@@ -41,8 +41,11 @@
 --      one was invoiced when the SMS was rated, on the first one after the
 --      periods then invoiced; never earlier, never skipped;
 --  (d) a plan allowance bucket of a period holds trunc(allowance x quantity
---      x its local days / the full period's days) — at most its share of
---      days (the first local day counted whole, as the README says).
+--      x part / (the full period's days x 86400)), part as for the fee in
+--      (a) (to the period's end: a later end takes nothing back): the first
+--      local day of a period starting inside it (after a time-zone change)
+--      counts only after the start for a subscription running before —
+--      at most its share of days, the README's single rule.
 --
 -- Reproducible: the seed is fixed; change it with  pg_prove --set seed=0.123 ...
 -------------------------------------------------------------------------------
@@ -395,7 +398,8 @@ SELECT is(
             'zone Asia/Kolkata', 'zone UTC', 'time-zone change', 'billing-day change', 'both changed at once',
             'change refused (55000)', 'transition inside a local day', 'transition at a midnight',
             'transition across DST', 'advance credit', 'yearly fee', 'late SMS', 'SMS in a transition period',
-            'catch-up run', 'allowance in a transition period', 'unsubscribed later', 'ended when made',
+            'catch-up run', 'allowance in a transition period', 'allowance of a part of a local day',
+            'unsubscribed later', 'ended when made',
             'start at a local midnight', 'SMS after the last invoice']) f(missing)
          WHERE NOT CASE f.missing
             WHEN 'time-zone change' THEN EXISTS (SELECT FROM pp_change WHERE ok AND new_tz <> old_tz AND new_bd = old_bd)
@@ -415,6 +419,10 @@ SELECT is(
             WHEN 'allowance in a transition period' THEN EXISTS (SELECT FROM convbill.bucket b JOIN pp_per p
                                                                  ON p.account_id = b.account_id AND p.ps = b.period_start
                                                                  WHERE b.origin = 'plan' AND p.transition)
+            WHEN 'allowance of a part of a local day' THEN EXISTS (SELECT FROM convbill.bucket b JOIN pp_per p
+                                                                   ON p.account_id = b.account_id AND p.ps = b.period_start
+                                                                   JOIN pp_sub s ON s.sub_id = b.subscription_id
+                                                                   WHERE b.origin = 'plan' AND p.cut > 0 AND s.started_at < p.ps)
             WHEN 'unsubscribed later' THEN EXISTS (SELECT FROM pp_sub WHERE ended_late)
             WHEN 'ended when made' THEN EXISTS (SELECT FROM pp_sub WHERE NOT ended_late AND ended_at IS NOT NULL)
             WHEN 'start at a local midnight' THEN EXISTS (SELECT FROM pp_cmp WHERE started_at = date_trunc('day', started_at AT TIME ZONE tz) AT TIME ZONE tz)
@@ -617,6 +625,11 @@ SELECT is(count(*) FILTER (WHERE e.amount IS DISTINCT FROM 0.10 * (e.billed_quan
 -- (d) plan allowances
 -------------------------------------------------------------------------------
 CREATE TEMP TABLE pp_bucket ON COMMIT DROP AS
+SELECT g.*,
+       -- the fee's part (a): the start day only after the period's start
+       -- for a subscription running before it
+       g.days * 86400 - CASE WHEN g.started_at < g.period_start AND g.days > 0 THEN g.cut ELSE 0 END AS part
+  FROM (
 SELECT b.account_id, b.bucket_id, b.period_start, b.valid_from, b.valid_until, s.sub_id, s.qty, s.started_at,
        pl.allowance, p.pe, p.tz, p.transition, p.full_start, p.cut,
        (SELECT sum(l.amount) FROM convbill.ledger l
@@ -637,16 +650,17 @@ SELECT b.account_id, b.bucket_id, b.period_start, b.valid_from, b.valid_until, s
                                    ((b.period_start AT TIME ZONE a.timezone) + interval '1 month') AT TIME ZONE a.timezone AS pe) y
        WHERE a.account_id = b.account_id
          AND b.period_start >= (SELECT max(pe) FROM pp_period z WHERE z.account_id = b.account_id)) p ON true
- WHERE b.origin = 'plan' AND b.account_id IN (SELECT id FROM pp_acct);
+ WHERE b.origin = 'plan' AND b.account_id IN (SELECT id FROM pp_acct)) g;
 
-SELECT is(count(*) FILTER (WHERE g.granted IS DISTINCT FROM trunc(g.allowance * g.qty * g.days / g.full_days::numeric, 0)
+SELECT is(count(*) FILTER (WHERE g.granted IS DISTINCT FROM trunc(g.allowance * g.qty * g.part / (g.full_days * 86400)::numeric, 0)
                                  OR g.valid_from <> greatest(g.started_at, g.period_start) OR g.valid_until <> g.pe),
           0::bigint,
-          format('(d) each plan allowance bucket holds trunc(allowance x local days from its start / full period days), valid from the later of the subscription''s and the period''s start to the period''s end (%s buckets)', count(*)))
+          format('(d) each plan allowance bucket holds trunc(allowance x part / (full period days x 86400)), the fee''s part to the period''s end, valid from the later of the subscription''s and the period''s start to the period''s end (%s buckets, %s with a part of a local day)',
+                 count(*), count(*) FILTER (WHERE g.part % 86400 <> 0)))
   FROM pp_bucket g;
 
-SELECT is(count(*) FILTER (WHERE g.granted * g.full_days > g.allowance * g.qty * g.days), 0::bigint,
-          format('(d) the allowance of a first period after a change is at most its share of days (%s buckets)', count(*)))
+SELECT is(count(*) FILTER (WHERE g.granted * g.full_days * 86400 > g.allowance * g.qty * g.part), 0::bigint,
+          format('(d) the allowance of a first period after a change is at most its share of the full period, its first local day counted only after the start as the fee counts it (%s buckets)', count(*)))
   FROM pp_bucket g WHERE g.transition;
 
 SELECT is((SELECT count(*) FROM convbill.bucket b
@@ -666,6 +680,12 @@ SELECT diag(format('fee mismatch (seed %s): account %s sub %s %s qty %s running 
                                     c.days, c.part, c.full_days) END,
                    coalesce(c.due, 0), c.charged, c.charges))
   FROM (SELECT * FROM pp_cmp WHERE charged IS DISTINCT FROM coalesce(due, 0) ORDER BY account_id, sub_id, fps LIMIT 5) c;
+SELECT diag(format('allowance mismatch (seed %s): account %s sub %s qty %s from %s, period [%s, %s) %s%s: %s days, part %s s of %s days: expected %s, granted %s',
+                   :'seed', g.account_id, g.sub_id, g.qty, g.started_at, g.period_start, g.pe, g.tz,
+                   CASE WHEN g.transition THEN ' (first after a change)' ELSE '' END, g.days, g.part, g.full_days,
+                   trunc(g.allowance * g.qty * g.part / (g.full_days * 86400)::numeric, 0), g.granted))
+  FROM (SELECT * FROM pp_bucket WHERE granted IS DISTINCT FROM trunc(allowance * qty * part / (full_days * 86400)::numeric, 0)
+         ORDER BY account_id, sub_id, period_start LIMIT 5) g;
 SELECT diag(format('SMS mismatch (seed %s): account %s %s at %s (billed until %s when rated): invoice %s, expected %s',
                    :'seed', e.account_id, e.ext_id, e.at, e.billed_until, e.invoice_id, e.expected_invoice))
   FROM (SELECT * FROM pp_ev WHERE invoice_id IS DISTINCT FROM expected_invoice ORDER BY account_id, at LIMIT 5) e;
