@@ -15,7 +15,8 @@
 --      cancelled advance fee is credited back, pro rata);
 --   2. the period is closed: later usage for it goes to the next period
 --      (open_period(), 40_rating.sql);
---   3. lines: the period's charges folded by the C aggregate
+--   3. lines: the period's charges, marked with the invoice id drawn for
+--      the payer's period and folded in the same pass by the C aggregate
 --      invoice_line_total() — usage per service (and per zone where the rate
 --      is zone-specific), one line per subscription and fee period, one per
 --      one-time charge or adjustment — each rounded once to the currency's
@@ -24,8 +25,8 @@
 --      zero, max_periods), then tax per tax code (a sub-account without one:
 --      its payer's) at the rate valid at the period's end, rounded once per
 --      rate;
---   5. the invoice (draft; finalize_invoice numbers it), the charges marked
---      with it, and the money: the charges already lowered the balance, so
+--   5. the invoice (draft, with the id its charges carry; finalize_invoice
+--      numbers it), and the money: the charges already lowered the balance, so
 --      the invoice debits only the difference (taxes, discounts, rounding);
 --      prepaid_applied = what the balance held before the period's charges,
 --      up to the total.
@@ -202,7 +203,7 @@ BEGIN
         END IF;
         EXIT WHEN periods >= p_max_accounts;
         lim := least(chunk_size, p_max_accounts - periods);
-        DROP TABLE IF EXISTS pg_temp.convbill_chunk, pg_temp.convbill_lines, pg_temp.convbill_inv;
+        DROP TABLE IF EXISTS pg_temp.convbill_chunk, pg_temp.convbill_ids, pg_temp.convbill_lines, pg_temp.convbill_inv;
 
         -- the next accounts, locked, then their sub-accounts (rating and
         -- sessions of theirs wait for the batch); an account another session
@@ -425,24 +426,51 @@ BEGIN
         ON CONFLICT (account_id, period_start) DO UPDATE SET invoiced_by = excluded.invoiced_by
         WHERE cp.invoiced_by IS NULL;
 
-        -- 3. lines from the period's charges
-        CREATE TEMP TABLE convbill_lines ON COMMIT DROP AS
-        SELECT c.payer, c.ps, ch.account_id AS src, ch.kind, ch.service, r.zone,
-               CASE WHEN ch.kind = 'recurring' THEN ch.subscription_id END AS subscription_id,
-               CASE WHEN ch.kind = 'recurring' THEN ch.fee_period_start END AS fee_period,
-               CASE WHEN ch.kind IN ('one_time', 'adjustment', 'discount') THEN ch.charge_id END AS one_charge,
-               coalesce(sp.plan_code, r.plan_code) AS plan_code,
-               @extschema@.invoice_line_total(ch.amount, ch.currency) AS amount,
-               @extschema@.invoice_sum(ch.amount) AS charged,
-               sum(ch.quantity) AS quantity,
-               min(ch.description) AS description,
-               NULL::bigint AS discount_id, NULL::text AS tax_code, NULL::numeric AS tax_rate
-        FROM convbill_chunk c
-        JOIN convbill_family f ON f.payer = c.payer
-        JOIN @extschema@.charge ch ON ch.account_id = f.member AND ch.period_start <= c.ps AND ch.invoice_id IS NULL
+        -- 3. lines from the period's charges, read once: each payer's
+        -- invoice id is drawn first, the charges are marked with it and
+        -- folded into lines in the same statement (the UPDATE's RETURNING
+        -- feeds the aggregate), not looked up twice.  Every payer with a
+        -- charge gets its invoice below (a line per charge kind at least), a
+        -- payer with none only with convbill.invoice_empty_periods: ids are
+        -- drawn for those alone, in account order.
+        DROP TABLE IF EXISTS pg_temp.convbill_ids;
+        CREATE TEMP TABLE convbill_ids ON COMMIT DROP AS
+        SELECT c.payer, c.ps, nextval('@extschema@.invoice_invoice_id_seq') AS invoice_id
+        FROM (SELECT c0.payer, c0.ps FROM convbill_chunk c0
+              WHERE empty_too
+                 OR EXISTS (SELECT 1 FROM convbill_family f
+                            JOIN @extschema@.charge ch ON ch.account_id = f.member
+                            WHERE f.payer = c0.payer AND ch.period_start <= c0.ps AND ch.invoice_id IS NULL)
+              ORDER BY c0.payer
+              OFFSET 0) c;
+        CREATE TEMP TABLE convbill_lines (
+            payer bigint, ps timestamptz, src bigint, kind text, service text, zone text,
+            subscription_id bigint, fee_period timestamptz, one_charge bigint, plan_code text,
+            amount numeric, charged numeric, quantity numeric, description text,
+            discount_id bigint, tax_code text, tax_rate numeric
+        ) ON COMMIT DROP;
+        WITH billed AS (
+            UPDATE @extschema@.charge ch SET invoice_id = k.invoice_id
+            FROM convbill_ids k JOIN convbill_family f ON f.payer = k.payer
+            WHERE ch.account_id = f.member AND ch.period_start <= k.ps AND ch.invoice_id IS NULL
+            RETURNING k.payer, k.ps, ch.account_id, ch.kind, ch.service, ch.rate_id, ch.subscription_id,
+                      ch.fee_period_start, ch.charge_id, ch.amount, ch.currency, ch.quantity, ch.description
+        )
+        INSERT INTO convbill_lines (payer, ps, src, kind, service, zone, subscription_id, fee_period, one_charge,
+                                    plan_code, amount, charged, quantity, description)
+        SELECT ch.payer, ch.ps, ch.account_id, ch.kind, ch.service, r.zone,
+               CASE WHEN ch.kind = 'recurring' THEN ch.subscription_id END,
+               CASE WHEN ch.kind = 'recurring' THEN ch.fee_period_start END,
+               CASE WHEN ch.kind IN ('one_time', 'adjustment', 'discount') THEN ch.charge_id END,
+               coalesce(sp.plan_code, r.plan_code),
+               @extschema@.invoice_line_total(ch.amount, ch.currency),
+               @extschema@.invoice_sum(ch.amount),
+               sum(ch.quantity),
+               min(ch.description)
+        FROM billed ch
         LEFT JOIN @extschema@.plan_rate r ON r.rate_id = ch.rate_id
         LEFT JOIN @extschema@.subscription sp ON sp.account_id = ch.account_id AND sp.subscription_id = ch.subscription_id
-        GROUP BY c.payer, c.ps, ch.account_id, ch.kind, ch.service, r.zone,
+        GROUP BY ch.payer, ch.ps, ch.account_id, ch.kind, ch.service, r.zone,
                  CASE WHEN ch.kind = 'recurring' THEN ch.subscription_id END,
                  CASE WHEN ch.kind = 'recurring' THEN ch.fee_period_start END,
                  CASE WHEN ch.kind IN ('one_time', 'adjustment', 'discount') THEN ch.charge_id END,
@@ -520,7 +548,7 @@ BEGIN
             GROUP BY l.payer, l.ps, c.currency, tc.tax_code, tr.rate
         ) t;
 
-        -- 5. invoices, their lines, the billed charges
+        -- 5. invoices and their lines
         CREATE TEMP TABLE convbill_inv ON COMMIT DROP AS
         WITH tot AS (
             SELECT c.payer, c.ps, c.pe, c.currency,
@@ -556,18 +584,19 @@ BEGIN
             OFFSET 0   -- once per invoice, not once per use
         ),
         ins AS (
-            INSERT INTO @extschema@.invoice (account_id, kind, period_start, period_end, status, currency,
+            INSERT INTO @extschema@.invoice (account_id, invoice_id, kind, period_start, period_end, status, currency,
                                              subtotal, discount, tax, total, prepaid_applied, amount_due, charged,
                                              debited, last_payment_id,
                                              issued_at)
-            SELECT t.payer, 'invoice', t.ps, t.pe, 'draft', t.currency, t.subtotal, t.discount, t.tax, t.total,
+            SELECT t.payer, k.invoice_id, 'invoice', t.ps, t.pe, 'draft', t.currency, t.subtotal, t.discount, t.tax, t.total,
                    t.prepaid, t.total - t.prepaid, t.charged, t.total - t.charged,
                    -- the payments whose money prepaid could take (the payer is
                    -- locked: none can come in between)
                    coalesce((SELECT max(p.payment_id) FROM @extschema@.payment p WHERE p.account_id = t.payer), 0),
                    NULL
-            FROM pre t
-            ON CONFLICT DO NOTHING
+            FROM pre t JOIN convbill_ids k ON k.payer = t.payer AND k.ps = t.ps
+            -- (no ON CONFLICT: the payer is locked and its period was checked
+            -- not invoiced after the lock; its charges carry this id already)
             RETURNING account_id, invoice_id, period_start, total, charged, currency
         )
         SELECT * FROM ins;
@@ -588,10 +617,6 @@ BEGIN
         FROM convbill_inv i
         JOIN convbill_lines l ON l.payer = i.account_id AND l.ps = i.period_start
         LEFT JOIN @extschema@.service s ON s.code = l.service;
-
-        UPDATE @extschema@.charge ch SET invoice_id = i.invoice_id
-        FROM convbill_inv i JOIN convbill_family f ON f.payer = i.account_id
-        WHERE ch.account_id = f.member AND ch.period_start <= i.period_start AND ch.invoice_id IS NULL;
 
         -- the money: the balance carries the whole total
         PERFORM @extschema@.debit_buckets('money', array_agg(i.account_id), array_agg(i.currency),
@@ -632,7 +657,8 @@ BEGIN
         END IF;
     END IF;
 
-    DROP TABLE IF EXISTS pg_temp.convbill_chunk, pg_temp.convbill_fam, pg_temp.convbill_lines, pg_temp.convbill_inv;
+    DROP TABLE IF EXISTS pg_temp.convbill_chunk, pg_temp.convbill_fam, pg_temp.convbill_ids, pg_temp.convbill_lines,
+                         pg_temp.convbill_inv;
     IF p_mode = 'call' THEN
         DROP TABLE IF EXISTS pg_temp.convbill_run, pg_temp.convbill_family, pg_temp.convbill_due;
     ELSIF finished THEN
