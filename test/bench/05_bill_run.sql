@@ -35,6 +35,12 @@
 --       charges, closed periods) copied by bare INSERT ... SELECT into tables
 --       LIKE theirs, 3 rounds: what writing SPEC §5's output costs, whatever
 --       computes it.
+--   (g) context, the floor of marking: charge.invoice_id set on every billed
+--       charge by a bare UPDATE of a copy with no index and fillfactor 50
+--       (HOT), 3 rounds; (h) the floor of the lines: the charges grouped as
+--       the lines are, bare GROUP BY, 3 rounds.  f + g + h: the floor of a bill
+--       run that writes SPEC §5's rows, records each charge's invoice and
+--       computes its lines from the charges, computing nothing else.
 --
 -- Every round of (b) and (e) is checked before anything else, and the three
 -- must give the same totals: one invoice per paying
@@ -50,7 +56,7 @@
 -- session (dblink, when available) counts the accounts it could still lock
 -- FOR NO KEY UPDATE, as reserve() and charge_event() do (reported).
 -- A missed target is reported, not raised: correctness is the only hard failure.
--- Runtime: about 6 minutes on 2 cores (setup 1, (d) 1, (b) 2, (e) 1.5).  Everything the
+-- Runtime: about 7 minutes on 2 cores (setup 1, (d) 1, (b) 2, (e) 1.5, (f-h) 1).  Everything the
 -- script creates is dropped at the end (including the extension).
 
 \set ON_ERROR_STOP 1
@@ -582,6 +588,54 @@ SELECT pg_temp.time_floor(2);
 SELECT pg_temp.time_floor(3);
 DROP TABLE bench05_floor_invoice, bench05_floor_line, bench05_floor_fee, bench05_floor_closed;
 
+-- (g) context, the floor of marking the charges: charge.invoice_id set on
+-- every charge the run billed (usage and fees), by the cheapest UPDATE there
+-- is — a copy of the charges with no index at all and half-empty pages
+-- (fillfactor 50), so that nearly every row version stays on its page (HOT),
+-- and a constant instead of the invoice's id: no bill run that records on
+-- each charge the invoice it is on can do it faster.  3 rounds, each on a
+-- fresh copy.
+-- (h) context, the floor of the lines: the charges summed per section,
+-- kind, service and rate (usage lines are per service and zone; fees per
+-- subscription) into a plain table, bare GROUP BY with no rounding, no join:
+-- no bill run that computes its lines from the charges can do it faster.
+-- f + g + h is the floor of SPEC §5's bill run as designed here.
+CREATE TABLE bench05_floor_lines (account_id bigint, period_start timestamptz, kind text, service text,
+                                  rate_id bigint, subscription_id bigint, amount numeric, quantity numeric);
+CREATE FUNCTION pg_temp.time_floor_marks(p_round int) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz;
+    ms double precision;
+    n bigint;
+BEGIN
+    t0 := clock_timestamp();
+    UPDATE bench05_floor_mark SET invoice_id = account_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
+    INSERT INTO bench_run VALUES ('floor mark', p_round, ms, n);
+    RAISE NOTICE 'floor of marking round %: % rows in % ms', p_round, n, round(ms::numeric, 1);
+    t0 := clock_timestamp();
+    INSERT INTO bench05_floor_lines
+    SELECT account_id, period_start, kind, service, rate_id, subscription_id, sum(amount), sum(quantity)
+    FROM convbill.charge
+    GROUP BY account_id, period_start, kind, service, rate_id, subscription_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
+    INSERT INTO bench_run VALUES ('floor lines', p_round, ms, n);
+    RAISE NOTICE 'floor of the lines round %: % rows in % ms', p_round, n, round(ms::numeric, 1);
+END $$;
+\set mark_setup 'DROP TABLE IF EXISTS bench05_floor_mark; CREATE TABLE bench05_floor_mark (LIKE convbill.charge) WITH (fillfactor = 50); INSERT INTO bench05_floor_mark SELECT * FROM convbill.charge WHERE invoice_id IS NOT NULL; UPDATE bench05_floor_mark SET invoice_id = NULL; VACUUM (FREEZE, ANALYZE) bench05_floor_mark; TRUNCATE bench05_floor_lines; CHECKPOINT;'
+:mark_setup
+SELECT pg_temp.time_floor_marks(1);
+:mark_setup
+SELECT pg_temp.time_floor_marks(2);
+:mark_setup
+SELECT pg_temp.time_floor_marks(3);
+SELECT n_tup_hot_upd * 100 / greatest(n_tup_upd, 1) AS mark_hot_pct FROM pg_stat_user_tables
+WHERE relid = 'bench05_floor_mark'::regclass \gset
+DROP TABLE bench05_floor_mark, bench05_floor_lines;
+
 -- (c) nothing left to bill
 SELECT * FROM pg_temp.time_run('run_billing again', 1, :as_of) \gset r3_
 INSERT INTO bench_run VALUES ('run_billing again', 1, :r3_ms, :r3_n);
@@ -629,6 +683,19 @@ WITH med AS (
     SELECT 8, 'f  (floor) the run''s invoices, lines, fee charges, closed periods: bare INSERT ... SELECT', r.ms,
            r.min_ms, r.max_ms, r.runs, r.n, r.ms / b.ms, ''
       FROM med r, med b WHERE r.label = 'floor' AND b.label = 'baseline'
+    UNION ALL
+    SELECT 9, 'g  (floor) charge.invoice_id set on the billed charges: bare UPDATE, no index, fillfactor 50',
+           r.ms, r.min_ms, r.max_ms, r.runs, r.n, r.ms / b.ms, ''
+      FROM med r, med b WHERE r.label = 'floor mark' AND b.label = 'baseline'
+    UNION ALL
+    SELECT 10, 'h  (floor) the charges grouped as the lines are: bare GROUP BY', r.ms, r.min_ms, r.max_ms, r.runs,
+           r.n, r.ms / b.ms, ''
+      FROM med r, med b WHERE r.label = 'floor lines' AND b.label = 'baseline'
+    UNION ALL
+    SELECT 11, 'f + g + h  the floor of this bill run: writing, marking, grouping, nothing computed',
+           f.ms + g.ms + h.ms, NULL, NULL, NULL, NULL, (f.ms + g.ms + h.ms) / b.ms, ''
+      FROM med f, med g, med h, med b
+     WHERE f.label = 'floor' AND g.label = 'floor mark' AND h.label = 'floor lines' AND b.label = 'baseline'
 )
 SELECT measurement, round(ms::numeric, 1) AS median_ms, round(min_ms::numeric, 1) AS min_ms,
        round(max_ms::numeric, 1) AS max_ms, runs, rows, round(ratio::numeric, 2) AS x_baseline, target,
@@ -637,6 +704,7 @@ SELECT measurement, round(ms::numeric, 1) AS median_ms, round(min_ms::numeric, 1
   FROM res ORDER BY ord;
 
 \echo '=== locks: no table lock; accounts another session could lock (FOR NO KEY UPDATE) at the end of run_billing round 1, before its commit, of 100000:' :lockable_accounts
+\echo '=== (g) row versions the bare UPDATE kept on their page (HOT), percent:' :mark_hot_pct
 \echo '=== run_billing_batches(as_of, 2000) commits per batch: an account is locked for one batch at most (rows e above)'
 \echo '=== rounds ==='
 SELECT label, round, round(ms::numeric, 1) AS ms, n FROM bench_run ORDER BY label, round;
