@@ -763,3 +763,48 @@ SELECT count(*) AS buckets_off FROM bucket b
 WHERE b.account_id IN (110, 111, 112)
   AND b.balance <> (SELECT coalesce(sum(l.amount), 0) FROM ledger l
                     WHERE l.account_id = b.account_id AND l.bucket_id = b.bucket_id);
+
+-- 17g. An outage: many sessions lapse at once.  The sweep ends them in chunks,
+-- one subtransaction each, not one per session (each subtransaction that
+-- writes takes a transaction id, and past 64 in one transaction every
+-- snapshot in the cluster overflows to pg_subtrans).  300 sessions of 1 sms
+-- (0.10 held each) on 3 accounts, session oI lapsing I microseconds after it
+-- started (the sweep takes them in that order); o10, o150 and o151 cannot be
+-- ended (their tariff made unreadable, as s94c's)
+INSERT INTO account (account_id, external_ref, name, currency) VALUES
+    (113, 'OUTAGE-1', 'sessions lapsing in an outage', 'EUR'),
+    (114, 'OUTAGE-2', 'sessions lapsing in an outage', 'EUR'),
+    (115, 'OUTAGE-3', 'sessions lapsing in an outage', 'EUR');
+SELECT count(subscribe(a, 'BARE', '2020-01-01')) AS subscriptions FROM unnest(ARRAY[113, 114, 115]) a;
+SELECT count(top_up(a, 20.00, 'outage')) AS top_ups FROM unnest(ARRAY[113, 114, 115]) a;
+-- 100 sessions an account (113 + I mod 3), 100 x 0.10 = 10.00 held of 20.00: all granted
+SELECT g.result, count(*) AS sessions
+FROM generate_series(1, 300) i, reserve(113 + i % 3, 'sms', 'o' || i, 1, '{}', i * interval '1 microsecond') g
+GROUP BY g.result;
+UPDATE reservation SET tariff = NULL WHERE session_id IN ('o10', 'o150', 'o151');
+SELECT pg_sleep(0.01);
+SET convbill.job_warning = '';          -- (17c's report)
+-- the transaction ids one sweep takes (subtransactions' ids come from the same
+-- counter): the sweep's own, one for each block that writes: o1..o300 (rolled
+-- back at o10), o1..o9, o11..o300 (rolled back at o150), o11..o149 and
+-- o152..o300 (o151..o300 fails at o151, before it writes), and the second
+-- txid_current()'s: 7 (with one subtransaction per ended session: 299)
+SELECT txid_current() AS x0 \gset
+SELECT expire_reservations() AS expired;                                     -- 297
+SELECT txid_current() - :x0 < 64 AS fewer_than_64_xids;
+SELECT current_setting('convbill.job_warning') AS job_warning;
+-- 297 ended, their holds released once each (300 x 0.10 held, 297 x 0.10 let
+-- go); the 3 stay open, still holding 0.10 each
+SELECT status, count(*) AS sessions, sum(held_money) AS held FROM reservation
+WHERE account_id IN (113, 114, 115) GROUP BY status ORDER BY status;
+SELECT kind, count(*) AS entries, sum(held) AS held FROM ledger
+WHERE account_id IN (113, 114, 115) AND session_id IS NOT NULL GROUP BY kind ORDER BY kind;
+SELECT session_id FROM reservation WHERE account_id IN (113, 114, 115) AND status = 'open' ORDER BY session_id;
+-- nothing charged, lapsed holds never count: 20.00 available on each account
+SELECT count(*) AS charges FROM charge WHERE account_id IN (113, 114, 115);
+SELECT a, b.* FROM unnest(ARRAY[113, 114, 115]) a, balance(a) b ORDER BY a;
+-- repaired, the next sweep ends them
+UPDATE reservation SET tariff = '{"price": "0.10"}' WHERE session_id IN ('o10', 'o150', 'o151');
+SELECT expire_reservations() AS expired;
+SELECT status, count(*) AS sessions, sum(held_money) AS held FROM reservation
+WHERE account_id IN (113, 114, 115) GROUP BY status ORDER BY status;

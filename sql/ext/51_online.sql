@@ -621,51 +621,125 @@ END $$;
 COMMENT ON FUNCTION @extschema@.release(text) IS
     'end a session without charging its open hold (usage already reported stays charged, as the session''s charge)';
 
+-------------------------------------------------------------------------------
+-- The sweep: end every open session whose grant lapsed (at most 100,000 a
+-- call, the oldest first).  A session whose using or paying account is busy
+-- with a request is left to the next sweep.  A session that cannot be ended
+-- (an error) is rolled back alone and reported (a WARNING, and job_warn() for
+-- the job's log); it never stops the sweep for every other account.
+--
+-- Without one subtransaction per session: the locked sessions are ended in
+-- chunks of 2,000, each in ONE subtransaction (expire_sessions).  Every
+-- subtransaction that writes takes its own transaction id, and past 64 of
+-- them in one transaction every snapshot in the cluster overflows to
+-- pg_subtrans: one per session would slow every online request while a
+-- sweep of a few thousand lapsed sessions (an outage) runs.  A full sweep
+-- of 100,000 uses 50 subtransactions when nothing fails; each failing
+-- session adds at most two (its chunk's first attempt, rolled back, and the
+-- sessions of the chunk before it, ended again in a block of their own), of
+-- which only the second stays among the transaction's subtransaction ids.
+-------------------------------------------------------------------------------
+
+-- Expire the sessions (account_id, session_id pairwise, their accounts
+-- locked by the caller) in order, in as few subtransactions as it can: all
+-- of them in one block.  When one fails, the block is rolled back; the
+-- sessions before it (which did not fail) are ended again in a block of
+-- their own (recursively: should one of them fail now, it is isolated the
+-- same way), the failing one is reported and skipped, and the rest go on in
+-- the next block.  Each session thus meets the state it would meet had every
+-- session been ended on its own, in order: the one that fails is the same
+-- and so is its error.  expired, failed and failures carry the sweep's
+-- counts (failures: the first 5 failures, for job_warn).
+CREATE FUNCTION @extschema@.expire_sessions(p_account_ids bigint[], p_session_ids text[],
+                                            INOUT expired integer, INOUT failed integer, INOUT failures text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    r @extschema@.reservation;
+    lo integer := 1;                    -- the first session of the block
+    hi integer := cardinality(p_session_ids);
+    k integer;                          -- the session being ended
+    done integer;
+    st text;
+    msg text;
+BEGIN
+    WHILE lo <= hi LOOP
+        k := lo;
+        done := 0;
+        BEGIN
+            WHILE k <= hi LOOP
+                -- re-read under the locks: a request may have ended it
+                SELECT * INTO r FROM @extschema@.reservation x
+                WHERE x.account_id = p_account_ids[k] AND x.session_id = p_session_ids[k]
+                  AND x.status = 'open' AND x.expires_at <= now();
+                IF FOUND THEN
+                    PERFORM @extschema@.session_step(r, NULL, 0, 0, 'expired');
+                    done := done + 1;
+                END IF;
+                k := k + 1;
+            END LOOP;
+            expired := expired + done;
+            lo := k;                    -- (hi + 1: all done)
+        EXCEPTION WHEN OTHERS THEN
+            -- (variables keep their values: k is the session that failed)
+            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+            IF k > lo THEN
+                SELECT * INTO expired, failed, failures
+                FROM @extschema@.expire_sessions(p_account_ids[lo:k - 1], p_session_ids[lo:k - 1],
+                                                 expired, failed, failures);
+            END IF;
+            -- it stays open and expired: its hold counts nowhere, and the
+            -- next sweep tries again
+            failed := failed + 1;
+            RAISE WARNING 'expire_reservations: session "%" of account % not expired: %: %',
+                p_session_ids[k], p_account_ids[k], st, msg;
+            IF failed <= 5 THEN
+                failures := failures || CASE WHEN failed > 1 THEN '; ' ELSE '' END
+                            || format('"%s" of account %s: %s: %s', p_session_ids[k], p_account_ids[k], st, msg);
+            END IF;
+            lo := k + 1;
+        END;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@.expire_sessions(bigint[], text[], integer, integer, text) IS
+    'internal: expire_reservations'' chunk of locked sessions, in one subtransaction; a failing session is rolled back alone and reported, the others ended';
+
 CREATE FUNCTION @extschema@.expire_reservations()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
-    r @extschema@.reservation;
+    chunk CONSTANT integer := 2000;
+    r record;
+    accs bigint[] := '{}';
+    sids text[] := '{}';
     n integer := 0;
     locked integer;
     failed integer := 0;
     failures text := '';
-    st text;
-    msg text;
 BEGIN
-    FOR r IN SELECT * FROM @extschema@.reservation x
+    FOR r IN SELECT x.account_id, x.payer_id, x.session_id FROM @extschema@.reservation x
              WHERE x.status = 'open' AND x.expires_at <= now()
              ORDER BY x.expires_at LIMIT 100000 LOOP
         -- skip accounts busy with a request: the next sweep gets them (both
-        -- the using and the paying account must be locked, not just one)
+        -- the using and the paying account must be locked, not just one).
+        -- The locks are the sweep's own (not a chunk's): a chunk rolled
+        -- back keeps them
         PERFORM 1 FROM @extschema@.account a
         WHERE a.account_id IN (r.account_id, r.payer_id)
         ORDER BY a.account_id FOR NO KEY UPDATE OF a SKIP LOCKED;
         GET DIAGNOSTICS locked = ROW_COUNT;
         CONTINUE WHEN locked < CASE WHEN r.account_id = r.payer_id THEN 1 ELSE 2 END;
-        SELECT * INTO r FROM @extschema@.reservation x
-        WHERE x.account_id = r.account_id AND x.session_id = r.session_id
-          AND x.status = 'open' AND x.expires_at <= now();
-        CONTINUE WHEN NOT FOUND;
-        -- one session that cannot be ended (an error) is rolled back alone
-        -- and reported; it never stops the sweep for every other account
-        -- (it stays open and expired: its hold counts nowhere, and the next
-        -- sweep tries again)
-        BEGIN
-            PERFORM @extschema@.session_step(r, NULL, 0, 0, 'expired');
-            n := n + 1;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-            failed := failed + 1;
-            RAISE WARNING 'expire_reservations: session "%" of account % not expired: %: %',
-                r.session_id, r.account_id, st, msg;
-            IF failed <= 5 THEN
-                failures := failures || CASE WHEN failed > 1 THEN '; ' ELSE '' END
-                            || format('"%s" of account %s: %s: %s', r.session_id, r.account_id, st, msg);
-            END IF;
-        END;
+        accs := accs || r.account_id;
+        sids := sids || r.session_id;
+        CONTINUE WHEN cardinality(sids) < chunk;
+        SELECT * INTO n, failed, failures FROM @extschema@.expire_sessions(accs, sids, n, failed, failures);
+        accs := '{}';
+        sids := '{}';
     END LOOP;
+    IF cardinality(sids) > 0 THEN
+        SELECT * INTO n, failed, failures FROM @extschema@.expire_sessions(accs, sids, n, failed, failures);
+    END IF;
     IF failed > 0 THEN
         -- for the job's log (job_run.warning): a WARNING alone reaches only
         -- the server log under pg_cron
@@ -675,7 +749,7 @@ BEGIN
     RETURN n;
 END $$;
 COMMENT ON FUNCTION @extschema@.expire_reservations() IS
-    'end the open sessions whose grant lapsed: release their holds (usage already reported stays charged); returns how many (a session that fails is skipped with a WARNING and job_warn(), the others are ended)';
+    'end the open sessions whose grant lapsed: release their holds (usage already reported stays charged); returns how many (a session that fails is skipped with a WARNING and job_warn(), the others are ended; one subtransaction per chunk of 2,000 sessions, not per session)';
 
 -------------------------------------------------------------------------------
 -- One-shot events
