@@ -20,7 +20,10 @@
 --       Target: <= 2.5x.
 --       Context: the bare UPDATE of the rated events' status (b4), and the
 --       floor b1 + b4 (b5): the rows SPEC §4 requires rating to write, with
---       no pricing, claiming or allowance work at all.
+--       no pricing, claiming or allowance work at all; the bare claim (b6:
+--       every pending event locked FOR UPDATE SKIP LOCKED in (account,
+--       started_at) order, as SPEC §4's parallel raters and event-time order
+--       require) and b1 + b4 + b6 (b7).
 --   (c) memory of the backend that rates: VmHWM before and after, peak RssAnon
 --       (sampled every 20 ms) and RssShmem, for a 1,000,000 batch and for
 --       100,000 batches.
@@ -495,6 +498,26 @@ ROLLBACK;
 VACUUM convbill.usage_event;
 -- 10 calls of 100,000 (each in its own transaction), the same totals expected
 :reset
+-- (b) context, the floor's third part: the claim SPEC §4 requires (several
+-- raters at once, SKIP LOCKED; an account's events in started_at order):
+-- every pending event locked in (account, time) order, bare (no column
+-- read for rating, no zone lookup, nothing kept), rolled back
+CREATE FUNCTION pg_temp.time_claim(OUT n bigint, OUT ms double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz;
+BEGIN
+    t0 := clock_timestamp();
+    SELECT count(*) INTO n
+    FROM (SELECT 1 FROM convbill.usage_event e WHERE e.status = 'pending'
+          ORDER BY e.account_id, e.started_at FOR UPDATE SKIP LOCKED) x;
+    ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
+    RAISE NOTICE 'claim of the pending events: % rows in % ms', n, round(ms::numeric, 1);
+END $$;
+CHECKPOINT;
+BEGIN;
+SELECT * FROM pg_temp.time_claim() \gset claim_
+ROLLBACK;
 :rate_cmd('10x100k', 1, 100000, 10);
 SELECT pg_temp.check_rating('10x100k', 1, :expect_rated, :expect_unknown_account, :expect_no_tariff);
 
@@ -543,6 +566,14 @@ WITH copy_med AS (
     UNION ALL
     SELECT 7, 'b5 (floor) b1 + b4: the charge rows and the status updates, bare', b.ms + :mark_ms, NULL, NULL, 1,
            b.rows, (b.ms + :mark_ms) / b.ms, ''
+      FROM base_med b
+    UNION ALL
+    SELECT 8, 'b6 (context) the claim alone: every pending event locked in order (SKIP LOCKED), bare',
+           :claim_ms, :claim_ms, :claim_ms, 1, :claim_n, :claim_ms / b.ms, ''
+      FROM base_med b
+    UNION ALL
+    SELECT 9, 'b7 (floor) b1 + b4 + b6: charge rows, status updates and the claim, bare, nothing priced',
+           b.ms + :mark_ms + :claim_ms, NULL, NULL, 1, b.rows, (b.ms + :mark_ms + :claim_ms) / b.ms, ''
       FROM base_med b
 )
 SELECT measurement, round(ms::numeric, 1) AS median_ms, round(min_ms::numeric, 1) AS min_ms,
