@@ -443,6 +443,7 @@ BEGIN
                             WHERE f.payer = c0.payer AND ch.period_start <= c0.ps AND ch.invoice_id IS NULL)
               ORDER BY c0.payer
               OFFSET 0) c;
+        ANALYZE convbill_ids;
         CREATE TEMP TABLE convbill_lines (
             payer bigint, ps timestamptz, src bigint, kind text, service text, zone text,
             subscription_id bigint, fee_period timestamptz, one_charge bigint, plan_code text,
@@ -617,6 +618,15 @@ BEGIN
         FROM convbill_inv i
         JOIN convbill_lines l ON l.payer = i.account_id AND l.ps = i.period_start
         LEFT JOIN @extschema@.service s ON s.code = l.service;
+        -- (the charges carry their invoice's id since step 3, and nothing
+        -- checks that id against invoice: every period with a line has its
+        -- invoice, or the chunk stops here)
+        IF EXISTS (SELECT 1 FROM convbill_lines l
+                   WHERE NOT EXISTS (SELECT 1 FROM convbill_inv i
+                                     WHERE i.account_id = l.payer AND i.period_start = l.ps)) THEN
+            RAISE EXCEPTION 'run_billing: charges marked for an invoice that was not created'
+                USING ERRCODE = 'XX000';
+        END IF;
 
         -- the money: the balance carries the whole total
         PERFORM @extschema@.debit_buckets('money', array_agg(i.account_id), array_agg(i.currency),
