@@ -499,7 +499,9 @@ VACUUM convbill.usage_event;
 -- 10 calls of 100,000 (each in its own transaction), the same totals expected
 :reset
 -- (b) context, the floor's third part: the claim SPEC §4 requires (several
--- raters at once, SKIP LOCKED; an account's events in started_at order):
+-- raters at once, SKIP LOCKED; an account's events in started_at order),
+-- as a lock on each event (locking accounts instead would be cheaper, and
+-- leave the events open to a concurrent rerate or partition move):
 -- every pending event locked in (account, time) order, bare (no column
 -- read for rating, no zone lookup, nothing kept), rolled back
 CREATE FUNCTION pg_temp.time_claim(OUT n bigint, OUT ms double precision)
@@ -518,6 +520,9 @@ CHECKPOINT;
 BEGIN;
 SELECT * FROM pg_temp.time_claim() \gset claim_
 ROLLBACK;
+-- (the rolled-back locks marked every event: cleared before the 10 calls)
+VACUUM convbill.usage_event;
+CHECKPOINT;
 :rate_cmd('10x100k', 1, 100000, 10);
 SELECT pg_temp.check_rating('10x100k', 1, :expect_rated, :expect_unknown_account, :expect_no_tariff);
 
