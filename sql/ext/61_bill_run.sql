@@ -620,10 +620,13 @@ BEGIN
         LEFT JOIN @extschema@.service s ON s.code = l.service;
         -- (the charges carry their invoice's id since step 3, and nothing
         -- checks that id against invoice: every period with a line has its
-        -- invoice, or the chunk stops here)
-        IF EXISTS (SELECT 1 FROM convbill_lines l
-                   WHERE NOT EXISTS (SELECT 1 FROM convbill_inv i
-                                     WHERE i.account_id = l.payer AND i.period_start = l.ps)) THEN
+        -- invoice, or the chunk stops here.  Counted, not EXISTS: planned for
+        -- its first row, an EXISTS anti-join compares every line with every
+        -- invoice)
+        SELECT count(*) INTO n
+        FROM convbill_lines l LEFT JOIN convbill_inv i ON i.account_id = l.payer AND i.period_start = l.ps
+        WHERE i.account_id IS NULL;
+        IF n > 0 THEN
             RAISE EXCEPTION 'run_billing: charges marked for an invoice that was not created'
                 USING ERRCODE = 'XX000';
         END IF;
