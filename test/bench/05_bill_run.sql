@@ -621,7 +621,8 @@ DROP TABLE bench05_floor_invoice, bench05_floor_line, bench05_floor_fee, bench05
 -- f + min(g + h, gh) is the floor of SPEC §5's bill run as designed here.
 CREATE TABLE bench05_floor_lines (account_id bigint, period_start timestamptz, kind text, service text,
                                   rate_id bigint, subscription_id bigint, amount numeric, quantity numeric);
-CREATE FUNCTION pg_temp.time_floor_marks(p_round int) RETURNS void
+-- one timed statement: its rows and milliseconds recorded under p_label
+CREATE FUNCTION pg_temp.time_sql(p_label text, p_round int, p_sql text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     t0 timestamptz;
@@ -629,58 +630,33 @@ DECLARE
     n bigint;
 BEGIN
     t0 := clock_timestamp();
-    UPDATE bench05_floor_mark SET invoice_id = account_id;
+    EXECUTE p_sql;
     GET DIAGNOSTICS n = ROW_COUNT;
     ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
-    INSERT INTO bench_run VALUES ('floor mark', p_round, ms, n);
-    RAISE NOTICE 'floor of marking round %: % rows in % ms', p_round, n, round(ms::numeric, 1);
-    t0 := clock_timestamp();
-    INSERT INTO bench05_floor_lines
-    SELECT account_id, period_start, kind, service, rate_id, subscription_id, sum(amount), sum(quantity)
-    FROM bench05_floor_src
-    GROUP BY account_id, period_start, kind, service, rate_id, subscription_id;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
-    INSERT INTO bench_run VALUES ('floor lines', p_round, ms, n);
-    RAISE NOTICE 'floor of the lines round %: % rows in % ms', p_round, n, round(ms::numeric, 1);
+    INSERT INTO bench_run VALUES (p_label, p_round, ms, n);
+    RAISE NOTICE '% round %: % rows in % ms', p_label, p_round, n, round(ms::numeric, 1);
 END $$;
-CREATE FUNCTION pg_temp.time_floor_marked_lines(p_round int) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    t0 timestamptz;
-    ms double precision;
-    n bigint;
-BEGIN
-    t0 := clock_timestamp();
-    WITH m AS (
-        UPDATE bench05_floor_mark SET invoice_id = account_id
-        RETURNING account_id, period_start, kind, service, rate_id, subscription_id, amount, quantity
-    )
-    INSERT INTO bench05_floor_lines
-    SELECT account_id, period_start, kind, service, rate_id, subscription_id, sum(amount), sum(quantity)
-    FROM m
-    GROUP BY account_id, period_start, kind, service, rate_id, subscription_id;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
-    INSERT INTO bench_run VALUES ('floor mark+lines', p_round, ms, n);
-    RAISE NOTICE 'floor of marking and the lines in one statement round %: % lines in % ms', p_round, n,
-        round(ms::numeric, 1);
-END $$;
+\set sql_mark 'UPDATE bench05_floor_mark SET invoice_id = account_id'
+\set sql_lines 'INSERT INTO bench05_floor_lines SELECT account_id, period_start, kind, service, rate_id, subscription_id, sum(amount), sum(quantity) FROM bench05_floor_src GROUP BY account_id, period_start, kind, service, rate_id, subscription_id'
+\set sql_mark_lines 'WITH m AS (UPDATE bench05_floor_mark SET invoice_id = account_id RETURNING account_id, period_start, kind, service, rate_id, subscription_id, amount, quantity) INSERT INTO bench05_floor_lines SELECT account_id, period_start, kind, service, rate_id, subscription_id, sum(amount), sum(quantity) FROM m GROUP BY account_id, period_start, kind, service, rate_id, subscription_id'
 \set mark_setup 'DROP TABLE IF EXISTS bench05_floor_mark; CREATE TABLE bench05_floor_mark (LIKE convbill.charge) WITH (fillfactor = 50); INSERT INTO bench05_floor_mark SELECT * FROM bench05_floor_src; UPDATE bench05_floor_mark SET invoice_id = NULL; VACUUM (FREEZE, ANALYZE) bench05_floor_mark; TRUNCATE bench05_floor_lines; CHECKPOINT;'
 :mark_setup
-SELECT pg_temp.time_floor_marks(1);
+SELECT pg_temp.time_sql('floor mark', 1, :'sql_mark');
+SELECT pg_temp.time_sql('floor lines', 1, :'sql_lines');
 SELECT n_tup_hot_upd * 100 / greatest(n_tup_upd, 1) AS mark_hot_pct FROM pg_stat_user_tables
 WHERE relid = 'bench05_floor_mark'::regclass \gset
 :mark_setup
-SELECT pg_temp.time_floor_marks(2);
+SELECT pg_temp.time_sql('floor mark', 2, :'sql_mark');
+SELECT pg_temp.time_sql('floor lines', 2, :'sql_lines');
 :mark_setup
-SELECT pg_temp.time_floor_marks(3);
+SELECT pg_temp.time_sql('floor mark', 3, :'sql_mark');
+SELECT pg_temp.time_sql('floor lines', 3, :'sql_lines');
 :mark_setup
-SELECT pg_temp.time_floor_marked_lines(1);
+SELECT pg_temp.time_sql('floor mark+lines', 1, :'sql_mark_lines');
 :mark_setup
-SELECT pg_temp.time_floor_marked_lines(2);
+SELECT pg_temp.time_sql('floor mark+lines', 2, :'sql_mark_lines');
 :mark_setup
-SELECT pg_temp.time_floor_marked_lines(3);
+SELECT pg_temp.time_sql('floor mark+lines', 3, :'sql_mark_lines');
 DROP TABLE bench05_floor_mark, bench05_floor_lines, bench05_floor_src, bench05_floor_src_fee;
 
 -- (c) nothing left to bill
