@@ -406,7 +406,8 @@ END $$;
 -------------------------------------------------------------------------------
 CREATE TABLE bench05_plain (account_id bigint, amount numeric);
 CREATE TEMP TABLE bench_run (label text, round int, ms double precision, n bigint);
-CREATE FUNCTION pg_temp.time_baseline(p_round int) RETURNS void
+-- one timed statement: its rows and milliseconds recorded under p_label
+CREATE FUNCTION pg_temp.time_sql(p_label text, p_round int, p_sql text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     t0 timestamptz;
@@ -414,12 +415,13 @@ DECLARE
     n bigint;
 BEGIN
     t0 := clock_timestamp();
-    INSERT INTO bench05_plain SELECT account_id, sum(amount) FROM convbill.charge GROUP BY account_id;
+    EXECUTE p_sql;
     GET DIAGNOSTICS n = ROW_COUNT;
     ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
-    INSERT INTO bench_run VALUES ('baseline', p_round, ms, n);
-    RAISE NOTICE 'baseline round %: % rows in % ms', p_round, n, round(ms::numeric, 1);
+    INSERT INTO bench_run VALUES (p_label, p_round, ms, n);
+    RAISE NOTICE '% round %: % rows in % ms', p_label, p_round, n, round(ms::numeric, 1);
 END $$;
+\set sql_baseline 'INSERT INTO bench05_plain SELECT account_id, sum(amount) FROM convbill.charge GROUP BY account_id'
 
 -- timed here; recorded by the caller (round 1 is rolled back)
 CREATE FUNCTION pg_temp.time_run(p_label text, p_round int, p_as_of timestamptz,
@@ -434,11 +436,11 @@ BEGIN
     RAISE NOTICE '% round %: % invoices in % ms', p_label, p_round, n, round(ms::numeric, 1);
 END $$;
 
-SELECT pg_temp.time_baseline(1);
+SELECT pg_temp.time_sql('baseline', 1, :'sql_baseline');
 TRUNCATE bench05_plain;
-SELECT pg_temp.time_baseline(2);
+SELECT pg_temp.time_sql('baseline', 2, :'sql_baseline');
 TRUNCATE bench05_plain;
-SELECT pg_temp.time_baseline(3);
+SELECT pg_temp.time_sql('baseline', 3, :'sql_baseline');
 
 
 -------------------------------------------------------------------------------
@@ -621,21 +623,6 @@ DROP TABLE bench05_floor_invoice, bench05_floor_line, bench05_floor_fee, bench05
 -- f + min(g + h, gh) is the floor of SPEC §5's bill run as designed here.
 CREATE TABLE bench05_floor_lines (account_id bigint, period_start timestamptz, kind text, service text,
                                   rate_id bigint, subscription_id bigint, amount numeric, quantity numeric);
--- one timed statement: its rows and milliseconds recorded under p_label
-CREATE FUNCTION pg_temp.time_sql(p_label text, p_round int, p_sql text) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    t0 timestamptz;
-    ms double precision;
-    n bigint;
-BEGIN
-    t0 := clock_timestamp();
-    EXECUTE p_sql;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
-    INSERT INTO bench_run VALUES (p_label, p_round, ms, n);
-    RAISE NOTICE '% round %: % rows in % ms', p_label, p_round, n, round(ms::numeric, 1);
-END $$;
 \set sql_mark 'UPDATE bench05_floor_mark SET invoice_id = account_id'
 \set sql_lines 'INSERT INTO bench05_floor_lines SELECT account_id, period_start, kind, service, rate_id, subscription_id, sum(amount), sum(quantity) FROM bench05_floor_src GROUP BY account_id, period_start, kind, service, rate_id, subscription_id'
 \set sql_mark_lines 'WITH m AS (UPDATE bench05_floor_mark SET invoice_id = account_id RETURNING account_id, period_start, kind, service, rate_id, subscription_id, amount, quantity) INSERT INTO bench05_floor_lines SELECT account_id, period_start, kind, service, rate_id, subscription_id, sum(amount), sum(quantity) FROM m GROUP BY account_id, period_start, kind, service, rate_id, subscription_id'
