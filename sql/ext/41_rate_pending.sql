@@ -88,6 +88,8 @@ DECLARE
     p_source ALIAS FOR $3;
     p_external_id ALIAS FOR $4;
     n integer;
+    ncand integer;
+    k integer;
     low_water bigint;
 BEGIN
     IF p_max_events IS NULL OR p_max_events < 1 THEN
@@ -119,24 +121,86 @@ BEGIN
     ELSE
         low_water := txid_current();
     END IF;
-    INSERT INTO convbill_claim
-    SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
-           e.service, e.quantity, e.started_at,
-           CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
-                THEN @extschema@.zone_of(e.attrs ->> 'destination') END
-    FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
-                 e.quantity, e.started_at, e.attrs
-          FROM @extschema@.usage_event e
-          -- (an event inserted with a NULL queued_by, e.g. INSERT ... SELECT *
-          -- from a copy of the table, is queued too)
-          WHERE e.status = 'pending' AND (e.queued_by >= low_water OR e.queued_by IS NULL)
-            AND (p_account_id IS NULL
-                 OR (e.account_id = p_account_id AND e.source IS NOT DISTINCT FROM p_source
-                     AND e.external_id IS NOT DISTINCT FROM p_external_id))
-          ORDER BY e.account_id, e.started_at
-          LIMIT p_max_events
-          FOR UPDATE SKIP LOCKED) e;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    -- A small batch (at most 20,000: the rate job's 10,000) out of a long
+    -- queue is claimed in two steps: its candidates first, by a bounded sort
+    -- (the first max_events in (account, time) order, no lock), then their
+    -- locks.  One locking query cannot bound its sort (the row lock sits
+    -- between the LIMIT and the sort): it sorts every pending event for each
+    -- batch, the whole backlog for every 10,000 events (a backlog of
+    -- 1,000,000: 1.4-1.6 s a batch of 10,000, against 0.7-1.0 s so).  A
+    -- candidate another rater holds, or rated meanwhile, is skipped; the
+    -- batch is then numbered anew and topped up from the next events by the
+    -- one-step claim, which bigger batches (100,000: no faster in two steps)
+    -- and real-time rating use alone.
+    IF p_account_id IS NULL AND p_max_events <= 20000 THEN
+        IF to_regclass('pg_temp.convbill_cand') IS NOT NULL THEN
+            DROP TABLE pg_temp.convbill_cand;
+        END IF;
+        CREATE TEMP TABLE convbill_cand ON COMMIT DROP AS
+        SELECT x.part, x.tid, row_number() OVER () AS ord
+        FROM (SELECT e.tableoid AS part, e.ctid AS tid
+              FROM @extschema@.usage_event e
+              WHERE e.status = 'pending' AND (e.queued_by >= low_water OR e.queued_by IS NULL)
+              ORDER BY e.account_id, e.started_at
+              LIMIT p_max_events) x;
+        GET DIAGNOSTICS ncand = ROW_COUNT;
+        INSERT INTO convbill_claim
+        SELECT l.part, l.tid, c.ord, l.account_id, l.source, l.external_id, l.service, l.quantity, l.started_at,
+               CASE WHEN jsonb_typeof(l.attrs -> 'destination') = 'string'
+                    THEN @extschema@.zone_of(l.attrs ->> 'destination') END
+        FROM (SELECT e.tableoid AS part, e.ctid AS tid, e.account_id, e.source, e.external_id, e.service,
+                     e.quantity, e.started_at, e.attrs
+              FROM @extschema@.usage_event e
+              WHERE e.status = 'pending'
+                AND (e.tableoid, e.ctid) IN (SELECT c.part, c.tid FROM convbill_cand c)
+              FOR UPDATE OF e SKIP LOCKED) l
+        JOIN convbill_cand c ON c.part = l.part AND c.tid = l.tid
+        ORDER BY c.ord;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        DROP TABLE pg_temp.convbill_cand;
+        IF n < ncand THEN
+            -- numbered 1..n again, in the same order
+            UPDATE convbill_claim c SET idx = r.rn
+            FROM (SELECT c2.part, c2.tid, row_number() OVER (ORDER BY c2.idx) AS rn FROM convbill_claim c2) r
+            WHERE c.part = r.part AND c.tid = r.tid AND c.idx <> r.rn;
+            -- the rest of the batch: the next events nobody holds (those
+            -- this batch holds are its own already)
+            INSERT INTO convbill_claim
+            SELECT e.tableoid, e.ctid, n + row_number() OVER (), e.account_id, e.source, e.external_id,
+                   e.service, e.quantity, e.started_at,
+                   CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
+                        THEN @extschema@.zone_of(e.attrs ->> 'destination') END
+            FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
+                         e.quantity, e.started_at, e.attrs
+                  FROM @extschema@.usage_event e
+                  WHERE e.status = 'pending' AND (e.queued_by >= low_water OR e.queued_by IS NULL)
+                    AND NOT EXISTS (SELECT 1 FROM convbill_claim c WHERE c.part = e.tableoid AND c.tid = e.ctid)
+                  ORDER BY e.account_id, e.started_at
+                  LIMIT p_max_events - n
+                  FOR UPDATE SKIP LOCKED) e;
+            GET DIAGNOSTICS k = ROW_COUNT;
+            n := n + k;
+        END IF;
+    ELSE
+        INSERT INTO convbill_claim
+        SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
+               e.service, e.quantity, e.started_at,
+               CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
+                    THEN @extschema@.zone_of(e.attrs ->> 'destination') END
+        FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
+                     e.quantity, e.started_at, e.attrs
+              FROM @extschema@.usage_event e
+              -- (an event inserted with a NULL queued_by, e.g. INSERT ... SELECT *
+              -- from a copy of the table, is queued too)
+              WHERE e.status = 'pending' AND (e.queued_by >= low_water OR e.queued_by IS NULL)
+                AND (p_account_id IS NULL
+                     OR (e.account_id = p_account_id AND e.source IS NOT DISTINCT FROM p_source
+                         AND e.external_id IS NOT DISTINCT FROM p_external_id))
+              ORDER BY e.account_id, e.started_at
+              LIMIT p_max_events
+              FOR UPDATE SKIP LOCKED) e;
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
     IF n = 0 THEN
         DROP TABLE pg_temp.convbill_claim;
         IF p_account_id IS NULL THEN
