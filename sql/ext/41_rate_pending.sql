@@ -324,11 +324,27 @@ COMMENT ON FUNCTION @extschema@.rate_events(integer, bigint, text, text) IS
 CREATE FUNCTION @extschema@.rate_pending(max_events integer DEFAULT 100000)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lt text;
 BEGIN
     -- partitions as needed: last month, this one and the next two (a no-op
-    -- once they exist); events outside them wait in the default partition
+    -- once they exist); events outside them wait in the default partition.
+    -- Making one locks the default partition exclusively: behind a
+    -- transaction that holds usage_event (a long query, a session holding an
+    -- event), every insert and COPY would queue behind that lock.  So never
+    -- for more than 2 s: then the partitions wait for the next call, and the
+    -- rating goes on
     IF to_regclass('@extschema@.usage_event_' || to_char((now() + interval '2 months') AT TIME ZONE 'UTC', 'YYYYMM')) IS NULL THEN
-        PERFORM @extschema@.ensure_usage_partitions(now() - interval '1 month', 4);
+        lt := current_setting('lock_timeout');
+        BEGIN
+            PERFORM set_config('lock_timeout', '2s', true);
+            PERFORM @extschema@.ensure_usage_partitions(now() - interval '1 month', 4);
+            PERFORM set_config('lock_timeout', lt, true);
+        EXCEPTION WHEN lock_not_available THEN
+            -- (the block's rollback restored lock_timeout)
+            RAISE WARNING 'rate_pending: usage_event partitions not created now: another session holds usage_event'
+                USING HINT = 'The next call tries again; meanwhile events of months without a partition wait in usage_event_default.';
+        END;
     END IF;
     RETURN @extschema@.rate_events(max_events, NULL, NULL, NULL);
 END $$;
