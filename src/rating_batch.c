@@ -1196,7 +1196,9 @@ allow_at(const RateEvent *e)
 /*
  * rating order: (account, service, at, started_at, idx).  For allowances
  * that is event-time order, at = greatest(started_at, period_start), ties by
- * claim order (idx follows (account, started_at)); for the cycle totals,
+ * claim order (idx: the claim's (account, started_at) order, except that the
+ * events a small batch was topped up with, after skipping candidates another
+ * rater held, come after the rest); for the cycle totals,
  * whose keys (account, period, rate) lie within one (account, service) and
  * whose periods are disjoint, it is (started_at, idx) order.
  */
