@@ -132,6 +132,7 @@ BEGIN
     -- batch is then numbered anew and topped up from the next events by the
     -- one-step claim, which bigger batches (100,000: no faster in two steps)
     -- and real-time rating use alone.
+    n := 0;
     IF p_account_id IS NULL AND p_max_events <= 20000 THEN
         IF to_regclass('pg_temp.convbill_cand') IS NOT NULL THEN
             DROP TABLE pg_temp.convbill_cand;
@@ -163,27 +164,14 @@ BEGIN
             UPDATE convbill_claim c SET idx = r.rn
             FROM (SELECT c2.part, c2.tid, row_number() OVER (ORDER BY c2.idx) AS rn FROM convbill_claim c2) r
             WHERE c.part = r.part AND c.tid = r.tid AND c.idx <> r.rn;
-            -- the rest of the batch: the next events nobody holds (those
-            -- this batch holds are its own already)
-            INSERT INTO convbill_claim
-            SELECT e.tableoid, e.ctid, n + row_number() OVER (), e.account_id, e.source, e.external_id,
-                   e.service, e.quantity, e.started_at,
-                   CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
-                        THEN @extschema@.zone_of(e.attrs ->> 'destination') END
-            FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
-                         e.quantity, e.started_at, e.attrs
-                  FROM @extschema@.usage_event e
-                  WHERE e.status = 'pending' AND (e.queued_by >= low_water OR e.queued_by IS NULL)
-                    AND NOT EXISTS (SELECT 1 FROM convbill_claim c WHERE c.part = e.tableoid AND c.tid = e.ctid)
-                  ORDER BY e.account_id, e.started_at
-                  LIMIT p_max_events - n
-                  FOR UPDATE SKIP LOCKED) e;
-            GET DIAGNOSTICS k = ROW_COUNT;
-            n := n + k;
         END IF;
-    ELSE
+    END IF;
+    -- the one-step claim: the whole batch, or the rest of a small one whose
+    -- candidates another rater held (the next events nobody holds; those
+    -- this batch holds are its own already)
+    IF ncand IS NULL OR n < ncand THEN
         INSERT INTO convbill_claim
-        SELECT e.tableoid, e.ctid, row_number() OVER (), e.account_id, e.source, e.external_id,
+        SELECT e.tableoid, e.ctid, n + row_number() OVER (), e.account_id, e.source, e.external_id,
                e.service, e.quantity, e.started_at,
                CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
                     THEN @extschema@.zone_of(e.attrs ->> 'destination') END
@@ -196,10 +184,12 @@ BEGIN
                 AND (p_account_id IS NULL
                      OR (e.account_id = p_account_id AND e.source IS NOT DISTINCT FROM p_source
                          AND e.external_id IS NOT DISTINCT FROM p_external_id))
+                AND (n = 0 OR NOT EXISTS (SELECT 1 FROM convbill_claim c WHERE c.part = e.tableoid AND c.tid = e.ctid))
               ORDER BY e.account_id, e.started_at
-              LIMIT p_max_events
+              LIMIT p_max_events - n
               FOR UPDATE SKIP LOCKED) e;
-        GET DIAGNOSTICS n = ROW_COUNT;
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
     END IF;
     IF n = 0 THEN
         DROP TABLE pg_temp.convbill_claim;
