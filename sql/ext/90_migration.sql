@@ -507,13 +507,9 @@ BEGIN ATOMIC
                    THEN format('currency_mismatch: balance in %s, account "%s" pays in %s', v.currency, v.ref, v.account_currency)
                WHEN v.valid_raw IS NOT NULL AND v.valid_until IS NULL
                    THEN format('invalid_valid_until: "%s" is not a timestamp', v.valid_raw)
-               WHEN count(*) OVER (PARTITION BY v.account_id, v.reference) > 1
+               WHEN count(*) OVER w > 1
                    THEN format('duplicate_reference: reference "%s" of account "%s" is on lines %s of this batch',
-                               v.reference, v.ref,
-                               (SELECT string_agg(x.line::text, ', ' ORDER BY x.line) FROM @extschema@.stage_balance x
-                                WHERE x.batch = p_batch AND x.load_status = 'pending'
-                                  AND @extschema@.stage_text(x.account_ref) = v.ref
-                                  AND coalesce(@extschema@.stage_text(x.reference), format('migration:%s:%s', p_batch, x.line)) = v.reference))
+                               v.reference, v.ref, string_agg(v.line::text, ', ') OVER w)
                WHEN l.entry_id IS NOT NULL
                    THEN format('duplicate_reference: account "%s" already has a top-up with reference "%s" (ledger entry %s)',
                                v.ref, v.reference, l.entry_id)
@@ -531,7 +527,9 @@ BEGIN ATOMIC
           CROSS JOIN LATERAL @extschema@.stage_resolve_account(p_batch, s.account_ref) acc
           WHERE s.batch = p_batch AND s.load_status = 'pending') v
     LEFT JOIN @extschema@.ledger l
-        ON l.account_id = v.account_id AND l.kind = 'top_up' AND l.reference = v.reference;
+        ON l.account_id = v.account_id AND l.kind = 'top_up' AND l.reference = v.reference
+    WINDOW w AS (PARTITION BY v.account_id, v.reference ORDER BY v.line
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING);
 END;
 COMMENT ON FUNCTION @extschema@.stage_judge_balances(text) IS
     'internal (load_staged): the pending staged opening balances of a batch, judged';
@@ -555,13 +553,9 @@ BEGIN ATOMIC
                    THEN format('invalid_kind: "%s" is not one_time or adjustment', v.kind)
                WHEN v.occurred_raw IS NOT NULL AND (v.occurred_at IS NULL OR NOT isfinite(v.occurred_at))
                    THEN format('invalid_occurred_at: "%s" is not a finite timestamp', v.occurred_raw)
-               WHEN count(*) OVER (PARTITION BY v.account_id, v.reference) > 1
+               WHEN count(*) OVER w > 1
                    THEN format('duplicate_reference: reference "%s" of account "%s" is on lines %s of this batch',
-                               v.reference, v.ref,
-                               (SELECT string_agg(x.line::text, ', ' ORDER BY x.line) FROM @extschema@.stage_charge x
-                                WHERE x.batch = p_batch AND x.load_status = 'pending'
-                                  AND @extschema@.stage_text(x.account_ref) = v.ref
-                                  AND coalesce(@extschema@.stage_text(x.reference), format('migration:%s:%s', p_batch, x.line)) = v.reference))
+                               v.reference, v.ref, string_agg(v.line::text, ', ') OVER w)
                WHEN c.charge_id IS NOT NULL
                    THEN format('duplicate_reference: account "%s" already has a charge with reference "%s" (charge_id %s)',
                                v.ref, v.reference, c.charge_id)
@@ -581,7 +575,9 @@ BEGIN ATOMIC
           FROM @extschema@.stage_charge s
           CROSS JOIN LATERAL @extschema@.stage_resolve_account(p_batch, s.account_ref) acc
           WHERE s.batch = p_batch AND s.load_status = 'pending') v
-    LEFT JOIN @extschema@.charge c ON c.account_id = v.account_id AND c.reference = v.reference;
+    LEFT JOIN @extschema@.charge c ON c.account_id = v.account_id AND c.reference = v.reference
+    WINDOW w AS (PARTITION BY v.account_id, v.reference ORDER BY v.line
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING);
 END;
 COMMENT ON FUNCTION @extschema@.stage_judge_charges(text) IS
     'internal (load_staged): the pending staged open charges of a batch, judged';
