@@ -127,6 +127,21 @@ scaled_to_numeric(cb_int128 v, int scale)
 int
 scaled_trimmed_scale(cb_int128 v, int scale)
 {
+	/*
+	 * In 64 bits when it fits (always, for realistic quantities): a 128-bit
+	 * division is a library call, and rating trims every event's quantities.
+	 */
+	if (v >= PG_INT64_MIN && v <= PG_INT64_MAX)
+	{
+		int64		w = (int64) v;
+
+		while (scale > 0 && w % 10 == 0)
+		{
+			w /= 10;
+			scale--;
+		}
+		return scale;
+	}
 	while (scale > 0 && v % 10 == 0)
 	{
 		v /= 10;
@@ -141,6 +156,10 @@ scaled_to_numeric_trimmed(cb_int128 v, int scale)
 {
 	int			trimmed = scaled_trimmed_scale(v, scale);
 
+	if (trimmed == scale)
+		return scaled_to_numeric(v, scale);
+	if (v >= PG_INT64_MIN && v <= PG_INT64_MAX)
+		return scaled_to_numeric((int64) v / (int64) dec_pow10(scale - trimmed), trimmed);
 	return scaled_to_numeric(v / dec_pow10(scale - trimmed), trimmed);
 }
 

@@ -361,12 +361,49 @@ blob_table(const char *what, Size keysize, Size entrysize, MemoryContext cxt)
 	return hash_create(what, 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
+/*
+ * The row of the last SPI result that col() read last, deformed once: a
+ * row with text columns is walked from its start for each column
+ * SPI_getbinval() reads past them (the event rows have seventeen).  Every
+ * new SPI result forgets it (new_result()), so a row never outlives its
+ * result here.
+ */
+#define ROW_MAX_COLS 32
+static SPITupleTable *row_table;
+static uint64 row_no;
+static Datum row_values[ROW_MAX_COLS];
+static bool row_nulls[ROW_MAX_COLS];
+
+static void
+new_result(void)
+{
+	row_table = NULL;
+}
+
+/* Column c (from 1) of row r of the last SPI result. */
+static Datum
+col(uint64 r, int c, bool *isnull)
+{
+	if (row_table != SPI_tuptable || row_no != r)
+	{
+		if (SPI_tuptable->tupdesc->natts > ROW_MAX_COLS)
+			elog(ERROR, "rate_batch: a query returned more than %d columns", ROW_MAX_COLS);
+		heap_deform_tuple(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, row_values, row_nulls);
+		row_table = SPI_tuptable;
+		row_no = r;
+	}
+	if (c < 1 || c > SPI_tuptable->tupdesc->natts)
+		elog(ERROR, "rate_batch: no column %d", c);
+	*isnull = row_nulls[c - 1];
+	return row_values[c - 1];
+}
+
 /* Column c of row r of the last SPI result; NULL is an internal error. */
 static Datum
 val(uint64 r, int c)
 {
 	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c, &isnull);
+	Datum		d = col(r, c, &isnull);
 
 	if (isnull)
 		elog(ERROR, "rate_batch: unexpected NULL in column %d", c);
@@ -376,7 +413,7 @@ val(uint64 r, int c)
 static const char *
 text_or_null(uint64 r, int c, bool *isnull)
 {
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c, isnull);
+	Datum		d = col(r, c, isnull);
 
 	return *isnull ? NULL : TextDatumGetCString(d);
 }
@@ -385,7 +422,7 @@ static bool
 bool_col(uint64 r, int c)
 {
 	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c, &isnull);
+	Datum		d = col(r, c, &isnull);
 
 	return !isnull && DatumGetBool(d);
 }
@@ -400,6 +437,7 @@ bool_col(uint64 r, int c)
 static void
 run(const char *sql, int nargs, Oid *types, Datum *args, bool read_only)
 {
+	new_result();
 	if (SPI_execute_with_args(sql, nargs, types, args, NULL, read_only, 0) != SPI_OK_SELECT)
 		elog(ERROR, "rate_batch: query failed: %s", sql);
 }
@@ -480,6 +518,7 @@ load_events(Batch *b)
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "rating fetch", ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
+		new_result();
 		SPI_cursor_fetch(portal, true, 10000);
 		if (SPI_processed == 0)
 			break;
@@ -502,7 +541,7 @@ load_events(Batch *b)
 			e = &b->ev[idx - 1];
 			e->seen = true;
 			e->idx = idx;
-			d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+			d = col(r, 2, &isnull);
 			e->account = isnull ? 0 : DatumGetInt64(d);
 			s3 = text_or_null(r, 3, &n3);
 			s4 = text_or_null(r, 4, &n4);
@@ -521,7 +560,7 @@ load_events(Batch *b)
 			/* an unknown service is rejected (unknown_service): no id needed */
 			s = text_or_null(r, 5, &isnull);
 			e->svc = (isnull || !e->svc_found) ? -1 : intern_known(&b->svc, s, NULL);
-			d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 6, &isnull);
+			d = col(r, 6, &isnull);
 			e->started = isnull ? 0 : DatumGetTimestampTz(d);
 			s = text_or_null(r, 7, &isnull);
 			e->zone = isnull ? -1 : intern(&b->zone, s, NULL);
@@ -541,6 +580,7 @@ load_events(Batch *b)
 				e->q = i128_store(numeric_to_scaled(DatumGetNumeric(val(r, 8)), QTY_DECIMALS, "quantity"));
 			MemoryContextSwitchTo(old);
 		}
+		new_result();
 		SPI_freetuptable(SPI_tuptable);
 		MemoryContextReset(tmp);
 		CHECK_FOR_INTERRUPTS();
@@ -664,6 +704,7 @@ load_candidates(Batch *b)
 		ar->count++;
 		b->ncand++;
 	}
+	new_result();
 	SPI_freetuptable(SPI_tuptable);
 }
 
@@ -1089,6 +1130,7 @@ load_buckets(Batch *b)
 		x->until = DatumGetTimestampTz(val(r, 6));
 		x->avail = i128_store(numeric_to_scaled(DatumGetNumeric(val(r, 7)), QTY_DECIMALS, "available units"));
 	}
+	new_result();
 	SPI_freetuptable(SPI_tuptable);
 	qsort(b->bk, b->nbk, sizeof(Bucket), bucket_cmp);
 
@@ -1116,6 +1158,7 @@ load_buckets(Batch *b)
 		if (held > 0)
 			(void) set_aside(b, k0, account, svc, now, DT_NOBEGIN, held);
 	}
+	new_result();
 	SPI_freetuptable(SPI_tuptable);
 }
 
@@ -1554,6 +1597,7 @@ emit(Batch *b, ReturnSetInfo *rsinfo)
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	for (;;)
 	{
+		new_result();
 		SPI_cursor_fetch(portal, true, 10000);
 		if (SPI_processed == 0)
 			break;
@@ -1571,7 +1615,7 @@ emit(Batch *b, ReturnSetInfo *rsinfo)
 			memset(nulls, true, sizeof(nulls));
 			/* idx .. started_at as claimed */
 			for (int c = 0; c < 10; c++)
-				values[c] = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c + 1, &nulls[c]);
+				values[c] = col(r, c + 1, &nulls[c]);
 			if (e->acc_found)
 			{
 				values[10] = CStringGetTextDatum(b->cur.name[e->cur]);
@@ -1621,6 +1665,7 @@ emit(Batch *b, ReturnSetInfo *rsinfo)
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(row);
 		}
+		new_result();
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
 	}
