@@ -349,6 +349,22 @@ RETURN pg_catalog.tstzrange(@extschema@.billing_period_start(at, tz, billing_day
 COMMENT ON FUNCTION @extschema@.billing_period(timestamptz, text, integer) IS
     'the billing period containing at: [local midnight of billing_day, the same day next month) in IANA zone tz';
 
+-- The part of its local day before `at`, in seconds scaled to 86400 (a DST
+-- day is 23 or 25 hours; a midnight in a DST gap maps as in
+-- billing_period_start): 0 at a local midnight.  A period that starts inside
+-- a local day (the first one after a change of time zone) prorates its
+-- recurring fees (61_bill_run.sql) and plan allowances
+-- (ensure_plan_allowances) with that day counted only after its start.  One
+-- expression, so that the planner inlines it.
+CREATE FUNCTION @extschema@.local_day_cut(at timestamptz, tz text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN greatest(0, round(86400 * extract(epoch FROM at - (date_trunc('day', at AT TIME ZONE tz) AT TIME ZONE tz))
+                         / extract(epoch FROM ((date_trunc('day', at AT TIME ZONE tz) + interval '1 day') AT TIME ZONE tz)
+                                              - (date_trunc('day', at AT TIME ZONE tz) AT TIME ZONE tz))))::integer;
+COMMENT ON FUNCTION @extschema@.local_day_cut(timestamptz, text) IS
+    'internal: the seconds of at''s local day (IANA zone tz) before at, scaled to 86400 (0 at a local midnight): what fee and allowance proration leave out of a period''s first day when the period starts inside it';
+
 CREATE FUNCTION @extschema@.account_period(account_id bigint, at timestamptz DEFAULT now())
 RETURNS tstzrange
 LANGUAGE sql STABLE STRICT PARALLEL SAFE

@@ -948,21 +948,16 @@ BEGIN
         JOIN @extschema@.account a ON a.account_id = k.account_id
     ),
     -- per (account, period): the full period's local days and, as the fee
-    -- has it, the cut: the seconds of the local day of the period's start
-    -- before it, scaled to 86400 (a DST day is 23 or 25 hours); 0 at a local
-    -- midnight, so every period but the first after a time-zone change is
-    -- prorated by whole local days.  (k is flattened into m: both are
-    -- computed only for the rows m keeps, those missing their bucket, so the
-    -- usual call, with nothing to grant, computes neither.)
+    -- has it, the cut (local_day_cut: 0 at a local midnight, so every period
+    -- but the first after a time-zone change is prorated by whole local
+    -- days).  (k is flattened into m: both are computed only for the rows m
+    -- keeps, those missing their bucket, so the usual call, with nothing to
+    -- grant, computes neither.)
     k AS (
         SELECT k0.account_id, k0.ps, k0.pe, k0.timezone,
                @extschema@.local_days(k0.full_ps, k0.pe, k0.timezone) AS period_days,
-               greatest(0, round(86400 * extract(epoch FROM k0.ps - md.m0)
-                                 / extract(epoch FROM md.m1 - md.m0)))::integer AS cut
+               @extschema@.local_day_cut(k0.ps, k0.timezone) AS cut
         FROM k0
-        CROSS JOIN LATERAL (SELECT date_trunc('day', k0.ps AT TIME ZONE k0.timezone) AS d) ld
-        CROSS JOIN LATERAL (SELECT ld.d AT TIME ZONE k0.timezone AS m0,
-                                   (ld.d + interval '1 day') AT TIME ZONE k0.timezone AS m1) md
     ),
     -- every plan's allowances, expanded once (not once per subscription)
     pa AS MATERIALIZED (

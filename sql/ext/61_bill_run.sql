@@ -364,17 +364,10 @@ BEGIN
                                                  d.period_days * 86400 * CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END)
                    END AS due,
                    coalesce(chg.amount, 0) + coalesce(lg.amount, 0) AS already
-            -- each period's cut once, not once per subscription: the
-            -- seconds of the local day of its start before it, scaled to
-            -- 86400 (a DST day is 23 or 25 hours); 0 at a local midnight
-            -- (a midnight in a DST gap maps as in billing_period_start)
-            FROM (SELECT c0.*,
-                         greatest(0, round(86400 * extract(epoch FROM c0.ps - md.m0)
-                                           / extract(epoch FROM md.m1 - md.m0)))::integer AS cut
+            -- each period's cut (local_day_cut) once, not once per
+            -- subscription
+            FROM (SELECT c0.*, @extschema@.local_day_cut(c0.ps, c0.timezone) AS cut
                   FROM convbill_chunk c0
-                  CROSS JOIN LATERAL (SELECT date_trunc('day', c0.ps AT TIME ZONE c0.timezone) AS d) ld
-                  CROSS JOIN LATERAL (SELECT ld.d AT TIME ZONE c0.timezone AS m0,
-                                             (ld.d + interval '1 day') AT TIME ZONE c0.timezone AS m1) md
                   OFFSET 0) c
             JOIN convbill_family f ON f.payer = c.payer
             JOIN @extschema@.subscription s ON s.account_id = f.member
@@ -433,7 +426,6 @@ BEGIN
         -- charge gets its invoice below (a line per charge kind at least), a
         -- payer with none only with convbill.invoice_empty_periods: ids are
         -- drawn for those alone, in account order.
-        DROP TABLE IF EXISTS pg_temp.convbill_ids;
         CREATE TEMP TABLE convbill_ids ON COMMIT DROP AS
         SELECT c.payer, c.ps, nextval('@extschema@.invoice_invoice_id_seq') AS invoice_id
         FROM (SELECT c0.payer, c0.ps FROM convbill_chunk c0
