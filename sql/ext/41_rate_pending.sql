@@ -240,9 +240,9 @@ BEGIN
     -- now and still when its grant lapses, those reserve() counted for it,
     -- in that same order); then the cycle running totals and the price (an
     -- event out of range takes no units and counts for no running total).
-    -- with each priced event's charge id; and apart, the rows (one per
-    -- account) that carry what its charges take from buckets and add to
-    -- cycle counters, so that those writes do not read the whole batch again
+    -- Each priced event gets its charge id here; the rows that carry an
+    -- account's bucket debits and counter additions (one per account) are
+    -- copied apart, so that those writes do not read the whole batch again.
     CREATE TEMP TABLE convbill_work ON COMMIT DROP AS
     SELECT w.*, CASE WHEN w.amount IS NOT NULL THEN nextval('@extschema@.charge_charge_id_seq') END AS charge_id
     FROM @extschema@.rate_batch(n) w;
