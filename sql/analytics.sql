@@ -235,6 +235,18 @@ SET TimeZone = 'UTC';
 SELECT count(*) FILTER (WHERE m.subscriptions <> coalesce(p.subscriptions, 0) + m.new_subscriptions - m.churned_subscriptions)
        AS broken, count(*) > 24 AS through_now
 FROM mrr m LEFT JOIN mrr p ON p.currency = m.currency AND p.month = (m.month - interval '1 month')::date;
+-- A closed account's subscriptions end with it (its fee stops there in the
+-- bill run): 8 has S (10) from Feb 10 and is closed on Mar 10 — active at
+-- February's end, churned in March, no longer counted from March on (before,
+-- it counted for ever and never churned).  2024-02: 6, 60; 2024-03: 5, 50,
+-- 2 churned (7 and 8); 2024-04: 4, 40.
+INSERT INTO account (account_id, external_ref, name, currency) VALUES (8, 'A8', 'Hugo', 'EUR');
+SELECT subscribe(8, 'S', '2024-02-10') IS NOT NULL AS s8;
+UPDATE account SET status = 'closed', closed_at = '2024-03-10 00:00+00' WHERE account_id = 8;
+SELECT * FROM mrr WHERE month BETWEEN '2024-02-01' AND '2024-04-01' AND currency = 'EUR' ORDER BY month;
+SELECT count(*) FILTER (WHERE m.subscriptions <> coalesce(p.subscriptions, 0) + m.new_subscriptions - m.churned_subscriptions)
+       AS broken
+FROM mrr m LEFT JOIN mrr p ON p.currency = m.currency AND p.month = (m.month - interval '1 month')::date;
 
 -------------------------------------------------------------------------------
 -- The rollup

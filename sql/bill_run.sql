@@ -1077,3 +1077,21 @@ WHERE c.account_id = 9020 AND s.plan_code = 'ADV' ORDER BY c.charge_id;
 SELECT sum(c.amount) AS adv_total
 FROM charge c JOIN subscription s ON s.account_id = c.account_id AND s.subscription_id = c.subscription_id
 WHERE c.account_id = 9020 AND s.plan_code = 'ADV';
+
+-- Discounts never take a section below zero, counting the discounts added as
+-- charges (add_charge, kind discount) too: 9030 has a 30.00 fee, a manual
+-- -20.00 discount and a 50 % discount.  50 % of 30.00 is 15.00, but only
+-- 10.00 is left after the manual one: -10.00.  Subtotal 30.00, discount
+-- -30.00, tax 19 % of 0.00 = 0.00, total 0.00 (before, -35.00, tax -0.95,
+-- total -5.95).
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('P30', 'Thirty', 'EUR', 30.00);
+INSERT INTO tax_rate (code, rate) VALUES ('TX19', 19);
+INSERT INTO account (account_id, external_ref, name, currency, timezone, tax_code) VALUES
+    (9030, 'disc-30', 'Disc 30', 'EUR', 'UTC', 'TX19');
+INSERT INTO discount (discount_id, account_id, percent) VALUES (9030, 9030, 50);
+SELECT subscribe(9030, 'P30', '2024-01-01 00:00+00') > 0 AS subscribed;
+SELECT add_charge(9030, -20, 'goodwill discount', 'discount', '2024-01-05 00:00+00') > 0 AS discounted;
+SELECT run_billing('2024-02-01 00:00+00') >= 1 AS billed;
+SELECT i.subtotal, i.discount, i.tax, i.total FROM invoice i WHERE i.account_id = 9030;
+SELECT l.kind, l.description, l.amount
+FROM invoice_line l WHERE l.account_id = 9030 ORDER BY l.line_no;

@@ -129,3 +129,20 @@ SELECT 200000 + g, 'bulk-child-' || g, 'Bulk child', 'EUR', 100000 + g, true FRO
 SELECT count(*) AS children FROM account WHERE parent_id > 100000 AND bill_to_parent;
 SELECT count(*) <= 129 AS bounded_advisory_locks FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 ROLLBACK;
+
+-- Money columns refuse 'NaN' and 'Infinity' (in PostgreSQL both are >= 0,
+-- and scale() of either is NULL, so a bare ">= 0" let them in): a plan fee of
+-- NaN stopped the whole bill run for every account; a fixed discount of NaN
+-- or Infinity silently took whole sections.  23514 (check_violation), and
+-- the amounts convbill keeps are below 1e15.
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('NANFEE', 'nan', 'EUR', 'NaN');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('INFFEE', 'inf', 'EUR', 'Infinity');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('BIGFEE', 'big', 'EUR', 1e15);
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO discount (account_id, amount) VALUES (1, 'NaN');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO discount (account_id, amount) VALUES (1, 'Infinity');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS accepted FROM plan WHERE code IN ('NANFEE', 'INFFEE', 'BIGFEE');

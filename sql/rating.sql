@@ -413,3 +413,52 @@ SELECT add_charge(83, 0.0000000000001, 'Too fine');
 \echo :LAST_ERROR_SQLSTATE
 SELECT add_charge(83, 0.100000000000000, 'Trailing zeros') > 0 AS charged;
 SELECT count(*) AS charges FROM charge WHERE account_id = 83;
+
+-- An event whose source or external_id is longer than 255 characters is
+-- rejected (invalid_event_key): the charge's unique key could not hold it,
+-- and before, one such event failed every batch that claimed it (every
+-- other account's events stuck behind it) and, with real-time rating, the
+-- INSERT itself.  255 characters is accepted.
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (2, 'long', (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 100) g), 'sms', 1, now() - interval '1 hour'),
+    (2, repeat('s', 256), 'k-long-source', 'sms', 1, now() - interval '1 hour'),
+    (2, 'long', repeat('x', 255), 'sms', 1, now() - interval '1 hour'),
+    (1, 'long', 'k-ok', 'sms', 1, now() - interval '1 hour');
+SELECT rate_pending() AS processed;
+SELECT account_id, left(source, 8) AS source, length(external_id) AS id_length, status, reject_reason
+FROM usage_event WHERE source LIKE 'long%' OR source LIKE 'ssss%' ORDER BY account_id, length(external_id);
+SET convbill.realtime_rating = on;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (2, 'long', repeat('y', 3000), 'sms', 1, now() - interval '1 hour');
+RESET convbill.realtime_rating;
+SELECT status, reject_reason FROM usage_event WHERE external_id = repeat('y', 3000);
+-- online one-shot events: the same bound on event_id, an error (22023)
+SELECT charge_event(2, 'sms', repeat('z', 256), 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM charge_events(ARRAY[ROW(2, 'sms', 'ok-1', 1, '{}'), ROW(2, 'sms', '', 1, '{}')]::event_request[]);
+\echo :LAST_ERROR_SQLSTATE
+
+-- A destination given as a JSON number is matched as its digits (attrs ->>
+-- 'destination' is those digits), not ignored: before, the call was priced
+-- at the any-zone rate (2 x 60 x 0.002 = 0.24 instead of the IRSF zone's
+-- 2 x 0.025 x 60 = 3.00) without a word.
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs) VALUES
+    (2, 'num', 'n-str', 'voice', 120, '2026-11-22 03:00+00', '{"destination": "88216123"}'),
+    (2, 'num', 'n-num', 'voice', 120, '2026-11-22 03:00+00', '{"destination": 88216123}'),
+    (2, 'num', 'n-bool', 'voice', 120, '2026-11-22 03:00+00', '{"destination": true}');
+SELECT rate_pending() AS processed;
+SELECT e.external_id, c.zone, c.amount FROM usage_event e JOIN charge c USING (account_id, charge_id)
+WHERE e.source = 'num' ORDER BY e.external_id;
+SELECT event_zone('{"destination": "+882 16"}') AS str, event_zone('{"destination": 4915}') AS num,
+       event_zone('{"destination": null}') AS json_null, event_zone('[1]') AS array, event_zone('{}') AS none;
+
+-- add_charge: the same reference is a retry only with the same charge; a
+-- different amount, kind or description under it is refused (23505), not
+-- answered with the first charge's id while the second charge is dropped
+SELECT add_charge(2, 5, 'SIM card', reference => 'order-17') AS first_charge \gset
+SELECT add_charge(2, 5.00, 'SIM card', reference => 'order-17') = :first_charge AS retry_returns_it;
+SELECT add_charge(2, 99, 'Router', reference => 'order-17');
+\echo :LAST_ERROR_SQLSTATE
+SELECT add_charge(2, 5, 'SIM card', 'adjustment', reference => 'order-17');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS charges, sum(amount) AS amount FROM charge WHERE account_id = 2 AND reference = 'order-17';

@@ -23,6 +23,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -184,14 +186,10 @@ destination_load(void)
 	dest_cache.parallel_load = IsInParallelMode();
 }
 
-PG_FUNCTION_INFO_V1(zone_of);
-/* zone_of(number text): the zone of the longest matching prefix, or NULL. */
-Datum
-zone_of(PG_FUNCTION_ARGS)
+/* The zone of the longest prefix matching the digits of s[0..n), or -1. */
+static int
+match_zone(const char *s, int n)
 {
-	text	   *number = PG_GETARG_TEXT_PP(0);
-	const char *s = VARDATA_ANY(number);
-	int			n = VARSIZE_ANY_EXHDR(number);
 	uint64		partial[MAX_PREFIX_DIGITS + 1];
 	int			len = 0;
 
@@ -211,9 +209,58 @@ zone_of(PG_FUNCTION_ARGS)
 		int			z = cache_get(prefix_key(len, partial[len]));
 
 		if (z >= 0)
-			PG_RETURN_TEXT_P(cstring_to_text(dest_cache.zones[z]));
+			return z;
 	}
-	PG_RETURN_NULL();
+	return -1;
+}
+
+PG_FUNCTION_INFO_V1(zone_of);
+/* zone_of(number text): the zone of the longest matching prefix, or NULL. */
+Datum
+zone_of(PG_FUNCTION_ARGS)
+{
+	text	   *number = PG_GETARG_TEXT_PP(0);
+	int			z = match_zone(VARDATA_ANY(number), VARSIZE_ANY_EXHDR(number));
+
+	if (z < 0)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(dest_cache.zones[z]));
+}
+
+PG_FUNCTION_INFO_V1(event_zone);
+/*
+ * event_zone(attrs jsonb): the zone of attrs' "destination" when it is a JSON
+ * string ("+49 30 1234") or number (4930123456, its digits as attrs ->>
+ * gives them), else NULL.
+ */
+Datum
+event_zone(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *attrs = PG_GETARG_JSONB_P(0);
+	JsonbValue	v;
+	const char *s;
+	int			n;
+	int			z;
+
+	if (!JB_ROOT_IS_OBJECT(attrs) ||
+		getKeyJsonValueFromContainer(&attrs->root, "destination", strlen("destination"), &v) == NULL)
+		PG_RETURN_NULL();
+	if (v.type == jbvString)
+	{
+		s = v.val.string.val;
+		n = v.val.string.len;
+	}
+	else if (v.type == jbvNumeric)
+	{
+		s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+		n = strlen(s);
+	}
+	else
+		PG_RETURN_NULL();
+	z = match_zone(s, n);
+	if (z < 0)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(dest_cache.zones[z]));
 }
 
 PG_FUNCTION_INFO_V1(destination_changed);

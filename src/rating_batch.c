@@ -9,8 +9,9 @@
  * the counters:
  *
  *   1. the reject reason, the first that applies: unknown_account,
- *      account_closed, missing_event_key, invalid_time, invalid_quantity,
- *      unknown_service, no_tariff, currency_mismatch;
+ *      account_closed, missing_event_key, invalid_event_key (source or
+ *      external_id longer than EVENT_KEY_MAX characters), invalid_time,
+ *      invalid_quantity, unknown_service, no_tariff, currency_mismatch;
  *   2. the rate: among the account's subscriptions' plan rates of the
  *      service for the event's zone or any zone, valid at started_at (both
  *      the subscription and the rate), the most specific zone, then the
@@ -90,6 +91,7 @@ typedef struct RateEvent
 	bool		svc_found;
 	bool		qty_ok;
 	bool		time_ok;
+	bool		key_long;		/* source or external_id over EVENT_KEY_MAX */
 	bool		already;
 	bool		duplicate;
 	bool		has_bq;
@@ -162,6 +164,12 @@ typedef struct AccountOut
 } AccountOut;
 
 /* interned strings (services, zones, currencies): name -> small int */
+/*
+ * An event's source and external_id: at most 255 characters each (as a
+ * session id), so that (account_id, source, external_id) always fits a
+ * B-tree entry of charge_event_key (2704 bytes: 2 x 255 x 4 bytes + 8).
+ */
+#define EVENT_KEY_MAX 255
 #define NAME_KEY_SIZE 256		/* bytes: 63 characters of up to 4 bytes fit */
 
 typedef struct NameEntry
@@ -545,7 +553,14 @@ load_events(Batch *b)
 			e->account = isnull ? 0 : DatumGetInt64(d);
 			s3 = text_or_null(r, 3, &n3);
 			s4 = text_or_null(r, 4, &n4);
-			if (!n3 && !n4)
+			/*
+			 * a key longer than EVENT_KEY_MAX characters is rejected
+			 * (invalid_event_key): charge_event_key could not hold it, and
+			 * one such event would fail every batch that claims it
+			 */
+			if (!n3 && !n4 && (pg_mbstrlen(s3) > EVENT_KEY_MAX || pg_mbstrlen(s4) > EVENT_KEY_MAX))
+				e->key_long = true;
+			else if (!n3 && !n4)
 			{
 				size_t		l3 = strlen(s3) + 1;
 				size_t		l4 = strlen(s4) + 1;
@@ -776,7 +791,7 @@ judge(Batch *b)
 		else if (e->closed)
 			e->reason = "account_closed";
 		else if (e->key == NULL)
-			e->reason = "missing_event_key";
+			e->reason = e->key_long ? "invalid_event_key" : "missing_event_key";
 		else if (!e->time_ok)
 			e->reason = "invalid_time";
 		else if (!e->qty_ok)

@@ -50,5 +50,13 @@ CREATE FUNCTION @extschema@.zone_of(number text) RETURNS text
 COMMENT ON FUNCTION @extschema@.zone_of(text) IS
     'zone of the longest destination prefix matching the digits of number (other characters ignored), NULL if none';
 
+-- The zone of a usage event or request: zone_of() of its attrs'
+-- "destination", a JSON string ("+49 30 1234") or number (4930123456: its
+-- digits, as attrs ->> gives them), else none.
+CREATE FUNCTION @extschema@.event_zone(attrs jsonb) RETURNS text
+    AS 'MODULE_PATHNAME', 'event_zone' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.event_zone(jsonb) IS
+    'zone_of() of attrs->>''destination'' when the destination is a JSON string or number, else NULL';
+
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.service', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.destination', '');

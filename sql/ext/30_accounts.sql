@@ -8,8 +8,11 @@ CREATE TABLE @extschema@.plan (
     currency      text NOT NULL
                   CHECK (@extschema@.currency_exponent(currency) IS NOT NULL),
     -- (at most 12 decimals: the bill run's exact arithmetic, prorate() and
-    -- the line totals, works at 10^-12)
-    recurring_fee numeric NOT NULL DEFAULT 0 CHECK (recurring_fee >= 0 AND scale(recurring_fee) <= 12),
+    -- the line totals, works at 10^-12; below 1e15, as every amount of
+    -- money convbill keeps — which also refuses 'NaN' and 'Infinity', both
+    -- >= 0 for numeric)
+    recurring_fee numeric NOT NULL DEFAULT 0
+                  CHECK (recurring_fee >= 0 AND recurring_fee < 1e15 AND scale(recurring_fee) <= 12),
     fee_interval  text NOT NULL DEFAULT 'month' CHECK (fee_interval IN ('month', 'year')),
     billing       text NOT NULL DEFAULT 'arrears' CHECK (billing IN ('arrears', 'advance')),
     allowances    jsonb NOT NULL DEFAULT '{}'
@@ -309,7 +312,7 @@ CREATE TABLE @extschema@.discount (
     plan_code   text REFERENCES @extschema@.plan ON UPDATE CASCADE,
     service     text REFERENCES @extschema@.service ON UPDATE CASCADE,
     percent     numeric CHECK (percent > 0 AND percent <= 100),
-    amount      numeric CHECK (amount > 0),
+    amount      numeric CHECK (amount > 0 AND amount < 1e15),   -- (refuses 'NaN' and 'Infinity' too)
     -- a fixed amount's currency: it applies only to accounts paying in it
     -- (NULL: the currency of its account, or of its plan; a fixed amount for
     -- every account and plan must name one)

@@ -335,6 +335,7 @@ DECLARE
     payer bigint;
     p tstzrange;
     id bigint;
+    prev @extschema@.charge;
 BEGIN
     IF p_account_id IS NULL OR p_amount IS NULL OR p_kind IS NULL OR p_at IS NULL THEN
         RAISE EXCEPTION 'add_charge: account_id, amount, kind and at must not be NULL' USING ERRCODE = '22004';
@@ -389,24 +390,43 @@ BEGIN
     IF a.status = 'closed' THEN
         RAISE EXCEPTION 'account % is closed', p_account_id USING ERRCODE = '22023';
     END IF;
-    IF p_reference IS NOT NULL THEN
-        SELECT charge_id INTO id FROM @extschema@.charge
-        WHERE account_id = p_account_id AND reference = p_reference;
-        IF FOUND THEN
-            RETURN id;                  -- a retried call: the original charge
+    IF p_reference IS NULL THEN
+        p := @extschema@.open_period(p_account_id, p_at);
+        INSERT INTO @extschema@.charge (account_id, kind, amount, currency, occurred_at, period_start,
+                                        period_end, description)
+        VALUES (p_account_id, p_kind, p_amount, a.currency, p_at, lower(p), upper(p), p_description)
+        RETURNING charge_id INTO id;
+        RETURN id;
+    END IF;
+    SELECT * INTO prev FROM @extschema@.charge
+    WHERE account_id = p_account_id AND reference = p_reference;
+    IF NOT FOUND THEN
+        p := @extschema@.open_period(p_account_id, p_at);
+        INSERT INTO @extschema@.charge (account_id, kind, amount, currency, occurred_at, period_start,
+                                        period_end, description, reference)
+        VALUES (p_account_id, p_kind, p_amount, a.currency, p_at, lower(p), upper(p), p_description, p_reference)
+        ON CONFLICT (account_id, reference) WHERE reference IS NOT NULL DO NOTHING
+        RETURNING charge_id INTO id;
+        IF id IS NOT NULL THEN
+            RETURN id;
         END IF;
-    END IF;
-    p := @extschema@.open_period(p_account_id, p_at);
-    INSERT INTO @extschema@.charge (account_id, kind, amount, currency, occurred_at, period_start,
-                                    period_end, description, reference)
-    VALUES (p_account_id, p_kind, p_amount, a.currency, p_at, lower(p), upper(p), p_description, p_reference)
-    ON CONFLICT (account_id, reference) WHERE reference IS NOT NULL DO NOTHING
-    RETURNING charge_id INTO id;
-    IF id IS NULL THEN                  -- a concurrent retry won the race
-        SELECT charge_id INTO id FROM @extschema@.charge
+        -- a concurrent call with the same reference won the race
+        SELECT * INTO prev FROM @extschema@.charge
         WHERE account_id = p_account_id AND reference = p_reference;
     END IF;
-    RETURN id;
+    -- a retried call returns the original charge; the same reference for
+    -- another charge is not a retry: refused (as top_up and grant_allowance
+    -- refuse theirs), never answered with the first charge's id while the
+    -- second is dropped.  (at is not compared: a retry leaving it at its
+    -- default, now(), sends another time.)
+    IF prev.amount IS DISTINCT FROM p_amount OR prev.kind IS DISTINCT FROM p_kind
+       OR prev.description IS DISTINCT FROM p_description THEN
+        RAISE EXCEPTION 'add_charge: reference "%" of account % is charge % (%, % %), not this charge (%, % %)',
+            p_reference, p_account_id, prev.charge_id, prev.kind, prev.amount, prev.currency,
+            p_kind, p_amount, a.currency
+            USING ERRCODE = '23505', HINT = 'A retry must repeat the original call; another charge needs its own reference.';
+    END IF;
+    RETURN prev.charge_id;
 END $$;
 COMMENT ON FUNCTION @extschema@.add_charge(bigint, numeric, text, text, timestamptz, text) IS
     'add a one-time charge (or adjustment) in the account''s currency to its open period; with a reference, a retry returns the original charge_id';

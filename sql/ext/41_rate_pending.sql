@@ -150,8 +150,7 @@ BEGIN
         GET DIAGNOSTICS ncand = ROW_COUNT;
         INSERT INTO convbill_claim
         SELECT l.part, l.tid, c.ord, l.account_id, l.source, l.external_id, l.service, l.quantity, l.started_at,
-               CASE WHEN jsonb_typeof(l.attrs -> 'destination') = 'string'
-                    THEN @extschema@.zone_of(l.attrs ->> 'destination') END
+               @extschema@.event_zone(l.attrs)
         FROM (SELECT e.tableoid AS part, e.ctid AS tid, e.account_id, e.source, e.external_id, e.service,
                      e.quantity, e.started_at, e.attrs
               FROM @extschema@.usage_event e
@@ -176,8 +175,7 @@ BEGIN
         INSERT INTO convbill_claim
         SELECT e.tableoid, e.ctid, n + row_number() OVER (), e.account_id, e.source, e.external_id,
                e.service, e.quantity, e.started_at,
-               CASE WHEN jsonb_typeof(e.attrs -> 'destination') = 'string'
-                    THEN @extschema@.zone_of(e.attrs ->> 'destination') END
+               @extschema@.event_zone(e.attrs)
         FROM (SELECT e.tableoid, e.ctid, e.account_id, e.source, e.external_id, e.service,
                      e.quantity, e.started_at, e.attrs
               FROM @extschema@.usage_event e
@@ -225,7 +223,7 @@ BEGIN
 
     -- 3-5. every event's fate, in one pass in C (rate_batch(), see
     -- src/rating_batch.c): the reject reason (the first of unknown_account,
-    -- account_closed, missing_event_key, invalid_time, invalid_quantity,
+    -- account_closed, missing_event_key, invalid_event_key, invalid_time, invalid_quantity,
     -- unknown_service, no_tariff, currency_mismatch), the rate (plan ->
     -- service -> most specific zone -> latest valid_from -> newest
     -- subscription), the billed quantity, duplicates (of a charged event or of

@@ -767,6 +767,11 @@ BEGIN
         RAISE EXCEPTION 'grant_allowance: units must be a positive number with at most 9 decimals, not %', p_units
             USING ERRCODE = '22023';
     END IF;
+    -- (the bound of a plan's allowance: units rating and online charging sum
+    -- exactly, with room for many buckets)
+    IF p_units >= 1e18 THEN
+        RAISE EXCEPTION 'grant_allowance: units % is out of range (below 1e18)', p_units USING ERRCODE = '22003';
+    END IF;
     IF p_valid_from >= p_valid_until THEN
         RAISE EXCEPTION 'grant_allowance: valid_from % must be before valid_until %', p_valid_from, p_valid_until
             USING ERRCODE = '22023';

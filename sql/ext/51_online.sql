@@ -252,6 +252,13 @@ BEGIN
         RAISE EXCEPTION 'reserve: session_id must have 1 to 255 characters' USING ERRCODE = '22023';
     END IF;
 
+    -- one reserve() of a session id at a time, whichever account it names:
+    -- the keys of reservation include account_id (sharding), so nothing else
+    -- stops two concurrent first requests of one id for two accounts from
+    -- both opening a session (whose later requests would then all go to one
+    -- of them).  Taken before the accounts, by every reserve() alike.
+    PERFORM pg_advisory_xact_lock(hashtextextended('convbill.session ' || p_session_id, 0));
+
     -- the account and its payer, locked
     accs := @extschema@.request_accounts(p_account_id);
     a := accs.a;
@@ -269,9 +276,7 @@ BEGIN
         RETURN ans;
     END IF;
 
-    IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
-        dest_zone := @extschema@.zone_of(p_attrs ->> 'destination');
-    END IF;
+    dest_zone := @extschema@.event_zone(p_attrs);
     -- SELECT INTO, not :=, so that "no rate" is a row of NULLs, not an unassigned record
     SELECT * INTO rt FROM @extschema@.resolve_rate(p_account_id, p_service, dest_zone, t0);
     IF rt.rate_id IS NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.service s WHERE s.code = p_service) THEN
@@ -783,6 +788,9 @@ BEGIN
     IF p_account_id IS NULL OR p_service IS NULL OR p_event_id IS NULL THEN
         RAISE EXCEPTION 'charge_event: account_id, service and event_id must not be NULL' USING ERRCODE = '22004';
     END IF;
+    IF length(p_event_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'charge_event: event_id must have 1 to 255 characters' USING ERRCODE = '22023';
+    END IF;
     PERFORM @extschema@.check_units('charge_event: units', p_units);
     -- the account and its payer, locked
     accs := @extschema@.request_accounts(p_account_id);
@@ -794,9 +802,7 @@ BEGIN
         RETURN ans;                     -- a retried event
     END IF;
 
-    IF jsonb_typeof(p_attrs -> 'destination') = 'string' THEN
-        dest_zone := @extschema@.zone_of(p_attrs ->> 'destination');
-    END IF;
+    dest_zone := @extschema@.event_zone(p_attrs);
     reason := @extschema@.account_refusal(a.status, p.status);
     IF reason IS NULL THEN
         SELECT * INTO rt FROM @extschema@.resolve_rate(p_account_id, p_service, dest_zone, t0);

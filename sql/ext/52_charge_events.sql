@@ -121,6 +121,7 @@ BEGIN
                          CASE WHEN a.bill_to_parent THEN @extschema@.payer_of(a.account_id) ELSE a.account_id END,
                          e.service, e.event_id, e.units, coalesce(e.attrs, '{}'),
                          CASE WHEN e.account_id IS NULL OR e.service IS NULL OR e.event_id IS NULL THEN 'null'
+                              WHEN length(e.event_id) NOT BETWEEN 1 AND 255 THEN 'event_id'
                               WHEN e.units IS NULL OR e.units < 0 OR e.units = 'NaN' OR e.units = 'Infinity'
                                    OR e.units >= 1e20 OR e.units <> round(e.units, 9) THEN 'units'
                               WHEN a.account_id IS NULL
@@ -170,8 +171,7 @@ BEGIN
                    a.currency, a.timezone, a.billing_day, d.payer_credit_limit AS credit_limit,
                    CASE WHEN d.is_first AND st.answer IS NULL AND s.code IS NOT NULL
                         THEN @extschema@.account_refusal(a.status, d.payer_status) END AS refusal,
-                   CASE WHEN jsonb_typeof(d.attrs -> 'destination') = 'string'
-                        THEN @extschema@.zone_of(d.attrs ->> 'destination') END AS zone
+                   @extschema@.event_zone(d.attrs) AS zone
             FROM (SELECT x.ord, x.account_id, x.payer_id, x.service, x.event_id, x.units, x.attrs,
                          x.ord = min(x.ord) OVER (PARTITION BY x.account_id, x.event_id) AS is_first
                   FROM unnest(w) x WHERE x.ord < lim) d0
@@ -215,6 +215,9 @@ BEGIN
     IF first_bad.problem = 'null' THEN
         RAISE EXCEPTION 'charge_events: event %: account_id, service and event_id must not be NULL', lim
             USING ERRCODE = '22004';
+    ELSIF first_bad.problem = 'event_id' THEN
+        RAISE EXCEPTION 'charge_events: event %: event_id must have 1 to 255 characters', lim
+            USING ERRCODE = '22023';
     ELSIF first_bad.problem = 'units' THEN
         PERFORM @extschema@.check_units(format('charge_events: event %s: units', lim), first_bad.units);
     ELSIF first_bad.problem = 'account' THEN

@@ -486,9 +486,13 @@ BEGIN
                                   THEN round(sum(l.amount) * d.percent / 100, @extschema@.currency_exponent(c.currency))
                                   ELSE round(d.amount, @extschema@.currency_exponent(c.currency)) END,
                              sum(l.amount)) AS wanted,
+                       -- what the section comes to before these discounts:
+                       -- its charges net of adjustments and of the discounts
+                       -- added as charges (add_charge, kind discount: the
+                       -- only discount lines there are yet)
                        (SELECT sum(l2.amount) FROM convbill_lines l2
                         WHERE l2.payer = l.payer AND l2.ps = l.ps AND l2.src = l.src
-                          AND l2.kind IN ('recurring', 'usage', 'one_time', 'adjustment')) AS section,
+                          AND l2.kind IN ('recurring', 'usage', 'one_time', 'adjustment', 'discount')) AS section,
                        CASE WHEN d.percent IS NOT NULL THEN format('Discount %s%%', trim_scale(d.percent))
                             ELSE 'Discount' END
                        || coalesce(' on ' || d.service, '') || coalesce(' (plan ' || d.plan_code || ')', '') AS description

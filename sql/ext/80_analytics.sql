@@ -435,10 +435,17 @@ COMMENT ON VIEW @extschema@.revenue_by_zone IS
 -------------------------------------------------------------------------------
 CREATE VIEW @extschema@.mrr AS
 WITH s AS (
-    SELECT x.account_id, x.subscription_id, x.started_at, x.ended_at, x.replaces_id, p.currency,
+    -- a subscription ends at its end, or when its account (or the payer of
+    -- an account billed to its parent) is closed, if earlier: its fee stops
+    -- there (as the bill run prorates it), and a closing is churn
+    SELECT x.account_id, x.subscription_id, x.started_at,
+           least(x.ended_at, a.closed_at, py.closed_at) AS ended_at, x.replaces_id, p.currency,
            p.recurring_fee * x.quantity AS fee, p.fee_interval, n.replaces_id IS NOT NULL AS replaced
     FROM @extschema@.subscription x
     JOIN @extschema@.plan p ON p.code = x.plan_code
+    JOIN @extschema@.account a ON a.account_id = x.account_id
+    LEFT JOIN @extschema@.account py
+           ON a.bill_to_parent AND py.account_id = @extschema@.payer_of(a.account_id)
     LEFT JOIN (SELECT DISTINCT y.account_id, y.replaces_id FROM @extschema@.subscription y
                WHERE y.replaces_id IS NOT NULL) n
            ON n.account_id = x.account_id AND n.replaces_id = x.subscription_id
@@ -468,7 +475,7 @@ FROM months m
 LEFT JOIN s ON s.currency = m.currency AND s.started_at < m.me AND coalesce(s.ended_at, 'infinity') >= m.ms
 GROUP BY m.month, m.currency;
 COMMENT ON VIEW @extschema@.mrr IS
-    'monthly recurring revenue per local month (session TimeZone) and plan currency, from the subscriptions and the current plan fees (list prices: no discounts, taxes or proration). A subscription is active in a month when it is active at the month''s end: started before the month ends and not ended before it ends (ended_at >= end). mrr = sum of active subscriptions'' recurring_fee x quantity, year fees / 12, rounded once to the currency''s minor unit. new = subscriptions started in the month, churned = subscriptions ended in the month; a plan change (change_plan: one ends, its successor starts at the same instant) is neither. So subscriptions(month) = subscriptions(previous month) + new - churned. From the first subscription''s month to the later of now and the last start or end.';
+    'monthly recurring revenue per local month (session TimeZone) and plan currency, from the subscriptions and the current plan fees (list prices: no discounts, taxes or proration). A subscription is active in a month when it is active at the month''s end: started before the month ends and not ended before it ends (ended_at >= end); a subscription of a closed account (or of a child whose payer is closed) ends at the closing, if earlier, as its fee does. mrr = sum of active subscriptions'' recurring_fee x quantity, year fees / 12, rounded once to the currency''s minor unit. new = subscriptions started in the month, churned = subscriptions ended in the month; a plan change (change_plan: one ends, its successor starts at the same instant) is neither. So subscriptions(month) = subscriptions(previous month) + new - churned. From the first subscription''s month to the later of now and the last start or end.';
 
 -------------------------------------------------------------------------------
 -- Unbilled charges

@@ -474,9 +474,8 @@ BEGIN
         SELECT e.account_id, e.service, e.started_at, z.zone,
                CASE WHEN sv.unit = 'second' THEN e.quantity END AS seconds
         FROM ev e
-        JOIN @extschema@.risk_zone z ON z.zone = @extschema@.zone_of(e.attrs ->> 'destination')
-        LEFT JOIN @extschema@.service sv ON sv.code = e.service
-        WHERE jsonb_typeof(e.attrs -> 'destination') = 'string'),
+        JOIN @extschema@.risk_zone z ON z.zone = @extschema@.event_zone(e.attrs)
+        LEFT JOIN @extschema@.service sv ON sv.code = e.service),
     i_window AS (
         SELECT r.*, count(*) OVER w AS n, coalesce(sum(r.seconds) OVER w, 0) AS secs,
                min(r.started_at) OVER w AS first_at
