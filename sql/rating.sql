@@ -462,3 +462,23 @@ SELECT add_charge(2, 99, 'Router', reference => 'order-17');
 SELECT add_charge(2, 5, 'SIM card', 'adjustment', reference => 'order-17');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS charges, sum(amount) AS amount FROM charge WHERE account_id = 2 AND reference = 'order-17';
+
+-- The sources online charging writes its charges under, 'event'
+-- (charge_event) and 'session' (a session's final charge, which its session
+-- already debited), are its own: a usage event under one is the same event
+-- as the charge of that id (a record of it delivered again: duplicate), else
+-- it is rejected (reserved_source) — before, it was charged without lowering
+-- the balance ('session'), or taken for a copy of an unrelated event.
+SELECT top_up(2, 50.00, 'tu-online') IS NOT NULL AS topped_up;
+SELECT result, charged FROM charge_event(2, 'sms', 'msg-1', 1);
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (2, 'event', 'msg-1', 'sms', 1, now() - interval '1 hour'),
+    (2, 'event', 'msg-2', 'sms', 1, now() - interval '1 hour'),
+    (2, 'session', 'cdr-1', 'sms', 1, now() - interval '1 hour'),
+    (2, 'sessions', 'cdr-1', 'sms', 1, now() - interval '1 hour');
+SELECT (SELECT balance FROM balance(2) WHERE unit = 'EUR') AS money_before \gset
+SELECT rate_pending() AS processed;
+SELECT source, external_id, status, reject_reason, charge_id IS NOT NULL AS charged
+FROM usage_event WHERE source IN ('event', 'session', 'sessions') ORDER BY source, external_id;
+-- the one charged event (0.09) lowered the money
+SELECT :money_before - (SELECT balance FROM balance(2) WHERE unit = 'EUR') AS debited;

@@ -18,7 +18,9 @@
  *      latest valid_from, then the newest subscription; bq =
  *      billed_quantity(tariff, quantity); cycle = the tariff is cycle-scoped;
  *   3. duplicates: an acceptable event already charged, or a later copy of an
- *      acceptable one in the batch;
+ *      acceptable one in the batch; an event under online charging's sources
+ *      ('session', 'event') is a duplicate of that charge or is rejected
+ *      (reserved_source);
  *   4. the open period of a billable event: the account's period containing
  *      started_at (its zone and billing day), or, when a closed period
  *      overlaps it, open_period() (late usage goes to the next open one);
@@ -92,6 +94,7 @@ typedef struct RateEvent
 	bool		qty_ok;
 	bool		time_ok;
 	bool		key_long;		/* source or external_id over EVENT_KEY_MAX */
+	bool		online_source;	/* source 'session' or 'event': online charging's */
 	bool		already;
 	bool		duplicate;
 	bool		has_bq;
@@ -566,6 +569,7 @@ load_events(Batch *b)
 				size_t		l4 = strlen(s4) + 1;
 				char	   *k = MemoryContextAllocHuge(b->keys, l3 + l4);
 
+				e->online_source = strcmp(s3, "session") == 0 || strcmp(s3, "event") == 0;
 				memcpy(k, s3, l3);
 				memcpy(k + l3, s4, l4);
 				e->key = k;
@@ -856,7 +860,26 @@ find_duplicates(Batch *b, RateEvent **order)
 	dup_batch = b;
 	qsort(order, m, sizeof(RateEvent *), dup_cmp);
 	for (int64 i = 0; i < m; i++)
-		order[i]->duplicate = order[i]->already || (i > 0 && same_key(b, order[i - 1], order[i]));
+	{
+		RateEvent  *e = order[i];
+
+		/*
+		 * the sources online charging writes its charges under: an event
+		 * under one is the same event as the charge of that id (a session's
+		 * or one-shot event's record delivered again), else it is refused —
+		 * it would share their keys, and a 'session' charge is one its
+		 * session debited already
+		 */
+		if (e->online_source)
+		{
+			if (e->already)
+				e->duplicate = true;
+			else
+				e->reason = "reserved_source";
+			continue;
+		}
+		e->duplicate = e->already || (i > 0 && same_key(b, order[i - 1], e));
+	}
 }
 
 /*
