@@ -1095,3 +1095,33 @@ SELECT run_billing('2024-02-01 00:00+00') >= 1 AS billed;
 SELECT i.subtotal, i.discount, i.tax, i.total FROM invoice i WHERE i.account_id = 9030;
 SELECT l.kind, l.description, l.amount
 FROM invoice_line l WHERE l.account_id = 9030 ORDER BY l.line_no;
+
+-- A change of payer moves the charges not invoiced yet with the account:
+-- they were debited from the old payer's money when made, so their sum goes
+-- back to it and is debited from the new payer (ledger 'transfer').  9041
+-- had a 50.00 one-off of its own, then joins 9040 (30.00 a month): 9040's
+-- January invoice is 80.00 with nothing prepaid (before, 50.00 of it was
+-- shown as "prepaid" that never existed, and the 50.00 stayed owed on
+-- 9041's own balance, never collected).
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES
+    (9040, 'payer-40', 'Payer 40', 'EUR', 'UTC'), (9041, 'joins-41', 'Joins 41', 'EUR', 'UTC'),
+    (9042, 'prepaid-42', 'Prepaid 42', 'EUR', 'UTC');
+SELECT subscribe(9040, 'P30', '2024-01-01 00:00+00') > 0 AS subscribed;
+SELECT add_charge(9041, 50, 'one-off before joining', 'one_time', '2024-01-05 00:00+00') > 0 AS charged;
+UPDATE account SET parent_id = 9040, bill_to_parent = true WHERE account_id = 9041;
+SELECT account_id, kind, amount, reference FROM ledger WHERE kind = 'transfer' AND account_id IN (9040, 9041) ORDER BY entry_id;
+SELECT run_billing('2024-02-01 00:00+00') >= 1 AS billed;
+SELECT account_id, total, prepaid_applied, amount_due FROM invoice WHERE account_id IN (9040, 9041);
+SELECT account_id, sum(balance) AS money FROM bucket WHERE account_id IN (9040, 9041) AND kind = 'money'
+GROUP BY account_id ORDER BY account_id;
+-- an account with money of its own (prepaid credit here; unpaid invoices
+-- alike) cannot join a parent: nothing there would spend or collect it (55000)
+SELECT top_up(9042, 10.00, 'tu-42') IS NOT NULL AS topped_up;
+UPDATE account SET parent_id = 9040, bill_to_parent = true WHERE account_id = 9042;
+\echo :LAST_ERROR_SQLSTATE
+-- leaving: 9041's February charge (7.00) leaves with it, to its own invoice
+SELECT add_charge(9041, 7, 'February one-off', 'one_time', '2024-02-05 00:00+00') > 0 AS charged;
+UPDATE account SET bill_to_parent = false WHERE account_id = 9041;
+SELECT run_billing('2024-03-01 00:00+00') >= 1 AS billed;
+SELECT account_id, period_start, total, prepaid_applied, amount_due FROM invoice
+WHERE account_id IN (9040, 9041) ORDER BY account_id, period_start;

@@ -34,7 +34,8 @@
 CREATE DOMAIN @extschema@.bucket_kind AS text CHECK (VALUE IN ('money', 'allowance'));
 CREATE DOMAIN @extschema@.bucket_origin AS text CHECK (VALUE IN ('main', 'top_up', 'grant', 'plan'));
 CREATE DOMAIN @extschema@.ledger_kind AS text
-    CHECK (VALUE IN ('top_up', 'grant', 'hold', 'release', 'debit', 'expiry', 'adjustment', 'payment', 'invoice'));
+    CHECK (VALUE IN ('top_up', 'grant', 'hold', 'release', 'debit', 'expiry', 'adjustment', 'payment', 'invoice',
+                     'transfer'));
 CREATE DOMAIN @extschema@.reservation_status AS text
     CHECK (VALUE IN ('open', 'committed', 'released', 'expired', 'denied'));
 CREATE DOMAIN @extschema@.held_quantity AS numeric CHECK (VALUE >= 0);
@@ -847,6 +848,70 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.main_bucket_entry(bigint, @extschema@.ledger_kind, numeric, text) IS
     'internal: add amount to an account''s main money bucket with its ledger entry (kind, reference); returns the entry_id';
+
+-- A change of payer (bill_to_parent set or cleared, or a new parent for an
+-- account billed to its parent) moves the accounts whose payer changes — the
+-- account and the sub-accounts billed through it — to the new payer's money:
+-- their charges not invoiced yet were debited from the old payer's money when
+-- they were made, and the new payer's invoice will carry them (its prepaid is
+-- what its balance held before them).  So their sum goes back to the old
+-- payer and is debited from the new one (ledger 'transfer', reference naming
+-- the account; not on account_statement: the invoice carries the charges).
+-- Refused (55000) while one of those accounts has an open session (its
+-- holds are the old payer's money) and, when an account that paid for itself
+-- joins a parent, while it has money of its own beyond those charges —
+-- prepaid credit, or invoices not paid: nothing would spend or collect it.
+CREATE FUNCTION @extschema@.account_payer_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_payer bigint;
+    new_payer bigint;
+    moved bigint[];
+    unbilled numeric;
+    own numeric;
+BEGIN
+    old_payer := CASE WHEN OLD.bill_to_parent THEN @extschema@.payer_of(OLD.parent_id) ELSE OLD.account_id END;
+    new_payer := @extschema@.payer_of(NEW.account_id);
+    IF old_payer IS NOT DISTINCT FROM new_payer THEN
+        RETURN NULL;
+    END IF;
+    WITH RECURSIVE down(account_id, depth) AS (
+        SELECT NEW.account_id, 0
+        UNION ALL
+        SELECT a.account_id, down.depth OPERATOR(pg_catalog.+) 1
+        FROM @extschema@.account a JOIN down ON a.parent_id OPERATOR(pg_catalog.=) down.account_id
+        WHERE a.bill_to_parent AND down.depth OPERATOR(pg_catalog.<) 1000)
+    SELECT array_agg(down.account_id) INTO moved FROM down;
+    IF EXISTS (SELECT 1 FROM @extschema@.reservation r
+               WHERE r.account_id OPERATOR(pg_catalog.=) ANY (moved) AND r.status OPERATOR(pg_catalog.=) 'open'
+                 AND r.expires_at OPERATOR(pg_catalog.>) now()) THEN
+        RAISE EXCEPTION 'account %: its payer cannot change while it (or a sub-account billed through it) has an open session',
+            NEW.account_id
+            USING ERRCODE = '55000', HINT = 'The sessions hold the current payer''s money: change the payer once they end.';
+    END IF;
+    SELECT coalesce(sum(c.amount), 0) INTO unbilled FROM @extschema@.charge c
+    WHERE c.account_id OPERATOR(pg_catalog.=) ANY (moved) AND c.invoice_id IS NULL;
+    IF old_payer OPERATOR(pg_catalog.=) NEW.account_id THEN
+        SELECT coalesce(sum(b.balance), 0) OPERATOR(pg_catalog.+) unbilled INTO own FROM @extschema@.bucket b
+        WHERE b.account_id OPERATOR(pg_catalog.=) NEW.account_id AND b.kind OPERATOR(pg_catalog.=) 'money';
+        IF own OPERATOR(pg_catalog.<>) 0 THEN
+            RAISE EXCEPTION 'account %: it cannot be billed to its parent while it has money of its own (% % beyond its charges not invoiced yet)',
+                NEW.account_id, own, NEW.currency
+                USING ERRCODE = '55000',
+                      HINT = 'A negative amount is invoices not paid, a positive one prepaid credit: settle it (record_payment, adjust_balance) first.';
+        END IF;
+    END IF;
+    IF unbilled OPERATOR(pg_catalog.<>) 0 THEN
+        PERFORM @extschema@.main_bucket_entry(old_payer, 'transfer', unbilled,
+                                              pg_catalog.format('account %s: to payer %s', NEW.account_id, new_payer));
+        PERFORM @extschema@.main_bucket_entry(new_payer, 'transfer', -unbilled,
+                                              pg_catalog.format('account %s: from payer %s', NEW.account_id, old_payer));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER account_payer_change AFTER UPDATE OF parent_id, bill_to_parent ON @extschema@.account
+    FOR EACH ROW WHEN (OLD.parent_id IS DISTINCT FROM NEW.parent_id OR OLD.bill_to_parent IS DISTINCT FROM NEW.bill_to_parent)
+    EXECUTE FUNCTION @extschema@.account_payer_change();
 
 CREATE FUNCTION @extschema@.adjust_balance(account_id bigint, amount numeric, reason text)
 RETURNS bigint

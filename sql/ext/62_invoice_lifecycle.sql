@@ -212,9 +212,29 @@ CREATE FUNCTION @extschema@.invoice_draft_deleted() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     members bigint[] := @extschema@.invoice_accounts(OLD.account_id, OLD.period_start);
+    r record;
 BEGIN
-    UPDATE @extschema@.charge c SET invoice_id = NULL
-    WHERE c.account_id = ANY (members) AND c.period_start <= OLD.period_start AND c.invoice_id = OLD.invoice_id;
+    -- the charges, unbilled again; those of a sub-account that has changed
+    -- payer since (detached, or moved to another parent) go to its payer
+    -- now, with their money (as a change of payer moves unbilled charges:
+    -- account_payer_change, 50_balance.sql)
+    FOR r IN
+        WITH back AS (
+            UPDATE @extschema@.charge c SET invoice_id = NULL
+            WHERE c.account_id = ANY (members) AND c.period_start <= OLD.period_start
+              AND c.invoice_id = OLD.invoice_id
+            RETURNING c.account_id, c.amount)
+        SELECT x.account_id, x.payer, x.amount
+        FROM (SELECT b.account_id, @extschema@.payer_of(b.account_id) AS payer, sum(b.amount) AS amount
+              FROM back b GROUP BY b.account_id) x
+        WHERE x.payer IS DISTINCT FROM OLD.account_id AND x.amount <> 0
+        ORDER BY x.account_id
+    LOOP
+        PERFORM @extschema@.main_bucket_entry(OLD.account_id, 'transfer', r.amount,
+                                              format('account %s: to payer %s', r.account_id, r.payer));
+        PERFORM @extschema@.main_bucket_entry(r.payer, 'transfer', -r.amount,
+                                              format('account %s: from payer %s', r.account_id, OLD.account_id));
+    END LOOP;
     DELETE FROM @extschema@.closed_period cp
     WHERE cp.invoiced_by = OLD.account_id AND cp.period_start = OLD.period_start AND NOT cp.by_hand;
     -- a period closed by hand before the run billed it stays closed, to bill
