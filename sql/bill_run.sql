@@ -1125,3 +1125,17 @@ UPDATE account SET bill_to_parent = false WHERE account_id = 9041;
 SELECT run_billing('2024-03-01 00:00+00') >= 1 AS billed;
 SELECT account_id, period_start, total, prepaid_applied, amount_due FROM invoice
 WHERE account_id IN (9040, 9041) ORDER BY account_id, period_start;
+
+-- A charge on a final invoice is part of it: it can be neither changed nor
+-- deleted, nor unbilled (55000) — before, setting its invoice_id back to
+-- NULL billed it a second time on the next run
+SELECT finalize_invoice(invoice_id) IS NOT NULL AS finalized
+FROM invoice WHERE account_id = 9040 AND period_start = '2024-01-01 00:00+00';
+UPDATE charge SET invoice_id = NULL WHERE account_id = 9040 AND period_start = '2024-01-01 00:00+00';
+\echo :LAST_ERROR_SQLSTATE
+UPDATE charge SET amount = 1 WHERE account_id = 9041 AND period_start = '2024-01-01 00:00+00';
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM charge WHERE account_id = 9040 AND period_start = '2024-01-01 00:00+00';
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS billed_charges, sum(amount) AS amount FROM charge
+WHERE account_id IN (9040, 9041) AND period_start = '2024-01-01 00:00+00' AND invoice_id IS NOT NULL;

@@ -177,6 +177,32 @@ END $$;
 CREATE TRIGGER invoice_guard BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.invoice
     FOR EACH ROW EXECUTE FUNCTION @extschema@.invoice_guard();
 
+-- A charge on a final (or void) invoice is part of it, as its lines are: it
+-- can be neither changed nor deleted (55000) — unbilled again, it would be
+-- billed a second time; changed, its invoice would no longer be its charges.
+-- A draft's charges are the bill run's and discard_draft's to move.  (Only
+-- billed charges fire it: the bill run's UPDATE of unbilled ones does not.)
+CREATE FUNCTION @extschema@.charge_billed_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    inv record;
+BEGIN
+    SELECT i.number, i.status INTO inv FROM @extschema@.invoice i
+    WHERE i.invoice_id = OLD.invoice_id AND i.status <> 'draft';
+    IF FOUND THEN
+        RAISE EXCEPTION 'charge % of account % is on % invoice % (%): it cannot be %', OLD.charge_id, OLD.account_id,
+            inv.status, OLD.invoice_id, inv.number, CASE TG_OP WHEN 'DELETE' THEN 'deleted' ELSE 'changed' END
+            USING ERRCODE = '55000',
+                  HINT = 'Correct an invoiced charge with a credit note (convbill.credit_note) or a new charge (convbill.add_charge).';
+    END IF;
+    RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+COMMENT ON FUNCTION @extschema@.charge_billed_guard() IS
+    'internal: refuse to change or delete a charge that a final or void invoice billed';
+CREATE TRIGGER charge_billed_guard BEFORE UPDATE OR DELETE ON @extschema@.charge
+    FOR EACH ROW WHEN (OLD.invoice_id IS NOT NULL)
+    EXECUTE FUNCTION @extschema@.charge_billed_guard();
+
 -- The accounts a payer's invoice of a period may have billed: the payer, its
 -- sub-accounts now, and those the bill run closed the period for under this
 -- payer (a sub-account detached since).
