@@ -120,6 +120,8 @@ run_concurrency() {
     test/concurrency/rate_parallel.sh 2>&1 | grep -v NOTICE
     [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
     test/concurrency/zone_cache.sh || return 1
+    log "checks under concurrent changes (parents, subscriptions, rates, session ids)"
+    test/concurrency/guards.sh || return 1
     log "two bill runs at once vs a serial bill run"
     test/concurrency/bill_run_parallel.sh
 }

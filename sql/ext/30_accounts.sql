@@ -87,9 +87,17 @@ DECLARE
     service_unit text;
 BEGIN
     -- one rate change per plan at a time: the overlap check below then sees
-    -- every committed rate
+    -- every committed rate.  The plan's row is updated to itself (once per
+    -- transaction), not only locked: under READ COMMITTED the two are alike
+    -- (the check reads what committed while this waited), but under
+    -- REPEATABLE READ the snapshot predates that, and a lock alone would let
+    -- the check miss a rate; updating a row another transaction updated
+    -- after the snapshot fails to serialize (40001) instead, and the retry
+    -- sees it.  (The same for subscriptions and their account's row.)
+    UPDATE @extschema@.plan p SET name = p.name
+    WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code AND p.xmin OPERATOR(pg_catalog.<>) pg_catalog.pg_current_xact_id()::xid;
     SELECT p.currency INTO plan_currency FROM @extschema@.plan p
-    WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code FOR NO KEY UPDATE;
+    WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code;
     SELECT s.unit INTO service_unit FROM @extschema@.service s WHERE s.code OPERATOR(pg_catalog.=) NEW.service;
     IF @extschema@.tariff_currency(NEW.tariff) IS DISTINCT FROM plan_currency
        AND @extschema@.tariff_currency(NEW.tariff) IS NOT NULL THEN
@@ -214,6 +222,7 @@ CREATE FUNCTION @extschema@.account_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     parent_currency text;
+    chain bigint[];
 BEGIN
     -- the parent side: its sections share its currency and periods (a
     -- subscription whose plan no longer matches the currency is the
@@ -239,15 +248,23 @@ BEGIN
     IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR NEW.parent_id IS DISTINCT FROM OLD.parent_id THEN
         PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('convbill: account parents', 0));
     END IF;
-    IF EXISTS (WITH RECURSIVE up(id, depth) AS (
-                   SELECT a.parent_id, 1 FROM @extschema@.account a
-                   WHERE a.account_id OPERATOR(pg_catalog.=) NEW.parent_id
-                   UNION ALL
-                   SELECT a.parent_id, up.depth + 1 FROM @extschema@.account a JOIN up
-                       ON a.account_id OPERATOR(pg_catalog.=) up.id
-                   WHERE up.depth < 1000)
-               SELECT 1 FROM up WHERE up.id OPERATOR(pg_catalog.=) NEW.account_id)
-       OR NEW.parent_id OPERATOR(pg_catalog.=) NEW.account_id THEN
+    -- the chain of parents above the new parent, as this snapshot has it
+    WITH RECURSIVE up(id, depth) AS (
+        SELECT NEW.parent_id, 0
+        UNION ALL
+        SELECT a.parent_id, up.depth + 1 FROM @extschema@.account a JOIN up
+            ON a.account_id OPERATOR(pg_catalog.=) up.id
+        WHERE up.depth < 1000 AND a.parent_id IS NOT NULL)
+    SELECT array_agg(up.id) INTO chain FROM up;
+    -- Under REPEATABLE READ the snapshot may predate a parent change that
+    -- committed while this one waited for the lock above: the rows of the
+    -- chain are locked, and one changed since the snapshot fails to
+    -- serialize (40001) instead of hiding a cycle.  (READ COMMITTED reads
+    -- the committed chain after the lock; SERIALIZABLE detects it itself.)
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.=) 'repeatable read' THEN
+        PERFORM 1 FROM @extschema@.account a WHERE a.account_id OPERATOR(pg_catalog.=) ANY (chain) FOR SHARE;
+    END IF;
+    IF NEW.account_id OPERATOR(pg_catalog.=) ANY (chain) THEN
         RAISE EXCEPTION 'account %: parent % would make a cycle of parents', NEW.account_id, NEW.parent_id
             USING ERRCODE = '23514';
     END IF;
@@ -394,9 +411,14 @@ DECLARE
     changed_at timestamptz;
 BEGIN
     -- one subscription change per account at a time: the overlap check below
-    -- then sees every committed subscription
+    -- then sees every committed subscription (the account's row updated to
+    -- itself, once per transaction, not only locked: under REPEATABLE READ,
+    -- 40001 rather than an overlap missed; see plan_rate_guard)
+    UPDATE @extschema@.account a SET name = a.name
+    WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id
+      AND a.xmin OPERATOR(pg_catalog.<>) pg_catalog.pg_current_xact_id()::xid;
     SELECT a.currency, a.status INTO acc FROM @extschema@.account a
-    WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id FOR NO KEY UPDATE;
+    WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id;
     SELECT p.currency INTO plan_currency FROM @extschema@.plan p
     WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code FOR SHARE;
     IF acc.status OPERATOR(pg_catalog.=) 'closed' AND TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Checks that hold under concurrent changes (README: "also under concurrent
+# changes"), in two sessions: A changes something and holds its transaction
+# open for 2 s; B, whose snapshot is taken before A commits, makes the
+# conflicting change meanwhile and waits for A's lock.
+#   1-3. REPEATABLE READ: a parent cycle (A: 200 -> 201, B: 201 -> 200), an
+#        overlapping subscription to the same plan, an overlapping rate of the
+#        same (plan, service, zone).  B must fail (40001, could not serialize:
+#        its retry then sees A's change and gets the check's own error), and
+#        the database holds no cycle, one subscription, one rate.
+#   4.   READ COMMITTED: two first requests of one session id for two
+#        accounts: B gets 23505 once A commits, and one session exists.
+# Needs PGHOST/PGPORT/PGUSER of a running cluster with convbill installed.
+set -euo pipefail
+db=convbill_guards
+psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
+    -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+psql -X -q -v ON_ERROR_STOP=1 -d $db <<'SQL'
+CREATE EXTENSION convbill;
+SET search_path = convbill;
+INSERT INTO service VALUES ('sms', 'message'), ('voice', 'second');
+INSERT INTO plan (code, name, currency) VALUES ('P', 'p', 'EUR'), ('Q', 'q', 'EUR');
+INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('P', 'sms', '{"price": "0.10"}');
+INSERT INTO account (account_id, external_ref, name, currency, credit_limit) VALUES
+    (1, 'a1', 'a1', 'EUR', 100), (2, 'a2', 'a2', 'EUR', 100),
+    (10, 'a10', 'a10', 'EUR', 0), (200, 'a200', 'a200', 'EUR', 0), (201, 'a201', 'a201', 'EUR', 0);
+SELECT subscribe(1, 'P', '2020-01-01'), subscribe(2, 'P', '2020-01-01');
+SQL
+
+fail=0
+# race NAME ISOLATION "A's statement" "B's statement" EXPECTED_SQLSTATE
+race() {
+    local name=$1 iso=$2 a=$3 b=$4 want=$5 out
+    { psql -X -q -v ON_ERROR_STOP=1 -d $db \
+          -c "BEGIN ISOLATION LEVEL $iso" -c "SELECT 1" -c "$a" -c "SELECT pg_sleep(2)" -c "COMMIT" >/dev/null; } &
+    sleep 0.5
+    out=$(psql -X -q -v VERBOSITY=sqlstate -d $db \
+              -c "BEGIN ISOLATION LEVEL $iso" -c "SELECT 1" -c "$b" -c "COMMIT" 2>&1 >/dev/null || true)
+    wait
+    if ! grep -q "ERROR:  $want" <<<"$out"; then
+        echo "guards: $name: the second session should fail with $want, got: ${out:-no error}"
+        fail=1
+    fi
+}
+race "parent cycle" "REPEATABLE READ" \
+    "UPDATE convbill.account SET parent_id = 201 WHERE account_id = 200" \
+    "UPDATE convbill.account SET parent_id = 200 WHERE account_id = 201" 40001
+race "overlapping subscription" "REPEATABLE READ" \
+    "SELECT convbill.subscribe(10, 'Q', '2026-01-01')" \
+    "SELECT convbill.subscribe(10, 'Q', '2026-02-01')" 40001
+race "overlapping rate" "REPEATABLE READ" \
+    "INSERT INTO convbill.plan_rate (plan_code, service, tariff, valid_from) VALUES ('Q', 'voice', '{\"price\": \"0.01\"}', '2026-01-01')" \
+    "INSERT INTO convbill.plan_rate (plan_code, service, tariff, valid_from) VALUES ('Q', 'voice', '{\"price\": \"0.02\"}', '2026-02-01')" 40001
+race "one session id, two accounts" "READ COMMITTED" \
+    "SELECT convbill.reserve(1, 'sms', 'sess-X', 5)" \
+    "SELECT convbill.reserve(2, 'sms', 'sess-X', 5)" 23505
+
+state=$(psql -X -At -d $db -c "
+    SELECT (SELECT count(*) FROM convbill.account WHERE account_id IN (200, 201) AND parent_id IS NOT NULL),
+           (SELECT count(*) FROM convbill.subscription WHERE account_id = 10),
+           (SELECT count(*) FROM convbill.plan_rate WHERE plan_code = 'Q'),
+           (SELECT count(*) FROM convbill.reservation WHERE session_id = 'sess-X')")
+if [ "$state" != "1|1|1|1" ]; then
+    echo "guards: expected 1 parent link, 1 subscription, 1 rate, 1 session; got $state"
+    fail=1
+fi
+psql -X -q -d postgres -c "DROP DATABASE $db"
+[ $fail -eq 0 ] || exit 1
+echo "guards: concurrent parent cycle, subscription, rate (REPEATABLE READ) and session id (READ COMMITTED) refused"
