@@ -1139,3 +1139,25 @@ DELETE FROM charge WHERE account_id = 9040 AND period_start = '2024-01-01 00:00+
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS billed_charges, sum(amount) AS amount FROM charge
 WHERE account_id IN (9040, 9041) AND period_start = '2024-01-01 00:00+00' AND invoice_id IS NOT NULL;
+
+-- A fee period already charged keeps its price: a change of the plan's fee
+-- or of the quantity applies from the next fee period.  9050 has ADV31
+-- (31.00 a month, in advance) from 2025-01-01: the January run charges
+-- January and February (31.00 each).  The fee rises to 40.00 during
+-- February: the March run charges March ahead at 40.00 and nothing more
+-- for February (before, a 9.00 "correction" re-billed the invoiced
+-- February at the new price).  The quantity goes to 2 during March and the
+-- subscription ends on March 15: March is credited at the 40.00 it was
+-- charged at, 40.00 x 14/31 - 40.00 = -21.935484 (not at 80.00: -3.870968).
+INSERT INTO plan (code, name, currency, recurring_fee, billing) VALUES ('ADV31', 'Adv 31', 'EUR', 31.00, 'advance');
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (9050, 'adv-50', 'Adv 50', 'EUR', 'UTC');
+SELECT subscribe(9050, 'ADV31', '2025-01-01 00:00+00') AS sub50 \gset
+SELECT run_billing('2025-02-01 00:00+00') >= 1 AS billed;
+UPDATE plan SET recurring_fee = 40.00 WHERE code = 'ADV31';
+SELECT run_billing('2025-03-01 00:00+00') >= 1 AS billed;
+UPDATE subscription SET quantity = 2 WHERE account_id = 9050;
+SELECT unsubscribe(:sub50, '2025-03-15 00:00+00') IS NOT NULL AS ended;
+SELECT run_billing('2025-04-01 00:00+00') >= 1 AS billed;
+SELECT fee_period_start, amount, fee_price, description FROM charge
+WHERE account_id = 9050 AND kind = 'recurring' ORDER BY charge_id;
+SELECT period_start, total FROM invoice WHERE account_id = 9050 ORDER BY period_start;

@@ -19,9 +19,13 @@
 
 ALTER TABLE @extschema@.charge
     ADD COLUMN subscription_id  bigint,        -- recurring: the subscription
-    ADD COLUMN fee_period_start timestamptz;   -- recurring: the period the fee is for
+    ADD COLUMN fee_period_start timestamptz,   -- recurring: the period the fee is for
+    ADD COLUMN fee_price        numeric,       -- recurring: plan fee x quantity when first charged
+    ADD COLUMN fee_months       smallint;      -- recurring: its interval then (1 or 12 months)
 COMMENT ON COLUMN @extschema@.charge.fee_period_start IS
     'recurring fees: the period the fee pays for (the next period for plans billed in advance)';
+COMMENT ON COLUMN @extschema@.charge.fee_price IS
+    'recurring fees: the full fee (plan recurring_fee x subscription quantity, per fee_months) at which the fee period was first charged; a correction of that period (an end inside it) is priced at it, not at a price or quantity changed since';
 CREATE INDEX charge_fee ON @extschema@.charge (account_id, subscription_id, fee_period_start)
     WHERE kind = 'recurring';
 CREATE INDEX charge_unbilled ON @extschema@.charge (account_id, period_start) WHERE invoice_id IS NULL;

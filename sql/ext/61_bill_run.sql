@@ -333,9 +333,10 @@ BEGIN
         -- period starts at a local midnight: its cut is 0 and the fee is the
         -- plain local-day proration (same result exactly: prorate is exact).
         INSERT INTO @extschema@.charge (account_id, kind, quantity, amount, currency, occurred_at,
-                                        period_start, period_end, subscription_id, fee_period_start, description)
+                                        period_start, period_end, subscription_id, fee_period_start,
+                                        fee_price, fee_months, description)
         SELECT x.member, 'recurring', x.quantity, x.due - x.already, x.currency, x.fps, x.ps, x.pe,
-               x.subscription_id, x.fps,
+               x.subscription_id, x.fps, x.fee_price, x.fee_months,
                format('%s%s, %s to %s%s', x.plan_name,
                       CASE WHEN x.quantity > 1 THEN format(' × %s', x.quantity) ELSE '' END,
                       -- ISO dates whatever the session's DateStyle
@@ -351,18 +352,25 @@ BEGIN
                                                                           trim_scale(round(x.part / 86400.0, 2)), x.period_days)
                            ELSE '' END)
         FROM (
-            SELECT f.member, c.currency, c.ps, c.pe, c.timezone, s.subscription_id, s.quantity, p.name AS plan_name,
+            SELECT f.member, c.currency, c.ps, c.pe, c.timezone, s.subscription_id,
+                   -- (a correction: the quantity the period was charged for)
+                   coalesce(chg.quantity, s.quantity) AS quantity, p.name AS plan_name,
                    s.started_at, e.ended_at, fp.fps, fp.fpe, d.part, d.period_days,
                    -- a fee period a legacy system billed before a migration
                    -- (legacy_fee, 90_migration.sql) is worth what it billed,
                    -- whatever the plan's price is now: counted as charged,
                    -- and a subscription ending inside it is credited its
                    -- part of that amount
+                   -- a fee period convbill charged already is worth what it
+                   -- was charged at: a correction of it (an end inside it)
+                   -- is priced at the fee and quantity of its first charge,
+                   -- not at a price or quantity changed since (the change
+                   -- applies from the next fee period)
                    CASE WHEN lg.amount IS NOT NULL
                         THEN @extschema@.prorate(lg.amount, d.part, d.period_days * 86400)
-                        ELSE @extschema@.prorate(p.recurring_fee * s.quantity, d.part,
-                                                 d.period_days * 86400 * CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END)
+                        ELSE @extschema@.prorate(fee.price, d.part, d.period_days * 86400 * fee.months)
                    END AS due,
+                   fee.price AS fee_price, fee.months AS fee_months,
                    coalesce(chg.amount, 0) + coalesce(lg.amount, 0) AS already
             -- each period's cut (local_day_cut) once, not once per
             -- subscription
@@ -397,10 +405,21 @@ BEGIN
             LEFT JOIN LATERAL (SELECT lf.amount FROM @extschema@.legacy_fee lf
                                WHERE lf.account_id = f.member AND lf.subscription_id = s.subscription_id
                                  AND lf.fee_period_start = fp.fps) lg ON true
-            -- what was charged for the fee period already
-            CROSS JOIN LATERAL (SELECT sum(ch.amount) AS amount FROM @extschema@.charge ch
+            -- what was charged for the fee period already, and at what fee
+            -- (the first charge's; NULL for charges made before fee_price was kept)
+            CROSS JOIN LATERAL (SELECT sum(ch.amount) AS amount,
+                                       (array_agg(ch.fee_price ORDER BY ch.charge_id)
+                                            FILTER (WHERE ch.fee_price IS NOT NULL))[1] AS fee_price,
+                                       (array_agg(ch.fee_months ORDER BY ch.charge_id)
+                                            FILTER (WHERE ch.fee_price IS NOT NULL))[1] AS fee_months,
+                                       (array_agg(ch.quantity ORDER BY ch.charge_id)
+                                            FILTER (WHERE ch.fee_price IS NOT NULL))[1] AS quantity
+                                FROM @extschema@.charge ch
                                 WHERE ch.account_id = f.member AND ch.kind = 'recurring'
                                   AND ch.subscription_id = s.subscription_id AND ch.fee_period_start = fp.fps) chg
+            CROSS JOIN LATERAL (SELECT coalesce(chg.fee_price, p.recurring_fee * s.quantity) AS price,
+                                       coalesce(chg.fee_months, CASE p.fee_interval WHEN 'year' THEN 12 ELSE 1 END)
+                                           AS months) fee
             -- running in the fee period, or charged for it already: a fee
             -- billed ahead for a period that a change of time zone or billing
             -- day then cut short, ending before the subscription starts, is
