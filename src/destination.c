@@ -214,17 +214,24 @@ match_zone(const char *s, int n)
 	return -1;
 }
 
+/* Return zone z's name as text, or SQL NULL when nothing matched (z < 0). */
+#define RETURN_ZONE(z) \
+	do { \
+		int			zone_ = (z); \
+		\
+		if (zone_ < 0) \
+			PG_RETURN_NULL(); \
+		PG_RETURN_TEXT_P(cstring_to_text(dest_cache.zones[zone_])); \
+	} while (0)
+
 PG_FUNCTION_INFO_V1(zone_of);
 /* zone_of(number text): the zone of the longest matching prefix, or NULL. */
 Datum
 zone_of(PG_FUNCTION_ARGS)
 {
 	text	   *number = PG_GETARG_TEXT_PP(0);
-	int			z = match_zone(VARDATA_ANY(number), VARSIZE_ANY_EXHDR(number));
 
-	if (z < 0)
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(dest_cache.zones[z]));
+	RETURN_ZONE(match_zone(VARDATA_ANY(number), VARSIZE_ANY_EXHDR(number)));
 }
 
 PG_FUNCTION_INFO_V1(event_zone);
@@ -240,7 +247,6 @@ event_zone(PG_FUNCTION_ARGS)
 	JsonbValue	v;
 	const char *s;
 	int			n;
-	int			z;
 
 	if (!JB_ROOT_IS_OBJECT(attrs) ||
 		getKeyJsonValueFromContainer(&attrs->root, "destination", strlen("destination"), &v) == NULL)
@@ -257,10 +263,7 @@ event_zone(PG_FUNCTION_ARGS)
 	}
 	else
 		PG_RETURN_NULL();
-	z = match_zone(s, n);
-	if (z < 0)
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(dest_cache.zones[z]));
+	RETURN_ZONE(match_zone(s, n));
 }
 
 PG_FUNCTION_INFO_V1(destination_changed);
