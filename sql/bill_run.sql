@@ -1161,3 +1161,19 @@ SELECT run_billing('2025-04-01 00:00+00') >= 1 AS billed;
 SELECT fee_period_start, amount, fee_price, description FROM charge
 WHERE account_id = 9050 AND kind = 'recurring' ORDER BY charge_id;
 SELECT period_start, total FROM invoice WHERE account_id = 9050 ORDER BY period_start;
+
+-- One statement changing the payer of several accounts of a family: each
+-- account's old payer is the one before the statement.  9061 (billed to
+-- 9060) and 9062 (billed to 9061, so to 9060) both stop being billed to
+-- their parents: 9061's 3.00 and 9062's 5.00 go back to 9060 and each pays
+-- its own: 9060 0, 9061 -3.00, 9062 -5.00.
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (9060, 'fam-60', 'Fam 60', 'EUR', 'UTC');
+INSERT INTO account (account_id, external_ref, name, currency, timezone, parent_id, bill_to_parent) VALUES
+    (9061, 'fam-61', 'Fam 61', 'EUR', 'UTC', 9060, true);
+INSERT INTO account (account_id, external_ref, name, currency, timezone, parent_id, bill_to_parent) VALUES
+    (9062, 'fam-62', 'Fam 62', 'EUR', 'UTC', 9061, true);
+SELECT add_charge(9062, 5, 'five', 'one_time', '2025-05-05 00:00+00') > 0 AS c62,
+       add_charge(9061, 3, 'three', 'one_time', '2025-05-05 00:00+00') > 0 AS c61;
+UPDATE account SET bill_to_parent = false WHERE account_id IN (9061, 9062);
+SELECT account_id, sum(balance) AS money FROM bucket WHERE account_id IN (9060, 9061, 9062) AND kind = 'money'
+GROUP BY account_id ORDER BY account_id;

@@ -34,7 +34,8 @@ INSERT INTO account (account_id, external_ref, name, currency, timezone, billing
     (3, 'GONE', 'Closed account', 'EUR', 'UTC', 1),
     (4, 'SWITCHED', 'Changed currency', 'EUR', 'UTC', 1);
 SELECT subscribe(a, 'M10', '2026-01-01') FROM unnest(ARRAY[1, 2, 3, 4]) a;
-UPDATE account SET status = 'closed' WHERE account_id = 3;
+-- closed from November 1 (its usage from before then would still be rated)
+UPDATE account SET status = 'closed', closed_at = '2026-11-01 00:00+00' WHERE account_id = 3;
 UPDATE account SET currency = 'USD' WHERE account_id = 4;
 
 -- Events arrive in any order (d2 before d1); no partition exists yet, so they
@@ -482,3 +483,19 @@ SELECT source, external_id, status, reject_reason, charge_id IS NOT NULL AS char
 FROM usage_event WHERE source IN ('event', 'session', 'sessions') ORDER BY source, external_id;
 -- the one charged event (0.09) lowered the money
 SELECT :money_before - (SELECT balance FROM balance(2) WHERE unit = 'EUR') AS debited;
+
+-- Closing takes effect at closed_at: usage from before it is still rated
+-- (a late event of a closed account, billed on its last invoice), and a
+-- closing set ahead leaves the account in use until then (before, both were
+-- refused as account_closed: the usage never billed, the fee still charged)
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at)
+VALUES (3, 'msc', 'before-close', 'voice', 10, '2026-10-30 10:00+00'),
+       (3, 'msc', 'after-close', 'voice', 10, '2026-11-03 10:00+00');
+SELECT rate_pending() AS processed;
+SELECT external_id, status, reject_reason FROM usage_event WHERE external_id IN ('before-close', 'after-close')
+ORDER BY external_id;
+UPDATE account SET status = 'closed', closed_at = now() + interval '1 day' WHERE account_id = 2;
+SELECT result FROM charge_event(2, 'sms', 'before-closing', 1);
+SELECT add_charge(2, 1.00, 'before closing') > 0 AS charged;
+SELECT add_charge(2, 1.00, 'after closing', at => now() + interval '2 days');
+\echo :LAST_ERROR_SQLSTATE

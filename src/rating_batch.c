@@ -504,7 +504,8 @@ load_events(Batch *b)
 
 	sql = psprintf("SELECT c.idx, c.account_id, c.source, c.external_id, c.service, c.started_at, c.zone,"
 				   "       c.quantity, a.account_id IS NOT NULL, a.currency, a.timezone, a.billing_day,"
-				   "       a.status = 'closed', s.code IS NOT NULL,"
+				   "       a.status = 'closed' AND coalesce(a.closed_at <= c.started_at, true),"
+				   "       s.code IS NOT NULL,"
 				   "       CASE WHEN c.quantity IS NULL OR c.quantity = 'NaN' OR c.quantity IN ('Infinity', '-Infinity')"
 				   "            THEN false"
 				   "            ELSE c.quantity >= 0 AND c.quantity < 1e20 AND c.quantity = round(c.quantity, 9) END,"

@@ -197,6 +197,17 @@ COMMENT ON FUNCTION @extschema@.billed_until(bigint) IS
 ALTER TABLE @extschema@.account ADD COLUMN closed_at timestamptz;
 COMMENT ON COLUMN @extschema@.account.closed_at IS
     'when status became closed (set by convbill): recurring fees stop there';
+
+-- An account's status at a time: a closed account is closed from closed_at
+-- on, and active before (usage from before its closing is billed; a closing
+-- set ahead takes effect then).  One SQL expression, inlined.
+CREATE FUNCTION @extschema@.account_status_at(status text, closed_at timestamptz, at timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN status OPERATOR(pg_catalog.=) 'closed' AND closed_at OPERATOR(pg_catalog.>) at THEN 'active'
+            ELSE status END;
+COMMENT ON FUNCTION @extschema@.account_status_at(text, timestamptz, timestamptz) IS
+    'internal: status, except that a closed account is active before its closed_at';
 CREATE FUNCTION @extschema@.account_closed_at() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

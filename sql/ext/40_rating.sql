@@ -387,8 +387,10 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;
-    IF a.status = 'closed' THEN
-        RAISE EXCEPTION 'account % is closed', p_account_id USING ERRCODE = '22023';
+    -- (a charge from before its closing is still its: billed on a last invoice)
+    IF @extschema@.account_status_at(a.status, a.closed_at, p_at) = 'closed' THEN
+        RAISE EXCEPTION 'account % is closed', p_account_id
+            USING ERRCODE = '22023', HINT = format('Closed since %s: a charge from before then is still added.', a.closed_at);
     END IF;
     IF p_reference IS NULL THEN
         p := @extschema@.open_period(p_account_id, p_at);

@@ -712,7 +712,7 @@ BEGIN
         END IF;
         RETURN e;                       -- a retried top-up: the original entry
     END IF;
-    IF a.status = 'closed' THEN
+    IF @extschema@.account_status_at(a.status, a.closed_at, now()) = 'closed' THEN
         RAISE EXCEPTION 'account % is closed', p_account_id USING ERRCODE = '22023';
     END IF;
     IF a.bill_to_parent THEN            -- its money would sit where nothing spends it
@@ -780,7 +780,8 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM @extschema@.service WHERE code = p_service) THEN
         RAISE EXCEPTION 'grant_allowance: unknown service "%"', p_service USING ERRCODE = '23503';
     END IF;
-    SELECT status INTO st FROM @extschema@.account WHERE account_id = p_account_id FOR NO KEY UPDATE;
+    SELECT @extschema@.account_status_at(status, closed_at, now()) INTO st
+    FROM @extschema@.account WHERE account_id = p_account_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;
@@ -857,61 +858,117 @@ COMMENT ON FUNCTION @extschema@.main_bucket_entry(bigint, @extschema@.ledger_kin
 -- what its balance held before them).  So their sum goes back to the old
 -- payer and is debited from the new one (ledger 'transfer', reference naming
 -- the account; not on account_statement: the invoice carries the charges).
--- Refused (55000) while one of those accounts has an open session (its
--- holds are the old payer's money) and, when an account that paid for itself
--- joins a parent, while it has money of its own beyond those charges —
--- prepaid credit, or invoices not paid: nothing would spend or collect it.
+-- Refused (55000) while one of those accounts has a session not ended (its
+-- holds and what it reported were the old payer's money: expired or not,
+-- its charge is still to be written) and, when an account that paid for
+-- itself joins a parent, while it has money of its own beyond those
+-- charges — prepaid credit, or invoices not paid: nothing would spend or
+-- collect it.  A statement trigger: one UPDATE may change several accounts
+-- of a family, and each account's old payer is found from the rows as they
+-- were before the statement.  The accounts and both payers are locked (in
+-- account order, as requests lock them) before their charges are summed, so
+-- a charge being written for one of them is either summed or waits.
 CREATE FUNCTION @extschema@.account_payer_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    old_payer bigint;
-    new_payer bigint;
-    moved bigint[];
-    unbilled numeric;
+    changed bigint[];
+    m record;
     own numeric;
 BEGIN
-    old_payer := CASE WHEN OLD.bill_to_parent THEN @extschema@.payer_of(OLD.parent_id) ELSE OLD.account_id END;
-    new_payer := @extschema@.payer_of(NEW.account_id);
-    IF old_payer IS NOT DISTINCT FROM new_payer THEN
+    SELECT array_agg(n.account_id) INTO changed
+    FROM new_accounts n JOIN old_accounts o ON o.account_id OPERATOR(pg_catalog.=) n.account_id
+    WHERE (o.parent_id, o.bill_to_parent) IS DISTINCT FROM (n.parent_id, n.bill_to_parent);
+    IF changed IS NULL THEN
         RETURN NULL;
     END IF;
-    WITH RECURSIVE down(account_id, depth) AS (
-        SELECT NEW.account_id, 0
-        UNION ALL
-        SELECT a.account_id, down.depth OPERATOR(pg_catalog.+) 1
-        FROM @extschema@.account a JOIN down ON a.parent_id OPERATOR(pg_catalog.=) down.account_id
-        WHERE a.bill_to_parent AND down.depth OPERATOR(pg_catalog.<) 1000)
-    SELECT array_agg(down.account_id) INTO moved FROM down;
-    IF EXISTS (SELECT 1 FROM @extschema@.reservation r
-               WHERE r.account_id OPERATOR(pg_catalog.=) ANY (moved) AND r.status OPERATOR(pg_catalog.=) 'open'
-                 AND r.expires_at OPERATOR(pg_catalog.>) now()) THEN
-        RAISE EXCEPTION 'account %: its payer cannot change while it (or a sub-account billed through it) has an open session',
-            NEW.account_id
-            USING ERRCODE = '55000', HINT = 'The sessions hold the current payer''s money: change the payer once they end.';
+    IF to_regclass('pg_temp.convbill_payer_moves') IS NOT NULL THEN
+        DROP TABLE pg_temp.convbill_payer_moves;
     END IF;
-    SELECT coalesce(sum(c.amount), 0) INTO unbilled FROM @extschema@.charge c
-    WHERE c.account_id OPERATOR(pg_catalog.=) ANY (moved) AND c.invoice_id IS NULL;
-    IF old_payer OPERATOR(pg_catalog.=) NEW.account_id THEN
-        SELECT coalesce(sum(b.balance), 0) OPERATOR(pg_catalog.+) unbilled INTO own FROM @extschema@.bucket b
-        WHERE b.account_id OPERATOR(pg_catalog.=) NEW.account_id AND b.kind OPERATOR(pg_catalog.=) 'money';
+    CREATE TEMP TABLE convbill_payer_moves (
+        account_id bigint, old_payer bigint, new_payer bigint, unbilled numeric) ON COMMIT DROP;
+    INSERT INTO convbill_payer_moves (account_id, old_payer, new_payer)
+    WITH RECURSIVE
+    -- the accounts as they were before this statement
+    was AS (
+        SELECT a.account_id, a.parent_id, a.bill_to_parent FROM @extschema@.account a
+        WHERE a.account_id OPERATOR(pg_catalog.<>) ALL (changed)
+        UNION ALL
+        SELECT o.account_id, o.parent_id, o.bill_to_parent FROM old_accounts o
+        WHERE o.account_id OPERATOR(pg_catalog.=) ANY (changed)
+    ),
+    -- the changed accounts and every account below them, by the links before or now
+    below(account_id, depth) AS (
+        SELECT x, 0 FROM unnest(changed) x
+        UNION
+        SELECT c.account_id, below.depth OPERATOR(pg_catalog.+) 1
+        FROM below JOIN (SELECT w.account_id, w.parent_id FROM was w
+                         UNION SELECT a.account_id, a.parent_id FROM @extschema@.account a) c
+             ON c.parent_id OPERATOR(pg_catalog.=) below.account_id
+        WHERE below.depth OPERATOR(pg_catalog.<) 1000
+    ),
+    -- their payers before: up while billed to the parent
+    up(start, id, btp, parent, depth) AS (
+        SELECT w.account_id, w.account_id, w.bill_to_parent, w.parent_id, 0
+        FROM was w WHERE w.account_id IN (SELECT b.account_id FROM below b)
+        UNION ALL
+        SELECT up.start, w.account_id, w.bill_to_parent, w.parent_id, up.depth OPERATOR(pg_catalog.+) 1
+        FROM up JOIN was w ON w.account_id OPERATOR(pg_catalog.=) up.parent
+        WHERE up.btp AND up.depth OPERATOR(pg_catalog.<) 1000
+    )
+    SELECT x.account_id, x.old_payer, x.new_payer
+    FROM (SELECT up.start AS account_id, up.id AS old_payer, @extschema@.payer_of(up.start) AS new_payer
+          FROM up WHERE NOT up.btp) x
+    WHERE x.old_payer IS DISTINCT FROM x.new_payer;
+    IF NOT FOUND THEN
+        DROP TABLE pg_temp.convbill_payer_moves;
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM @extschema@.account a
+    WHERE a.account_id IN (SELECT mv.account_id FROM convbill_payer_moves mv
+                           UNION SELECT mv.old_payer FROM convbill_payer_moves mv
+                           UNION SELECT mv.new_payer FROM convbill_payer_moves mv)
+    ORDER BY a.account_id FOR NO KEY UPDATE OF a;
+    SELECT mv.account_id INTO m FROM convbill_payer_moves mv
+    WHERE EXISTS (SELECT 1 FROM @extschema@.reservation r
+                  WHERE r.account_id OPERATOR(pg_catalog.=) mv.account_id AND r.status OPERATOR(pg_catalog.=) 'open')
+    ORDER BY mv.account_id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'account %: its payer cannot change while it has a session not ended', m.account_id
+            USING ERRCODE = '55000',
+                  HINT = 'The session''s money is the current payer''s: change the payer once it is committed, released or swept (expire_reservations).';
+    END IF;
+    UPDATE convbill_payer_moves mv SET unbilled = coalesce(
+        (SELECT sum(c.amount) FROM @extschema@.charge c
+         WHERE c.account_id OPERATOR(pg_catalog.=) mv.account_id AND c.invoice_id IS NULL), 0);
+    -- an account that paid for itself and pays no longer: its money beyond
+    -- the unbilled charges it carried (its own and its sub-accounts')
+    FOR m IN SELECT mv.old_payer, sum(mv.unbilled) AS unbilled, min(a.currency) AS currency
+             FROM convbill_payer_moves mv JOIN @extschema@.account a ON a.account_id OPERATOR(pg_catalog.=) mv.old_payer
+             WHERE mv.old_payer OPERATOR(pg_catalog.=) ANY (changed)
+               AND @extschema@.payer_of(mv.old_payer) OPERATOR(pg_catalog.<>) mv.old_payer
+             GROUP BY mv.old_payer ORDER BY mv.old_payer LOOP
+        SELECT coalesce(sum(b.balance), 0) OPERATOR(pg_catalog.+) m.unbilled INTO own FROM @extschema@.bucket b
+        WHERE b.account_id OPERATOR(pg_catalog.=) m.old_payer AND b.kind OPERATOR(pg_catalog.=) 'money';
         IF own OPERATOR(pg_catalog.<>) 0 THEN
             RAISE EXCEPTION 'account %: it cannot be billed to its parent while it has money of its own (% % beyond its charges not invoiced yet)',
-                NEW.account_id, own, NEW.currency
+                m.old_payer, own, m.currency
                 USING ERRCODE = '55000',
                       HINT = 'A negative amount is invoices not paid, a positive one prepaid credit: settle it (record_payment, adjust_balance) first.';
         END IF;
-    END IF;
-    IF unbilled OPERATOR(pg_catalog.<>) 0 THEN
-        PERFORM @extschema@.main_bucket_entry(old_payer, 'transfer', unbilled,
-                                              pg_catalog.format('account %s: to payer %s', NEW.account_id, new_payer));
-        PERFORM @extschema@.main_bucket_entry(new_payer, 'transfer', -unbilled,
-                                              pg_catalog.format('account %s: from payer %s', NEW.account_id, old_payer));
-    END IF;
+    END LOOP;
+    FOR m IN SELECT * FROM convbill_payer_moves mv WHERE mv.unbilled OPERATOR(pg_catalog.<>) 0
+             ORDER BY mv.account_id LOOP
+        PERFORM @extschema@.main_bucket_entry(m.old_payer, 'transfer', m.unbilled,
+                                              pg_catalog.format('account %s: to payer %s', m.account_id, m.new_payer));
+        PERFORM @extschema@.main_bucket_entry(m.new_payer, 'transfer', -m.unbilled,
+                                              pg_catalog.format('account %s: from payer %s', m.account_id, m.old_payer));
+    END LOOP;
+    DROP TABLE pg_temp.convbill_payer_moves;
     RETURN NULL;
 END $$;
-CREATE TRIGGER account_payer_change AFTER UPDATE OF parent_id, bill_to_parent ON @extschema@.account
-    FOR EACH ROW WHEN (OLD.parent_id IS DISTINCT FROM NEW.parent_id OR OLD.bill_to_parent IS DISTINCT FROM NEW.bill_to_parent)
-    EXECUTE FUNCTION @extschema@.account_payer_change();
+CREATE TRIGGER account_payer_change AFTER UPDATE ON @extschema@.account
+    REFERENCING OLD TABLE AS old_accounts NEW TABLE AS new_accounts
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.account_payer_change();
 
 CREATE FUNCTION @extschema@.adjust_balance(account_id bigint, amount numeric, reason text)
 RETURNS bigint

@@ -283,7 +283,8 @@ BEGIN
         RAISE EXCEPTION 'reserve: unknown service "%"', p_service USING ERRCODE = '23503';
     END IF;
 
-    reason := coalesce(@extschema@.account_refusal(a.status, p.status),
+    reason := coalesce(@extschema@.account_refusal(@extschema@.account_status_at(a.status, a.closed_at, t0),
+                                                   @extschema@.account_status_at(p.status, p.closed_at, t0)),
                        CASE WHEN rt.rate_id IS NULL THEN 'no_tariff'
                             WHEN rt.plan_currency IS DISTINCT FROM a.currency THEN 'currency_mismatch' END);
 
@@ -385,7 +386,8 @@ BEGIN
     -- when it matters: the end, or a cycle-scoped tariff), in one statement
     -- (both accounts are locked)
     SELECT a.timezone, a.currency, py.low_balance_threshold IS NOT NULL,
-           @extschema@.account_refusal(a.status, py.status),
+           @extschema@.account_refusal(@extschema@.account_status_at(a.status, a.closed_at, now()),
+                                       @extschema@.account_status_at(py.status, py.closed_at, now())),
            CASE WHEN p_finish IS NOT NULL OR cycle
                 THEN EXISTS (SELECT 1 FROM @extschema@.closed_period cp
                              WHERE cp.account_id = r.account_id AND cp.period_start < r.period_end
@@ -803,7 +805,8 @@ BEGIN
     END IF;
 
     dest_zone := @extschema@.event_zone(p_attrs);
-    reason := @extschema@.account_refusal(a.status, p.status);
+    reason := @extschema@.account_refusal(@extschema@.account_status_at(a.status, a.closed_at, t0),
+                                          @extschema@.account_status_at(p.status, p.closed_at, t0));
     IF reason IS NULL THEN
         SELECT * INTO rt FROM @extschema@.resolve_rate(p_account_id, p_service, dest_zone, t0);
         reason := CASE WHEN rt.rate_id IS NULL THEN 'no_tariff'

@@ -170,7 +170,8 @@ BEGIN
                    s.code IS NOT NULL AS service_ok,
                    a.currency, a.timezone, a.billing_day, d.payer_credit_limit AS credit_limit,
                    CASE WHEN d.is_first AND st.answer IS NULL AND s.code IS NOT NULL
-                        THEN @extschema@.account_refusal(a.status, d.payer_status) END AS refusal,
+                        THEN @extschema@.account_refusal(@extschema@.account_status_at(a.status, a.closed_at, now()),
+                                                         d.payer_status) END AS refusal,
                    @extschema@.event_zone(d.attrs) AS zone
             FROM (SELECT x.ord, x.account_id, x.payer_id, x.service, x.event_id, x.units, x.attrs,
                          x.ord = min(x.ord) OVER (PARTITION BY x.account_id, x.event_id) AS is_first
@@ -179,8 +180,9 @@ BEGIN
             -- the payer: the account itself, or (billed to its parent) another row
             CROSS JOIN LATERAL (
                 SELECT d0.*,
-                       CASE WHEN d0.payer_id = d0.account_id THEN a.status
-                            ELSE (SELECT p.status FROM @extschema@.account p WHERE p.account_id = d0.payer_id) END
+                       CASE WHEN d0.payer_id = d0.account_id THEN @extschema@.account_status_at(a.status, a.closed_at, now())
+                            ELSE (SELECT @extschema@.account_status_at(p.status, p.closed_at, now())
+                                  FROM @extschema@.account p WHERE p.account_id = d0.payer_id) END
                            AS payer_status,
                        CASE WHEN d0.payer_id = d0.account_id THEN a.credit_limit
                             ELSE (SELECT p.credit_limit FROM @extschema@.account p WHERE p.account_id = d0.payer_id) END
