@@ -452,6 +452,15 @@ SELECT account_id, 'cdr-b', 'x1', service, quantity, started_at, attrs FROM usag
 SELECT rate_pending() AS rated;
 SELECT * FROM pg_temp.leaks();
 ROLLBACK;
+-- the same when neither copy has attributes (NULL, as a COPY with an empty
+-- attrs field leaves them): before, a NULL never matched and the check said 0
+BEGIN;
+UPDATE usage_event SET attrs = NULL WHERE external_id = 'c1';
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at, attrs)
+SELECT account_id, 'cdr-b', 'x1', service, quantity, started_at, NULL FROM usage_event WHERE external_id = 'c1';
+SELECT rate_pending() AS rated;
+SELECT * FROM pg_temp.leaks();
+ROLLBACK;
 
 -- 10. a finished session whose charge is gone (it debited 0.30)
 BEGIN;

@@ -273,11 +273,16 @@ SELECT 'a' AS t, line, account_id AS id FROM stage_account WHERE batch = 'legacy
 UNION ALL SELECT 's', line, subscription_id FROM stage_subscription WHERE batch = 'legacy-2026-11' AND load_status = 'loaded'
 UNION ALL SELECT 'b', line, entry_id FROM stage_balance WHERE batch = 'legacy-2026-11' AND load_status = 'loaded'
 UNION ALL SELECT 'c', line, charge_id FROM stage_charge WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
+-- (one of the accounts renumbered meanwhile, as "change what it created"
+-- allows: still the account its row created, not a new one to load)
+UPDATE account SET external_ref = 'CUST-C-103' WHERE external_ref = 'C-103';
 UPDATE stage_account SET load_status = 'pending' WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
 UPDATE stage_subscription SET load_status = 'pending' WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
 UPDATE stage_balance SET load_status = 'pending' WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
 UPDATE stage_charge SET load_status = 'pending' WHERE batch = 'legacy-2026-11' AND load_status = 'loaded';
 SELECT entity, currency, received, loaded, rejected, loaded_now FROM load_staged('legacy-2026-11');
+SELECT count(*) AS accounts_named_c103 FROM account WHERE external_ref IN ('C-103', 'CUST-C-103');
+UPDATE account SET external_ref = 'C-103' WHERE external_ref = 'CUST-C-103';
 SELECT pg_temp.footprint() = (SELECT f FROM after_run1) AS repending_changed_nothing;
 SELECT count(*) AS ids_changed FROM (
     (SELECT 'a' AS t, line, account_id AS id FROM stage_account WHERE batch = 'legacy-2026-11' AND load_status = 'loaded'

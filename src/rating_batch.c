@@ -562,7 +562,9 @@ load_events(Batch *b)
 			 * (invalid_event_key): charge_event_key could not hold it, and
 			 * one such event would fail every batch that claims it
 			 */
-			if (!n3 && !n4 && (pg_mbstrlen(s3) > EVENT_KEY_MAX || pg_mbstrlen(s4) > EVENT_KEY_MAX))
+			if (!n3 && !n4 &&
+				((strlen(s3) > EVENT_KEY_MAX && pg_mbstrlen(s3) > EVENT_KEY_MAX) ||
+				 (strlen(s4) > EVENT_KEY_MAX && pg_mbstrlen(s4) > EVENT_KEY_MAX)))
 				e->key_long = true;
 			else if (!n3 && !n4)
 			{

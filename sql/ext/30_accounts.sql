@@ -28,6 +28,10 @@ DECLARE
     k text;
     v jsonb;
 BEGIN
+    -- (a row updated to itself, as rate changes lock their plan: nothing to check)
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' AND NEW IS NOT DISTINCT FROM OLD THEN
+        RETURN NEW;
+    END IF;
     IF pg_catalog.jsonb_typeof(NEW.allowances) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'plan %: allowances must be a JSON object of service -> units', NEW.code
             USING ERRCODE = '22023';

@@ -245,8 +245,11 @@ BEGIN
     -- now, with their money (as a change of payer moves unbilled charges:
     -- account_payer_change, 50_balance.sql)
     FOR r IN
+        -- (a fee charged on the draft forgets its price: the draft is to be
+        -- billed anew, at the catalog as corrected meanwhile; a fee period
+        -- first charged on a final invoice keeps that one's)
         WITH back AS (
-            UPDATE @extschema@.charge c SET invoice_id = NULL
+            UPDATE @extschema@.charge c SET invoice_id = NULL, fee_price = NULL, fee_months = NULL
             WHERE c.account_id = ANY (members) AND c.period_start <= OLD.period_start
               AND c.invoice_id = OLD.invoice_id
             RETURNING c.account_id, c.amount)

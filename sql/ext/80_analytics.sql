@@ -445,7 +445,7 @@ WITH s AS (
     JOIN @extschema@.plan p ON p.code = x.plan_code
     JOIN @extschema@.account a ON a.account_id = x.account_id
     LEFT JOIN @extschema@.account py
-           ON a.bill_to_parent AND py.account_id = @extschema@.payer_of(a.account_id)
+           ON py.account_id = CASE WHEN a.bill_to_parent THEN @extschema@.payer_of(a.account_id) END
     LEFT JOIN (SELECT DISTINCT y.account_id, y.replaces_id FROM @extschema@.subscription y
                WHERE y.replaces_id IS NOT NULL) n
            ON n.account_id = x.account_id AND n.replaces_id = x.subscription_id
@@ -591,15 +591,17 @@ found(check_name, currency, items, amount, info) AS (
     HAVING count(*) > 0
     UNION ALL
     SELECT 'duplicate_usage', c.currency, count(*), sum(c.amount), NULL
+    -- (no attributes, NULL or {}, are the same attributes)
     FROM (SELECT e.account_id, e.charge_id,
-                 row_number() OVER (PARTITION BY e.account_id, e.service, e.started_at, e.quantity, e.attrs
+                 row_number() OVER (PARTITION BY e.account_id, e.service, e.started_at, e.quantity,
+                                                 coalesce(e.attrs, '{}')
                                     ORDER BY e.received_at, e.charge_id) AS n
           FROM @extschema@.usage_event e
-          JOIN (SELECT e.account_id, e.service, e.started_at, e.quantity, e.attrs
+          JOIN (SELECT e.account_id, e.service, e.started_at, e.quantity, coalesce(e.attrs, '{}') AS attrs
                 FROM @extschema@.usage_event e WHERE e.status = 'rated'
                 GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1) k
             ON k.account_id = e.account_id AND k.service = e.service AND k.started_at = e.started_at
-           AND k.quantity = e.quantity AND k.attrs = e.attrs
+           AND k.quantity = e.quantity AND k.attrs = coalesce(e.attrs, '{}')
           WHERE e.status = 'rated') x
     JOIN @extschema@.charge c ON c.account_id = x.account_id AND c.charge_id = x.charge_id
     WHERE x.n > 1

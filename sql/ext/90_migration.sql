@@ -792,11 +792,13 @@ BEGIN
         -- Nothing twice: only pending rows are tried, and a row set back to
         -- pending after it was loaded (its id still names what it created)
         -- is loaded already: it stays so, not tried again nor counted in
-        -- loaded_now.  (A rejected row has no such id.)
+        -- loaded_now.  (A rejected row has no such id.)  An account is its
+        -- id, as the other rows are: its external_ref may have been changed
+        -- since (README: "change what it created"), which must not make
+        -- the row look new and load the account a second time.
         UPDATE @extschema@.stage_account s SET load_status = 'loaded', reject_reason = NULL
         WHERE s.batch = p_batch AND s.load_status = 'pending'
-          AND EXISTS (SELECT 1 FROM @extschema@.account a
-                      WHERE a.account_id = s.account_id AND a.external_ref = @extschema@.stage_text(s.external_ref));
+          AND EXISTS (SELECT 1 FROM @extschema@.account a WHERE a.account_id = s.account_id);
         UPDATE @extschema@.stage_subscription s SET load_status = 'loaded', reject_reason = NULL
         WHERE s.batch = p_batch AND s.load_status = 'pending'
           AND EXISTS (SELECT 1 FROM @extschema@.subscription u
