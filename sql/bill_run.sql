@@ -1177,3 +1177,24 @@ SELECT add_charge(9062, 5, 'five', 'one_time', '2025-05-05 00:00+00') > 0 AS c62
 UPDATE account SET bill_to_parent = false WHERE account_id IN (9061, 9062);
 SELECT account_id, sum(balance) AS money FROM bucket WHERE account_id IN (9060, 9061, 9062) AND kind = 'money'
 GROUP BY account_id ORDER BY account_id;
+
+-- Reopening a closed account does not bill the time it was closed: its
+-- subscriptions that ran at the closing end there and go on from the
+-- reopening (now, or the end of the last period invoiced if later) as new
+-- ones.  9070 has P30 from 2025-06-01 and is closed on 2025-07-10 (July:
+-- 30.00 x 9/31 = 8.71); reopened now: P30 ends at 2025-07-10 and a new P30
+-- runs from now.  Before, the reopening cleared closed_at and the old
+-- subscription ran on: every day it was closed billed in full.  P40, to
+-- start on 2025-07-20 while it was closed, starts now.
+INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('P40', 'Forty', 'EUR', 40.00);
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (9070, 'reopen-70', 'Reopen 70', 'EUR', 'UTC');
+SELECT subscribe(9070, 'P30', '2025-06-01 00:00+00') > 0 AS p30, subscribe(9070, 'P40', '2025-07-20 00:00+00') > 0 AS p40;
+SELECT run_billing('2025-07-01 00:00+00') >= 1 AS billed;
+UPDATE account SET status = 'closed', closed_at = '2025-07-10 00:00+00' WHERE account_id = 9070;
+SELECT run_billing('2025-08-01 00:00+00') >= 1 AS billed;
+SELECT period_start, total FROM invoice WHERE account_id = 9070 ORDER BY period_start;
+BEGIN;
+UPDATE account SET status = 'active' WHERE account_id = 9070;
+SELECT plan_code, started_at = now() AS from_now, CASE WHEN started_at <> now() THEN started_at END AS started_at,
+       ended_at FROM subscription WHERE account_id = 9070 ORDER BY subscription_id;
+COMMIT;

@@ -445,7 +445,10 @@ BEGIN
     -- (its payer's too: an account billed to its parent is billed in the
     -- parent's runs, from the parent's periods)
     until := @extschema@.billed_until(NEW.account_id);
-    IF until IS NOT NULL THEN
+    -- (reopening an account cuts its subscriptions at its closing, where the
+    -- runs since billed nothing for them: account_reopened below)
+    IF until IS NOT NULL
+       AND pg_catalog.current_setting('convbill_internal.reopening', true) IS DISTINCT FROM NEW.account_id::text THEN
         IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
             changed_at := NEW.started_at;
         ELSE
@@ -479,6 +482,57 @@ BEGIN
 END $$;
 CREATE CONSTRAINT TRIGGER subscription_guard AFTER INSERT OR UPDATE ON @extschema@.subscription
     FOR EACH ROW EXECUTE FUNCTION @extschema@.subscription_guard();
+
+-- Reopening a closed account (status from closed to active or suspended):
+-- the time it was closed is not billed.  closed_at, which stopped its fees,
+-- is cleared; so its subscriptions that ran at the closing end there (as
+-- their fees did) and go on from the reopening as new subscriptions of the
+-- same plan and quantity, to their own end (churned at the closing, new at
+-- the reopening, in mrr); one that was to start while it was closed starts
+-- at the reopening, and one that would have begun and ended in that time is
+-- dropped (nothing of it was billed).  The reopening is now, or the end of
+-- the last period invoiced if later.
+CREATE FUNCTION @extschema@.account_reopened() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+    reopen timestamptz := greatest(now(), coalesce(@extschema@.billed_until(NEW.account_id), '-infinity'));
+BEGIN
+    IF OLD.closed_at IS NULL OR OLD.closed_at OPERATOR(pg_catalog.>=) reopen THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_catalog.set_config('convbill_internal.reopening', NEW.account_id::text, true);
+    FOR s IN SELECT * FROM @extschema@.subscription x
+             WHERE x.account_id OPERATOR(pg_catalog.=) NEW.account_id
+               AND coalesce(x.ended_at, 'infinity') OPERATOR(pg_catalog.>) OLD.closed_at
+               AND x.started_at OPERATOR(pg_catalog.<) reopen
+             ORDER BY x.subscription_id LOOP
+        IF s.started_at OPERATOR(pg_catalog.<) OLD.closed_at THEN
+            UPDATE @extschema@.subscription x SET ended_at = OLD.closed_at
+            WHERE x.account_id OPERATOR(pg_catalog.=) s.account_id
+              AND x.subscription_id OPERATOR(pg_catalog.=) s.subscription_id;
+            IF coalesce(s.ended_at, 'infinity') OPERATOR(pg_catalog.>) reopen THEN
+                INSERT INTO @extschema@.subscription (account_id, plan_code, quantity, started_at, ended_at)
+                VALUES (s.account_id, s.plan_code, s.quantity, reopen, s.ended_at);
+            END IF;
+        ELSIF coalesce(s.ended_at, 'infinity') OPERATOR(pg_catalog.>) reopen THEN
+            UPDATE @extschema@.subscription x SET started_at = reopen
+            WHERE x.account_id OPERATOR(pg_catalog.=) s.account_id
+              AND x.subscription_id OPERATOR(pg_catalog.=) s.subscription_id;
+        ELSE
+            DELETE FROM @extschema@.subscription x
+            WHERE x.account_id OPERATOR(pg_catalog.=) s.account_id
+              AND x.subscription_id OPERATOR(pg_catalog.=) s.subscription_id;
+        END IF;
+    END LOOP;
+    PERFORM pg_catalog.set_config('convbill_internal.reopening', '', true);
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.account_reopened() IS
+    'internal: a reopened account''s subscriptions end at its closing and go on from the reopening, so the time it was closed is not billed';
+CREATE TRIGGER account_reopened AFTER UPDATE OF status ON @extschema@.account
+    FOR EACH ROW WHEN (OLD.status = 'closed' AND NEW.status <> 'closed')
+    EXECUTE FUNCTION @extschema@.account_reopened();
 
 -- The user-facing functions name their parameters as SPEC.md does, so that
 -- named notation works (subscribe(42, 'basic', quantity => 2)).  Their
