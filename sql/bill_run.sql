@@ -1179,22 +1179,35 @@ SELECT account_id, sum(balance) AS money FROM bucket WHERE account_id IN (9060, 
 GROUP BY account_id ORDER BY account_id;
 
 -- Reopening a closed account does not bill the time it was closed: its
--- subscriptions that ran at the closing end there and go on from the
--- reopening (now, or the end of the last period invoiced if later) as new
--- ones.  9070 has P30 from 2025-06-01 and is closed on 2025-07-10 (July:
--- 30.00 x 9/31 = 8.71); reopened now: P30 ends at 2025-07-10 and a new P30
--- runs from now.  Before, the reopening cleared closed_at and the old
--- subscription ran on: every day it was closed billed in full.  P40, to
--- start on 2025-07-20 while it was closed, starts now.
+-- subscriptions, and those of the sub-accounts billed to it, that ran at the
+-- closing end there and go on from the reopening (now, or the end of the
+-- last period invoiced if later) as new ones.  9070 has P30 from 2025-06-01
+-- and is closed on 2025-07-10 (July: 30.00 x 9/31 = 8.71); its sub-account
+-- 9071 has P30 too (July 8.71 as well: a closed payer's sections end with
+-- it; 9070's invoices: June 60.00, July 17.42).  July is invoiced after the closing, so the subscriptions end at
+-- 2025-08-01, the end of what is invoiced (nothing was billed for them
+-- after the closing either), and new ones run from the reopening, now.
+-- Before, the reopening cleared closed_at and the old subscriptions ran on:
+-- every day it was closed billed in full, the sub-account's too.  P40, to
+-- start on 2025-07-20 while it was closed, ends there too and goes on from now.
 INSERT INTO plan (code, name, currency, recurring_fee) VALUES ('P40', 'Forty', 'EUR', 40.00);
 INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (9070, 'reopen-70', 'Reopen 70', 'EUR', 'UTC');
-SELECT subscribe(9070, 'P30', '2025-06-01 00:00+00') > 0 AS p30, subscribe(9070, 'P40', '2025-07-20 00:00+00') > 0 AS p40;
+INSERT INTO account (account_id, external_ref, name, currency, timezone, parent_id, bill_to_parent) VALUES
+    (9071, 'reopen-71', 'Reopen 71', 'EUR', 'UTC', 9070, true);
+SELECT subscribe(9070, 'P30', '2025-06-01 00:00+00') > 0 AS p30, subscribe(9070, 'P40', '2025-07-20 00:00+00') > 0 AS p40,
+       subscribe(9071, 'P30', '2025-06-01 00:00+00') > 0 AS p30_71;
 SELECT run_billing('2025-07-01 00:00+00') >= 1 AS billed;
 UPDATE account SET status = 'closed', closed_at = '2025-07-10 00:00+00' WHERE account_id = 9070;
 SELECT run_billing('2025-08-01 00:00+00') >= 1 AS billed;
 SELECT period_start, total FROM invoice WHERE account_id = 9070 ORDER BY period_start;
 BEGIN;
 UPDATE account SET status = 'active' WHERE account_id = 9070;
-SELECT plan_code, started_at = now() AS from_now, CASE WHEN started_at <> now() THEN started_at END AS started_at,
-       ended_at FROM subscription WHERE account_id = 9070 ORDER BY subscription_id;
+SELECT account_id, plan_code, started_at = now() AS from_now, CASE WHEN started_at <> now() THEN started_at END AS started_at,
+       ended_at FROM subscription WHERE account_id IN (9070, 9071) ORDER BY account_id, subscription_id;
 COMMIT;
+-- a change of payer sums unbilled charges from its snapshot: READ COMMITTED
+-- only (0A000), not to miss a charge committed meanwhile
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+UPDATE account SET bill_to_parent = false WHERE account_id = 9071;
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;

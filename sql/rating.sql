@@ -499,3 +499,12 @@ SELECT result FROM charge_event(2, 'sms', 'before-closing', 1);
 SELECT add_charge(2, 1.00, 'before closing') > 0 AS charged;
 SELECT add_charge(2, 1.00, 'after closing', at => now() + interval '2 days');
 \echo :LAST_ERROR_SQLSTATE
+-- a subscription may still start before a closing set ahead
+SELECT subscribe(2, 'IOT', now()) > 0 AS subscribed_before_closing;
+-- no plan allowance for a period after an account's closing (a late event of
+-- a closed account rated there takes none): account 3, closed on November 1,
+-- has October's and gets none for November
+SELECT ensure_plan_allowances(ARRAY[3, 3]::bigint[],
+                              ARRAY['2026-10-01 00:00+00', '2026-11-01 00:00+00']::timestamptz[]) AS granted;
+SELECT period_start, count(*) AS plan_buckets FROM bucket WHERE account_id = 3 AND origin = 'plan'
+GROUP BY period_start ORDER BY period_start;

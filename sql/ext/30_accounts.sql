@@ -432,11 +432,13 @@ BEGIN
     UPDATE @extschema@.account a SET name = a.name
     WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id
       AND a.xmin OPERATOR(pg_catalog.<>) pg_catalog.pg_current_xact_id()::xid;
-    SELECT a.currency, a.status INTO acc FROM @extschema@.account a
+    SELECT a.currency, a.status, a.closed_at INTO acc FROM @extschema@.account a
     WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id;
     SELECT p.currency INTO plan_currency FROM @extschema@.plan p
     WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code FOR SHARE;
-    IF acc.status OPERATOR(pg_catalog.=) 'closed' AND TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+    -- (an account whose closing is set ahead may still subscribe until then)
+    IF @extschema@.account_status_at(acc.status, acc.closed_at, now()) OPERATOR(pg_catalog.=) 'closed'
+       AND TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         RAISE EXCEPTION 'account % is closed', NEW.account_id USING ERRCODE = '22023';
     END IF;
     -- a start or an end inside a period already invoiced (closed) would never
@@ -445,10 +447,7 @@ BEGIN
     -- (its payer's too: an account billed to its parent is billed in the
     -- parent's runs, from the parent's periods)
     until := @extschema@.billed_until(NEW.account_id);
-    -- (reopening an account cuts its subscriptions at its closing, where the
-    -- runs since billed nothing for them: account_reopened below)
-    IF until IS NOT NULL
-       AND pg_catalog.current_setting('convbill_internal.reopening', true) IS DISTINCT FROM NEW.account_id::text THEN
+    IF until IS NOT NULL THEN
         IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
             changed_at := NEW.started_at;
         ELSE
@@ -484,31 +483,38 @@ CREATE CONSTRAINT TRIGGER subscription_guard AFTER INSERT OR UPDATE ON @extschem
     FOR EACH ROW EXECUTE FUNCTION @extschema@.subscription_guard();
 
 -- Reopening a closed account (status from closed to active or suspended):
--- the time it was closed is not billed.  closed_at, which stopped its fees,
--- is cleared; so its subscriptions that ran at the closing end there (as
--- their fees did) and go on from the reopening as new subscriptions of the
--- same plan and quantity, to their own end (churned at the closing, new at
--- the reopening, in mrr); one that was to start while it was closed starts
--- at the reopening, and one that would have begun and ended in that time is
--- dropped (nothing of it was billed).  The reopening is now, or the end of
--- the last period invoiced if later.
+-- the time it was closed is not billed.  closed_at, which stopped its fees
+-- (and those of the sub-accounts billed to it), is cleared; so the
+-- subscriptions of the account and of those sub-accounts that ran at the
+-- closing end there and go on from the reopening as new subscriptions of
+-- the same plan and quantity, to their own end (churned at the closing, new
+-- at the reopening, in mrr); one that was to start while it was closed
+-- starts at the reopening, and one that would have begun and ended in that
+-- time is dropped (nothing of it was billed).  The reopening is now, or the
+-- end of the last period invoiced if later; where periods were invoiced
+-- after the closing, the subscriptions end at the last one's end instead
+-- (nothing was billed for them there either, and what is invoiced does not
+-- change: subscription_guard).
 CREATE FUNCTION @extschema@.account_reopened() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s record;
     reopen timestamptz := greatest(now(), coalesce(@extschema@.billed_until(NEW.account_id), '-infinity'));
+    cut timestamptz := greatest(OLD.closed_at, coalesce(@extschema@.billed_until(NEW.account_id), '-infinity'));
 BEGIN
-    IF OLD.closed_at IS NULL OR OLD.closed_at OPERATOR(pg_catalog.>=) reopen THEN
+    IF OLD.closed_at IS NULL OR cut OPERATOR(pg_catalog.>=) reopen THEN
         RETURN NULL;
     END IF;
-    PERFORM pg_catalog.set_config('convbill_internal.reopening', NEW.account_id::text, true);
-    FOR s IN SELECT * FROM @extschema@.subscription x
-             WHERE x.account_id OPERATOR(pg_catalog.=) NEW.account_id
+    FOR s IN SELECT x.* FROM @extschema@.subscription x
+             JOIN @extschema@.account m ON m.account_id OPERATOR(pg_catalog.=) x.account_id
+             WHERE (x.account_id OPERATOR(pg_catalog.=) NEW.account_id
+                    OR (m.bill_to_parent AND m.status OPERATOR(pg_catalog.<>) 'closed'
+                        AND @extschema@.payer_of(m.account_id) OPERATOR(pg_catalog.=) NEW.account_id))
                AND coalesce(x.ended_at, 'infinity') OPERATOR(pg_catalog.>) OLD.closed_at
                AND x.started_at OPERATOR(pg_catalog.<) reopen
-             ORDER BY x.subscription_id LOOP
-        IF s.started_at OPERATOR(pg_catalog.<) OLD.closed_at THEN
-            UPDATE @extschema@.subscription x SET ended_at = OLD.closed_at
+             ORDER BY x.account_id, x.subscription_id LOOP
+        IF s.started_at OPERATOR(pg_catalog.<) cut THEN
+            UPDATE @extschema@.subscription x SET ended_at = cut
             WHERE x.account_id OPERATOR(pg_catalog.=) s.account_id
               AND x.subscription_id OPERATOR(pg_catalog.=) s.subscription_id;
             IF coalesce(s.ended_at, 'infinity') OPERATOR(pg_catalog.>) reopen THEN
@@ -525,11 +531,10 @@ BEGIN
               AND x.subscription_id OPERATOR(pg_catalog.=) s.subscription_id;
         END IF;
     END LOOP;
-    PERFORM pg_catalog.set_config('convbill_internal.reopening', '', true);
     RETURN NULL;
 END $$;
 COMMENT ON FUNCTION @extschema@.account_reopened() IS
-    'internal: a reopened account''s subscriptions end at its closing and go on from the reopening, so the time it was closed is not billed';
+    'internal: a reopened account''s subscriptions (and its billed-to sub-accounts'') end at its closing and go on from the reopening, so the time it was closed is not billed';
 CREATE TRIGGER account_reopened AFTER UPDATE OF status ON @extschema@.account
     FOR EACH ROW WHEN (OLD.status = 'closed' AND NEW.status <> 'closed')
     EXECUTE FUNCTION @extschema@.account_reopened();

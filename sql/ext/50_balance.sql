@@ -923,11 +923,29 @@ BEGIN
         DROP TABLE pg_temp.convbill_payer_moves;
         RETURN NULL;
     END IF;
-    PERFORM 1 FROM @extschema@.account a
-    WHERE a.account_id IN (SELECT mv.account_id FROM convbill_payer_moves mv
-                           UNION SELECT mv.old_payer FROM convbill_payer_moves mv
-                           UNION SELECT mv.new_payer FROM convbill_payer_moves mv)
-    ORDER BY a.account_id FOR NO KEY UPDATE OF a;
+    -- the unbilled charges are summed from this statement's snapshot: under
+    -- REPEATABLE READ or SERIALIZABLE it may predate a charge that committed
+    -- meanwhile, whose money would stay with the old payer
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+        RAISE EXCEPTION 'a change of payer (accounts %) must run in READ COMMITTED, not %',
+            changed, pg_catalog.current_setting('transaction_isolation')
+            USING ERRCODE = '0A000';
+    END IF;
+    -- the changed accounts are locked by the UPDATE already, before the
+    -- payers that requests lock first: waiting here for a request that holds
+    -- a payer and wants a changed account would be a deadlock, so a busy
+    -- family is refused at once (55P03: retry) rather than waited for
+    BEGIN
+        PERFORM 1 FROM @extschema@.account a
+        WHERE a.account_id IN (SELECT mv.account_id FROM convbill_payer_moves mv
+                               UNION SELECT mv.old_payer FROM convbill_payer_moves mv
+                               UNION SELECT mv.new_payer FROM convbill_payer_moves mv)
+        ORDER BY a.account_id FOR NO KEY UPDATE OF a NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'accounts %: their payer cannot change now: a request, rating or bill run holds the family',
+            changed
+            USING ERRCODE = '55P03', HINT = 'Retry the change in a moment.';
+    END;
     SELECT mv.account_id INTO m FROM convbill_payer_moves mv
     WHERE EXISTS (SELECT 1 FROM @extschema@.reservation r
                   WHERE r.account_id OPERATOR(pg_catalog.=) mv.account_id AND r.status OPERATOR(pg_catalog.=) 'open')
@@ -1067,6 +1085,13 @@ BEGIN
     WITH k0 AS (
         SELECT DISTINCT k.account_id, k.ps,
                @extschema@.billing_period_end(k.ps, a.timezone, a.billing_day) AS pe, a.timezone,
+               -- its subscriptions end at its closing (or its payer's), as
+               -- their fees do: no allowance for a period after it (a late
+               -- event of a closed account billed there)
+               least(a.closed_at, CASE WHEN a.bill_to_parent
+                                       THEN (SELECT py.closed_at FROM @extschema@.account py
+                                             WHERE py.account_id = @extschema@.payer_of(a.account_id)) END)
+                   AS closed_at,
                -- the full period: the first one after a change of time zone
                -- or billing day starts late, and gets its share of the
                -- allowance, as its fee is prorated over the full period
@@ -1081,7 +1106,7 @@ BEGIN
     -- keeps, those missing their bucket, so the usual call, with nothing to
     -- grant, computes neither.)
     k AS (
-        SELECT k0.account_id, k0.ps, k0.pe, k0.timezone,
+        SELECT k0.account_id, k0.ps, k0.pe, k0.timezone, k0.closed_at,
                @extschema@.local_days(k0.full_ps, k0.pe, k0.timezone) AS period_days,
                @extschema@.local_day_cut(k0.ps, k0.timezone) AS cut
         FROM k0
@@ -1098,7 +1123,7 @@ BEGIN
                s.quantity, pa.key, pa.value
         FROM k
         JOIN @extschema@.subscription s ON s.account_id = k.account_id
-             AND s.started_at < k.pe AND coalesce(s.ended_at, 'infinity') > k.ps
+             AND s.started_at < k.pe AND coalesce(least(s.ended_at, k.closed_at), 'infinity') > k.ps
         JOIN pa ON pa.code = s.plan_code
         WHERE NOT EXISTS (SELECT 1 FROM @extschema@.bucket b
                           WHERE b.account_id = k.account_id AND b.origin = 'plan' AND b.period_start = k.ps

@@ -10,6 +10,8 @@
 #        the database holds no cycle, one subscription, one rate.
 #   4.   READ COMMITTED: two first requests of one session id for two
 #        accounts: B gets 23505 once A commits, and one session exists.
+#   5.   READ COMMITTED: a change of payer while A holds the payer (as a
+#        request does): B is refused at once (55P03), not left waiting.
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with convbill installed.
 set -euo pipefail
 db=convbill_guards
@@ -24,6 +26,8 @@ INSERT INTO plan_rate (plan_code, service, tariff) VALUES ('P', 'sms', '{"price"
 INSERT INTO account (account_id, external_ref, name, currency, credit_limit) VALUES
     (1, 'a1', 'a1', 'EUR', 100), (2, 'a2', 'a2', 'EUR', 100),
     (10, 'a10', 'a10', 'EUR', 0), (200, 'a200', 'a200', 'EUR', 0), (201, 'a201', 'a201', 'EUR', 0);
+INSERT INTO account (account_id, external_ref, name, currency, parent_id, bill_to_parent) VALUES
+    (11, 'a11', 'a11', 'EUR', 1, true);
 SELECT subscribe(1, 'P', '2020-01-01'), subscribe(2, 'P', '2020-01-01');
 SQL
 
@@ -54,16 +58,23 @@ race "overlapping rate" "REPEATABLE READ" \
 race "one session id, two accounts" "READ COMMITTED" \
     "SELECT convbill.reserve(1, 'sms', 'sess-X', 5)" \
     "SELECT convbill.reserve(2, 'sms', 'sess-X', 5)" 23505
+# 5. a change of payer while a request holds the payer (READ COMMITTED): it
+#    is refused at once (55P03, retry), never waited for — the request may
+#    want the changed account next, which would be a deadlock
+race "payer change, family busy" "READ COMMITTED" \
+    "SELECT 1 FROM convbill.account WHERE account_id = 1 FOR NO KEY UPDATE" \
+    "UPDATE convbill.account SET bill_to_parent = false WHERE account_id = 11" 55P03
 
 state=$(psql -X -At -d $db -c "
     SELECT (SELECT count(*) FROM convbill.account WHERE account_id IN (200, 201) AND parent_id IS NOT NULL),
            (SELECT count(*) FROM convbill.subscription WHERE account_id = 10),
            (SELECT count(*) FROM convbill.plan_rate WHERE plan_code = 'Q'),
-           (SELECT count(*) FROM convbill.reservation WHERE session_id = 'sess-X')")
-if [ "$state" != "1|1|1|1" ]; then
-    echo "guards: expected 1 parent link, 1 subscription, 1 rate, 1 session; got $state"
+           (SELECT count(*) FROM convbill.reservation WHERE session_id = 'sess-X'),
+           (SELECT count(*) FROM convbill.account WHERE account_id = 11 AND bill_to_parent)")
+if [ "$state" != "1|1|1|1|1" ]; then
+    echo "guards: expected 1 parent link, 1 subscription, 1 rate, 1 session, 11 still billed to 1; got $state"
     fail=1
 fi
 psql -X -q -d postgres -c "DROP DATABASE $db"
 [ $fail -eq 0 ] || exit 1
-echo "guards: concurrent parent cycle, subscription, rate (REPEATABLE READ) and session id (READ COMMITTED) refused"
+echo "guards: concurrent parent cycle, subscription, rate (REPEATABLE READ) and session id and busy payer change (READ COMMITTED) refused"
