@@ -1211,3 +1211,34 @@ BEGIN ISOLATION LEVEL REPEATABLE READ;
 UPDATE account SET bill_to_parent = false WHERE account_id = 9071;
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
+
+-- A closed payer takes no new sub-account (55000): its sections end with its
+-- closing, so the joining account's fees from before it joined would be cut
+-- there and nothing after billed.  9070 is open again above; 9072 closes.
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES
+    (9072, 'closed-72', 'Closed 72', 'EUR', 'UTC'), (9073, 'joins-73', 'Joins 73', 'EUR', 'UTC');
+UPDATE account SET status = 'closed' WHERE account_id = 9072;
+UPDATE account SET parent_id = 9072, bill_to_parent = true WHERE account_id = 9073;
+\echo :LAST_ERROR_SQLSTATE
+-- a draft of an account that has joined a parent since is not discarded
+-- (55000): its charges would go to the parent's invoice while the prepaid
+-- money that paid them stayed with it.  9073 pays for itself: a fee and
+-- a 30.00 top-up, the draft applies it; then it joins 9070.
+SELECT subscribe(9073, 'P30', '2025-06-01 00:00+00') > 0 AS subscribed, top_up(9073, 30.00, 'tu-73') IS NOT NULL AS topped_up;
+SELECT run_billing('2025-07-01 00:00+00') >= 1 AS billed;
+SELECT total, prepaid_applied, amount_due FROM invoice WHERE account_id = 9073;
+UPDATE account SET parent_id = 9070, bill_to_parent = true WHERE account_id = 9073;
+SELECT discard_draft(invoice_id) FROM invoice WHERE account_id = 9073;
+\echo :LAST_ERROR_SQLSTATE
+-- Reopening a payer cuts a sub-account that closed itself meanwhile at the
+-- payer's closing too (its fees stopped there), with nothing after: 9075
+-- (P30 from 2025-06-01) is billed to 9074, which closes on 2025-09-10; 9075
+-- closes on 2025-09-20; 9074 reopens: 9075's P30 ends at 2025-09-10.
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (9074, 'payer-74', 'Payer 74', 'EUR', 'UTC');
+INSERT INTO account (account_id, external_ref, name, currency, timezone, parent_id, bill_to_parent) VALUES
+    (9075, 'child-75', 'Child 75', 'EUR', 'UTC', 9074, true);
+SELECT subscribe(9075, 'P30', '2025-06-01 00:00+00') > 0 AS subscribed;
+UPDATE account SET status = 'closed', closed_at = '2025-09-10 00:00+00' WHERE account_id = 9074;
+UPDATE account SET status = 'closed', closed_at = '2025-09-20 00:00+00' WHERE account_id = 9075;
+UPDATE account SET status = 'active' WHERE account_id = 9074;
+SELECT plan_code, started_at, ended_at FROM subscription WHERE account_id = 9075 ORDER BY subscription_id;

@@ -508,3 +508,15 @@ SELECT ensure_plan_allowances(ARRAY[3, 3]::bigint[],
                               ARRAY['2026-10-01 00:00+00', '2026-11-01 00:00+00']::timestamptz[]) AS granted;
 SELECT period_start, count(*) AS plan_buckets FROM bucket WHERE account_id = 3 AND origin = 'plan'
 GROUP BY period_start ORDER BY period_start;
+-- the payer's closing refuses a sub-account's usage from then on too, as
+-- online charging does: 86 is billed to 85, closed on November 10
+INSERT INTO account (account_id, external_ref, name, currency, credit_limit) VALUES (85, 'PAYER-85', 'Payer 85', 'EUR', 100);
+INSERT INTO account (account_id, external_ref, name, currency, parent_id, bill_to_parent)
+VALUES (86, 'CHILD-86', 'Child 86', 'EUR', 85, true);
+SELECT subscribe(86, 'M10', '2026-11-01') > 0 AS subscribed;
+UPDATE account SET status = 'closed', closed_at = '2026-11-10 00:00+00' WHERE account_id = 85;
+INSERT INTO usage_event (account_id, source, external_id, service, quantity, started_at) VALUES
+    (86, 'smsc', 'k86-before', 'sms', 1, '2026-11-05 10:00+00'),
+    (86, 'smsc', 'k86-after', 'sms', 1, '2026-11-20 10:00+00');
+SELECT rate_pending() AS processed;
+SELECT external_id, status, reject_reason FROM usage_event WHERE account_id = 86 ORDER BY external_id;

@@ -504,7 +504,8 @@ load_events(Batch *b)
 
 	sql = psprintf("SELECT c.idx, c.account_id, c.source, c.external_id, c.service, c.started_at, c.zone,"
 				   "       c.quantity, a.account_id IS NOT NULL, a.currency, a.timezone, a.billing_day,"
-				   "       a.status = 'closed' AND coalesce(a.closed_at <= c.started_at, true),"
+				   "       (a.status = 'closed' AND coalesce(a.closed_at <= c.started_at, true))"
+				   "        OR coalesce(pc.closed_at <= c.started_at, false),"
 				   "       s.code IS NOT NULL,"
 				   "       CASE WHEN c.quantity IS NULL OR c.quantity = 'NaN' OR c.quantity IN ('Infinity', '-Infinity')"
 				   "            THEN false"
@@ -515,6 +516,14 @@ load_events(Batch *b)
 				   "LEFT JOIN %s.account a ON a.account_id = c.account_id "
 				   "LEFT JOIN %s.service s ON s.code = c.service "
 	/*
+	 * the closing of the payer of an account billed to its parent: its
+	 * events from then on are refused too, as online requests are (the
+	 * lookup is skipped for the usual account, which pays for itself)
+	 */
+				   "LEFT JOIN LATERAL (SELECT py.closed_at FROM %s.account py"
+				   "                   WHERE a.bill_to_parent AND py.account_id = %s.payer_of(a.account_id)"
+				   "                     AND py.status = 'closed') pc ON true "
+	/*
 	 * an index probe per event, never a scan of the charge history (an
 	 * EXISTS here may become a hashed subplan: every charge ever, read and
 	 * hashed for each batch)
@@ -522,7 +531,7 @@ load_events(Batch *b)
 				   "LEFT JOIN LATERAL (SELECT 1 AS found FROM %s.charge x"
 				   "                   WHERE x.account_id = c.account_id AND x.source = c.source"
 				   "                     AND x.external_id = c.external_id LIMIT 1) charged ON true",
-				   b->schema, b->schema, b->schema);
+				   b->schema, b->schema, b->schema, b->schema, b->schema);
 	plan = SPI_prepare(sql, 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "rate_batch: SPI_prepare failed");

@@ -505,11 +505,11 @@ BEGIN
     IF OLD.closed_at IS NULL OR cut OPERATOR(pg_catalog.>=) reopen THEN
         RETURN NULL;
     END IF;
-    FOR s IN SELECT x.* FROM @extschema@.subscription x
+    FOR s IN SELECT x.*, m.status OPERATOR(pg_catalog.=) 'closed' AS member_closed
+             FROM @extschema@.subscription x
              JOIN @extschema@.account m ON m.account_id OPERATOR(pg_catalog.=) x.account_id
              WHERE (x.account_id OPERATOR(pg_catalog.=) NEW.account_id
-                    OR (m.bill_to_parent AND m.status OPERATOR(pg_catalog.<>) 'closed'
-                        AND @extschema@.payer_of(m.account_id) OPERATOR(pg_catalog.=) NEW.account_id))
+                    OR (m.bill_to_parent AND @extschema@.payer_of(m.account_id) OPERATOR(pg_catalog.=) NEW.account_id))
                AND coalesce(x.ended_at, 'infinity') OPERATOR(pg_catalog.>) OLD.closed_at
                AND x.started_at OPERATOR(pg_catalog.<) reopen
              ORDER BY x.account_id, x.subscription_id LOOP
@@ -517,11 +517,13 @@ BEGIN
             UPDATE @extschema@.subscription x SET ended_at = cut
             WHERE x.account_id OPERATOR(pg_catalog.=) s.account_id
               AND x.subscription_id OPERATOR(pg_catalog.=) s.subscription_id;
-            IF coalesce(s.ended_at, 'infinity') OPERATOR(pg_catalog.>) reopen THEN
+            -- (a sub-account closed itself meanwhile: cut at the payer's
+            -- closing, its fees stopped there, and it goes on no further)
+            IF coalesce(s.ended_at, 'infinity') OPERATOR(pg_catalog.>) reopen AND NOT s.member_closed THEN
                 INSERT INTO @extschema@.subscription (account_id, plan_code, quantity, started_at, ended_at)
                 VALUES (s.account_id, s.plan_code, s.quantity, reopen, s.ended_at);
             END IF;
-        ELSIF coalesce(s.ended_at, 'infinity') OPERATOR(pg_catalog.>) reopen THEN
+        ELSIF coalesce(s.ended_at, 'infinity') OPERATOR(pg_catalog.>) reopen AND NOT s.member_closed THEN
             UPDATE @extschema@.subscription x SET started_at = reopen
             WHERE x.account_id OPERATOR(pg_catalog.=) s.account_id
               AND x.subscription_id OPERATOR(pg_catalog.=) s.subscription_id;

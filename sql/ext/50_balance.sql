@@ -923,6 +923,17 @@ BEGIN
         DROP TABLE pg_temp.convbill_payer_moves;
         RETURN NULL;
     END IF;
+    -- a closed payer (from its closed_at on) takes no new account: its
+    -- sections end with it, so the account's fees from before it joined would
+    -- be cut at the payer's closing and nothing after billed
+    SELECT mv.account_id, mv.new_payer INTO m FROM convbill_payer_moves mv
+    JOIN @extschema@.account p ON p.account_id OPERATOR(pg_catalog.=) mv.new_payer
+    WHERE @extschema@.account_status_at(p.status, p.closed_at, now()) OPERATOR(pg_catalog.=) 'closed'
+    ORDER BY mv.account_id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'account %: its new payer % is closed', m.account_id, m.new_payer
+            USING ERRCODE = '55000', HINT = 'Bill it to an open account, or reopen the payer first.';
+    END IF;
     -- the unbilled charges are summed from this statement's snapshot: under
     -- REPEATABLE READ or SERIALIZABLE it may predate a charge that committed
     -- meanwhile, whose money would stay with the old payer

@@ -308,6 +308,14 @@ BEGIN
         RAISE EXCEPTION 'discard_draft: invoice % (%) is %', p_invoice_id, v.number, v.status
             USING ERRCODE = '55000', HINT = 'Correct a final invoice with a credit note (convbill.credit_note).';
     END IF;
+    -- an account that paid for itself when billed and has joined a parent
+    -- since: its charges would go to the parent's next invoice, while the
+    -- prepaid money that paid them stays with it (nothing there spends it)
+    IF @extschema@.payer_of(v.account_id) IS DISTINCT FROM v.account_id THEN
+        RAISE EXCEPTION 'discard_draft: invoice % is of account %, billed to its parent since', p_invoice_id, v.account_id
+            USING ERRCODE = '55000',
+                  HINT = 'Finalize it and correct it with a credit note, or detach the account (bill_to_parent = false) first.';
+    END IF;
     -- a later period invoiced already took the balance as it was (prepaid):
     -- billing this period again after it would apply that money twice
     IF v.kind = 'invoice' AND EXISTS (SELECT 1 FROM @extschema@.invoice i
