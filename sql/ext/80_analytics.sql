@@ -238,7 +238,11 @@ BEGIN
     -- charges wait for this transaction (and it for theirs)
     LOCK TABLE @extschema@.charge IN SHARE MODE;
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtextextended('convbill.refresh_analytics', 0));
-    TRUNCATE @extschema@.revenue_rollup, @extschema@.revenue_delta;
+    -- (DELETE, not TRUNCATE: a reader whose snapshot is older than this
+    -- rebuild must still see the old rows — TRUNCATE is not MVCC-safe, and
+    -- its views would be empty for it until it ends)
+    DELETE FROM @extschema@.revenue_rollup;
+    DELETE FROM @extschema@.revenue_delta;
     INSERT INTO @extschema@.revenue_rollup (bucket, currency, kind, service, amount, quantity, billed_quantity,
                                             covered_quantity, charges)
     SELECT date_bin('15 minutes'::interval, c.occurred_at, '2000-01-01 00:00:00+00'::timestamptz),

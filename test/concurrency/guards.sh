@@ -12,6 +12,8 @@
 #        accounts: B gets 23505 once A commits, and one session exists.
 #   5.   READ COMMITTED: a change of payer while A holds the payer (as a
 #        request does): B is refused at once (55P03), not left waiting.
+#   6.   a REPEATABLE READ report while rebuild_analytics() runs sees the
+#        revenue of its snapshot.
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with convbill installed.
 set -euo pipefail
 db=convbill_guards
@@ -65,6 +67,19 @@ race "payer change, family busy" "READ COMMITTED" \
     "SELECT 1 FROM convbill.account WHERE account_id = 1 FOR NO KEY UPDATE" \
     "UPDATE convbill.account SET bill_to_parent = false WHERE account_id = 11" 55P03
 
+# 6. a REPEATABLE READ report while rebuild_analytics() runs: the revenue
+#    views stay those of its snapshot (before, the rebuild's TRUNCATE left
+#    them empty for it)
+psql -X -q -d $db -c "SELECT convbill.add_charge(2, 5.00, 'set-up', 'one_time', '2026-11-02 10:00+00')" >/dev/null
+seen=$( { psql -X -At -d $db -c "BEGIN ISOLATION LEVEL REPEATABLE READ" -c "SELECT 1" -c "SELECT pg_sleep(2)" \
+              -c "SELECT coalesce(sum(amount), 0) FROM convbill.revenue_monthly WHERE kind = 'one_time'" -c "COMMIT" \
+          | sed -n 4p; } &
+        sleep 0.5; psql -X -q -d $db -c "SELECT convbill.rebuild_analytics()" >/dev/null; wait)
+if [ "$seen" != "5.00" ]; then
+    echo "guards: a report during rebuild_analytics() saw one-time revenue '$seen', not 5.00"
+    fail=1
+fi
+
 state=$(psql -X -At -d $db -c "
     SELECT (SELECT count(*) FROM convbill.account WHERE account_id IN (200, 201) AND parent_id IS NOT NULL),
            (SELECT count(*) FROM convbill.subscription WHERE account_id = 10),
@@ -77,4 +92,4 @@ if [ "$state" != "1|1|1|1|1" ]; then
 fi
 psql -X -q -d postgres -c "DROP DATABASE $db"
 [ $fail -eq 0 ] || exit 1
-echo "guards: concurrent parent cycle, subscription, rate (REPEATABLE READ) and session id and busy payer change (READ COMMITTED) refused"
+echo "guards: concurrent parent cycle, subscription, rate (REPEATABLE READ) and session id and busy payer change (READ COMMITTED) refused; a report during a rollup rebuild keeps its snapshot"
