@@ -1242,3 +1242,35 @@ UPDATE account SET status = 'closed', closed_at = '2025-09-10 00:00+00' WHERE ac
 UPDATE account SET status = 'closed', closed_at = '2025-09-20 00:00+00' WHERE account_id = 9075;
 UPDATE account SET status = 'active' WHERE account_id = 9074;
 SELECT plan_code, started_at, ended_at FROM subscription WHERE account_id = 9075 ORDER BY subscription_id;
+
+-- The bill run's own debit (tax, discounts, rounding beyond the charges)
+-- notifies a payer whose money it takes below its low_balance_threshold,
+-- as any other debit does (the PID of the sender is masked): 9076 has 10.00,
+-- threshold 5, a 4.00 one-off (6.00 left: above) and tax at 50 %: the
+-- invoice is 6.00 and takes 2.00 more, to 4.00: one notification.
+INSERT INTO tax_rate (code, rate) VALUES ('TX50', 50);
+INSERT INTO account (account_id, external_ref, name, currency, timezone, tax_code, low_balance_threshold) VALUES
+    (9076, 'low-76', 'Low 76', 'EUR', 'UTC', 'TX50', 5);
+SELECT top_up(9076, 10.00, 'tu-76') IS NOT NULL AS topped_up;
+SELECT add_charge(9076, 4.00, 'fee', 'one_time', '2025-10-05 00:00+00') > 0 AS charged;
+LISTEN convbill_balance;
+\o | sed -e 's/PID [0-9]*/PID (pid)/'
+SELECT run_billing('2025-11-01 00:00+00') >= 1 AS billed;
+\o
+UNLISTEN convbill_balance;
+SELECT total, charged, debited FROM invoice WHERE account_id = 9076;
+-- nor by INSERT (55000), and a sub-account of a closed payer takes no
+-- subscription and no charge from the closing on (22023, as the closed
+-- account itself): its fees would never be billed, its charges would land on
+-- an invoice nobody pays
+INSERT INTO account (account_id, external_ref, name, currency, timezone, parent_id, bill_to_parent) VALUES
+    (9077, 'new-77', 'New 77', 'EUR', 'UTC', 9072, true);
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES (9078, 'payer-78', 'Payer 78', 'EUR', 'UTC');
+INSERT INTO account (account_id, external_ref, name, currency, timezone, parent_id, bill_to_parent) VALUES
+    (9079, 'child-79', 'Child 79', 'EUR', 'UTC', 9078, true);
+UPDATE account SET status = 'closed' WHERE account_id = 9078;
+SELECT subscribe(9079, 'P30', now());
+\echo :LAST_ERROR_SQLSTATE
+SELECT add_charge(9079, 1.00, 'after the payer closed');
+\echo :LAST_ERROR_SQLSTATE

@@ -300,6 +300,15 @@ BEGIN
             NEW.account_id, NEW.parent_id, NEW.currency, parent_currency
             USING ERRCODE = '22023';
     END IF;
+    -- a closed payer (from its closed_at on) takes no new section: the
+    -- account's fees would stop at the payer's closing, nothing billed after
+    IF NEW.bill_to_parent AND EXISTS (
+           SELECT 1 FROM @extschema@.account p
+           WHERE p.account_id OPERATOR(pg_catalog.=) @extschema@.payer_of(NEW.parent_id)
+             AND @extschema@.account_status_at(p.status, p.closed_at, now()) OPERATOR(pg_catalog.=) 'closed') THEN
+        RAISE EXCEPTION 'account %: its payer (parent %) is closed', NEW.account_id, NEW.parent_id
+            USING ERRCODE = '55000', HINT = 'Bill it to an open account, or reopen the payer first.';
+    END IF;
     -- its charges are sections of the parent's invoice: the periods must be the parent's
     IF NEW.bill_to_parent AND EXISTS (SELECT 1 FROM @extschema@.account a
                                       WHERE a.account_id OPERATOR(pg_catalog.=) NEW.parent_id
@@ -432,12 +441,17 @@ BEGIN
     UPDATE @extschema@.account a SET name = a.name
     WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id
       AND a.xmin OPERATOR(pg_catalog.<>) pg_catalog.pg_current_xact_id()::xid;
-    SELECT a.currency, a.status, a.closed_at INTO acc FROM @extschema@.account a
+    SELECT a.currency, a.status, a.closed_at, a.bill_to_parent INTO acc FROM @extschema@.account a
     WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id;
     SELECT p.currency INTO plan_currency FROM @extschema@.plan p
     WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code FOR SHARE;
-    -- (an account whose closing is set ahead may still subscribe until then)
-    IF @extschema@.account_status_at(acc.status, acc.closed_at, now()) OPERATOR(pg_catalog.=) 'closed'
+    -- (an account whose closing is set ahead may still subscribe until then;
+    -- a sub-account of a closed payer may not: its fees would never be billed)
+    IF (@extschema@.account_status_at(acc.status, acc.closed_at, now()) OPERATOR(pg_catalog.=) 'closed'
+        OR (acc.bill_to_parent AND EXISTS (
+                SELECT 1 FROM @extschema@.account p
+                WHERE p.account_id OPERATOR(pg_catalog.=) @extschema@.payer_of(NEW.account_id)
+                  AND @extschema@.account_status_at(p.status, p.closed_at, now()) OPERATOR(pg_catalog.=) 'closed')))
        AND TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         RAISE EXCEPTION 'account % is closed', NEW.account_id USING ERRCODE = '22023';
     END IF;

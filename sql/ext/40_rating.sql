@@ -387,10 +387,15 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = '23503';
     END IF;
-    -- (a charge from before its closing is still its: billed on a last invoice)
-    IF @extschema@.account_status_at(a.status, a.closed_at, p_at) = 'closed' THEN
+    -- (a charge from before its closing is still its: billed on a last
+    -- invoice; a sub-account's payer's closing counts as its own)
+    IF @extschema@.account_status_at(a.status, a.closed_at, p_at) = 'closed'
+       OR (a.bill_to_parent AND EXISTS (
+               SELECT 1 FROM @extschema@.account p
+               WHERE p.account_id = @extschema@.payer_of(p_account_id)
+                 AND @extschema@.account_status_at(p.status, p.closed_at, p_at) = 'closed')) THEN
         RAISE EXCEPTION 'account % is closed', p_account_id
-            USING ERRCODE = '22023', HINT = format('Closed since %s: a charge from before then is still added.', a.closed_at);
+            USING ERRCODE = '22023', HINT = 'A charge from before the closing (at) is still added.';
     END IF;
     IF p_reference IS NULL THEN
         p := @extschema@.open_period(p_account_id, p_at);

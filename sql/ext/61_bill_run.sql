@@ -71,6 +71,8 @@ DECLARE
     run_done boolean;
     skipped bigint[];
     inv record;
+    watch bigint[];
+    watch_before numeric[];
 BEGIN
     invoices := 0;
     periods := 0;
@@ -646,11 +648,21 @@ BEGIN
                 USING ERRCODE = 'XX000';
         END IF;
 
-        -- the money: the balance carries the whole total
+        -- the money: the balance carries the whole total (the payers that
+        -- watch their balance told when this debit takes them below their
+        -- threshold, as any other debit does: available money before, the
+        -- notice after)
+        SELECT array_agg(a.account_id), array_agg(@extschema@.money_available(a.account_id))
+        INTO watch, watch_before
+        FROM convbill_inv i JOIN @extschema@.account a ON a.account_id = i.account_id
+        WHERE i.total > i.charged AND a.low_balance_threshold IS NOT NULL;
         PERFORM @extschema@.debit_buckets('money', array_agg(i.account_id), array_agg(i.currency),
                                           array_agg(i.total - i.charged), array_agg(NULL::bigint),
                                           array_agg(NULL::integer), NULL, now())
         FROM convbill_inv i WHERE i.total <> i.charged;
+        FOR k IN 1 .. coalesce(cardinality(watch), 0) LOOP
+            PERFORM @extschema@.notify_low_balance(watch[k], watch_before[k], @extschema@.money_available(watch[k]));
+        END LOOP;
 
         SELECT count(*) INTO n FROM convbill_inv;
         invoices := invoices + n;
