@@ -1274,3 +1274,19 @@ SELECT subscribe(9079, 'P30', now());
 \echo :LAST_ERROR_SQLSTATE
 SELECT add_charge(9079, 1.00, 'after the payer closed');
 \echo :LAST_ERROR_SQLSTATE
+-- A draft discarded after a sub-account moved to another payer leaves that
+-- sub-account's period closed (its new payer's periods are its own now):
+-- 9081 (billed to 9080) moves to 9082 after 9080's and 9082's September are
+-- invoiced; 9080's draft is discarded: 9081's September stays closed, so its
+-- late usage goes to October, not into a period 9082 has invoiced.
+INSERT INTO account (account_id, external_ref, name, currency, timezone) VALUES
+    (9080, 'payer-80', 'Payer 80', 'EUR', 'UTC'), (9082, 'payer-82', 'Payer 82', 'EUR', 'UTC');
+INSERT INTO account (account_id, external_ref, name, currency, timezone, parent_id, bill_to_parent) VALUES
+    (9081, 'child-81', 'Child 81', 'EUR', 'UTC', 9080, true);
+SELECT add_charge(9081, 2.00, 'one-off', 'one_time', '2025-09-05 00:00+00') > 0 AS c81,
+       add_charge(9082, 3.00, 'one-off', 'one_time', '2025-09-05 00:00+00') > 0 AS c82;
+SELECT run_billing('2025-10-01 00:00+00') >= 2 AS billed;
+UPDATE account SET parent_id = 9082 WHERE account_id = 9081;
+SELECT discard_draft(invoice_id) FROM invoice WHERE account_id = 9080 AND period_start = '2025-09-01 00:00+00';
+SELECT account_id, period_start FROM closed_period WHERE account_id IN (9080, 9081) ORDER BY 1, 2;
+SELECT lower(open_period(9081, '2025-09-20 00:00+00')) AS late_usage_goes_to;

@@ -812,3 +812,13 @@ UPDATE reservation SET tariff = '{"price": "0.10"}' WHERE session_id IN ('o10', 
 SELECT expire_reservations() AS expired;
 SELECT status, count(*) AS sessions, sum(held_money) AS held FROM reservation
 WHERE account_id IN (113, 114, 115) GROUP BY status ORDER BY status;
+
+-- grant_quantity (callable by anyone: it is pure) bounds its arguments as
+-- requests do: units at or beyond 1e20 are 22003 and a negative charged
+-- 22023 — before, a wrapped 128-bit sum sent its search into a loop that no
+-- cancel stopped, or granted units with no money
+SELECT * FROM grant_quantity('{"price": "0"}', now(), 'UTC', 0, 0, 0, 170141183460469231731687303715.884105727, 0, 1, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM grant_quantity('{"price": "1"}', now(), 'UTC', 0, 0, 0, 0, -170141183460469231731687303.715884105727, 10, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM grant_quantity('{"price": "1"}', now(), 'UTC', 0, 0, 0, 0, 0, 10, 4);

@@ -35,6 +35,7 @@
 #include "access/htup_details.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/numeric.h"
 
@@ -219,6 +220,21 @@ grant_quantity(PG_FUNCTION_ARGS)
 					 errmsg("grant_quantity: argument %d must not be NULL", i + 1)));
 	charged12 = numeric_to_scaled(PG_GETARG_NUMERIC(7), MAX_ROUND_DECIMALS, "charged");
 	requested = quantity_arg(fcinfo, 8, "units");
+
+	/*
+	 * Units below 10^20 (as every request takes them: check_units) and money
+	 * charged not negative: then used + requested, the increment boundaries
+	 * searched below and the money needed all stay far inside 128 bits (a
+	 * wrapped sum would make the search below run for ever)
+	 */
+	if (used >= dec_pow10(20 + QTY_DECIMALS) || requested >= dec_pow10(20 + QTY_DECIMALS))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("grant_quantity: used and units must be below 1e20")));
+	if (charged12 < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("grant_quantity: charged must not be negative")));
 	/* allowance covers the granted units only, never the `used` ones again */
 	{
 		TariffError err;
@@ -240,7 +256,10 @@ grant_quantity(PG_FUNCTION_ARGS)
 		/* smallest k with b(k) > used, by doubling then bisection */
 		hi = 1;
 		while (boundary(s.t, hi) <= used)
+		{
+			CHECK_FOR_INTERRUPTS();
 			hi *= 2;
+		}
 		while (lo < hi)
 		{
 			cb_int128	mid = lo + (hi - lo) / 2;
@@ -259,7 +278,10 @@ grant_quantity(PG_FUNCTION_ARGS)
 			/* last k with b(k) < target */
 			bad = lo + 1;
 			while (boundary(s.t, bad) < target)
+			{
+				CHECK_FOR_INTERRUPTS();
 				bad = good + (bad - good) * 2;
+			}
 			/* invariant: good affordable and < target; bad is unaffordable or >= target */
 			while (bad - good > 1)
 			{

@@ -264,8 +264,14 @@ BEGIN
         PERFORM @extschema@.main_bucket_entry(r.payer, 'transfer', -r.amount,
                                               format('account %s: from payer %s', r.account_id, OLD.account_id));
     END LOOP;
+    -- (a sub-account that has moved to another payer since keeps its period
+    -- closed: its new payer's periods are its own now, and its charges given
+    -- back above join that payer's next invoice, as charges left in an
+    -- invoiced period do; reopened, its late usage would land in a period
+    -- the new payer may have invoiced already)
     DELETE FROM @extschema@.closed_period cp
-    WHERE cp.invoiced_by = OLD.account_id AND cp.period_start = OLD.period_start AND NOT cp.by_hand;
+    WHERE cp.invoiced_by = OLD.account_id AND cp.period_start = OLD.period_start AND NOT cp.by_hand
+      AND @extschema@.payer_of(cp.account_id) = OLD.account_id;
     -- a period closed by hand before the run billed it stays closed, to bill
     UPDATE @extschema@.closed_period cp SET invoiced_by = NULL
     WHERE cp.invoiced_by = OLD.account_id AND cp.period_start = OLD.period_start AND cp.by_hand;
