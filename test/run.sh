@@ -122,6 +122,8 @@ run_concurrency() {
     test/concurrency/zone_cache.sh || return 1
     log "checks under concurrent changes (parents, subscriptions, rates, session ids)"
     test/concurrency/guards.sh || return 1
+    log "rating while payers change (three raters, two feeds, one payer change, 20 s)"
+    test/concurrency/payer_rating.sh || return 1
     log "two bill runs at once vs a serial bill run"
     test/concurrency/bill_run_parallel.sh
 }

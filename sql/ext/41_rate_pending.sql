@@ -91,6 +91,7 @@ DECLARE
     ncand integer;
     k integer;
     low_water bigint;
+    payers bigint[];
 BEGIN
     IF p_max_events IS NULL OR p_max_events < 1 THEN
         RAISE EXCEPTION 'max_events must be a positive number, not %', p_max_events USING ERRCODE = '22023';
@@ -210,16 +211,33 @@ BEGIN
     -- trigger (charge_debit) would lock a parent only later: a rater holding
     -- child C and waiting for parent P, while a reserve() of C holds P and
     -- waits for C, is a deadlock that loses the whole batch.
-    PERFORM 1 FROM @extschema@.account a
-    WHERE a.account_id IN (
-        SELECT l.account_id
-        FROM @extschema@.account y
-        CROSS JOIN LATERAL (VALUES (y.account_id),
-                                   (CASE WHEN y.bill_to_parent THEN @extschema@.payer_of(y.account_id) END))
-                           AS l(account_id)
-        WHERE y.account_id IN (SELECT c.account_id FROM convbill_claim c))
-    ORDER BY a.account_id
-    FOR NO KEY UPDATE OF a;
+    -- The payers are those this statement's snapshot sees: a change of payer
+    -- that commits while the lock waits for one of the accounts leaves the
+    -- batch holding the old payer, and the money debit would lock the new
+    -- one later, out of order (a deadlock with a request or another batch
+    -- that holds it).  So the payers are read again once the locks are held
+    -- (a new statement: a new snapshot), and when one changed, the locks are
+    -- given back (the subtransaction rolls back) and taken again, in order.
+    LOOP
+        BEGIN
+            SELECT array_agg(DISTINCT @extschema@.payer_of(y.account_id)) INTO payers
+            FROM @extschema@.account y
+            WHERE y.account_id IN (SELECT c.account_id FROM convbill_claim c) AND y.bill_to_parent;
+            PERFORM 1 FROM @extschema@.account a
+            WHERE a.account_id IN (SELECT c.account_id FROM convbill_claim c)
+               OR a.account_id = ANY (payers)
+            ORDER BY a.account_id
+            FOR NO KEY UPDATE OF a;
+            IF EXISTS (SELECT 1 FROM @extschema@.account y
+                       WHERE y.account_id IN (SELECT c.account_id FROM convbill_claim c) AND y.bill_to_parent
+                         AND NOT (@extschema@.payer_of(y.account_id) = ANY (coalesce(payers, '{}')))) THEN
+                RAISE EXCEPTION USING ERRCODE = 'CB001';
+            END IF;
+            EXIT;
+        EXCEPTION WHEN SQLSTATE 'CB001' THEN
+            NULL;                       -- a payer changed: lock again
+        END;
+    END LOOP;
 
     -- 3-5. every event's fate, in one pass in C (rate_batch(), see
     -- src/rating_batch.c): the reject reason (the first of unknown_account,
