@@ -212,6 +212,7 @@ RETURN CASE WHEN status OPERATOR(pg_catalog.=) 'closed' AND closed_at OPERATOR(p
             ELSE status END;
 COMMENT ON FUNCTION @extschema@.account_status_at(text, timestamptz, timestamptz) IS
     'internal: status, except that a closed account is active before its closed_at';
+
 CREATE FUNCTION @extschema@.account_closed_at() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -302,10 +303,7 @@ BEGIN
     END IF;
     -- a closed payer (from its closed_at on) takes no new section: the
     -- account's fees would stop at the payer's closing, nothing billed after
-    IF NEW.bill_to_parent AND EXISTS (
-           SELECT 1 FROM @extschema@.account p
-           WHERE p.account_id OPERATOR(pg_catalog.=) @extschema@.payer_of(NEW.parent_id)
-             AND @extschema@.account_status_at(p.status, p.closed_at, now()) OPERATOR(pg_catalog.=) 'closed') THEN
+    IF NEW.bill_to_parent AND @extschema@.account_closed_for(@extschema@.payer_of(NEW.parent_id), now()) THEN
         RAISE EXCEPTION 'account %: its payer (parent %) is closed', NEW.account_id, NEW.parent_id
             USING ERRCODE = '55000', HINT = 'Bill it to an open account, or reopen the payer first.';
     END IF;
@@ -441,18 +439,13 @@ BEGIN
     UPDATE @extschema@.account a SET name = a.name
     WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id
       AND a.xmin OPERATOR(pg_catalog.<>) pg_catalog.pg_current_xact_id()::xid;
-    SELECT a.currency, a.status, a.closed_at, a.bill_to_parent INTO acc FROM @extschema@.account a
+    SELECT a.currency INTO acc FROM @extschema@.account a
     WHERE a.account_id OPERATOR(pg_catalog.=) NEW.account_id;
     SELECT p.currency INTO plan_currency FROM @extschema@.plan p
     WHERE p.code OPERATOR(pg_catalog.=) NEW.plan_code FOR SHARE;
     -- (an account whose closing is set ahead may still subscribe until then;
     -- a sub-account of a closed payer may not: its fees would never be billed)
-    IF (@extschema@.account_status_at(acc.status, acc.closed_at, now()) OPERATOR(pg_catalog.=) 'closed'
-        OR (acc.bill_to_parent AND EXISTS (
-                SELECT 1 FROM @extschema@.account p
-                WHERE p.account_id OPERATOR(pg_catalog.=) @extschema@.payer_of(NEW.account_id)
-                  AND @extschema@.account_status_at(p.status, p.closed_at, now()) OPERATOR(pg_catalog.=) 'closed')))
-       AND TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' AND @extschema@.account_closed_for(NEW.account_id, now()) THEN
         RAISE EXCEPTION 'account % is closed', NEW.account_id USING ERRCODE = '22023';
     END IF;
     -- a start or an end inside a period already invoiced (closed) would never
@@ -513,8 +506,9 @@ CREATE FUNCTION @extschema@.account_reopened() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s record;
-    reopen timestamptz := greatest(now(), coalesce(@extschema@.billed_until(NEW.account_id), '-infinity'));
-    cut timestamptz := greatest(OLD.closed_at, coalesce(@extschema@.billed_until(NEW.account_id), '-infinity'));
+    until timestamptz := coalesce(@extschema@.billed_until(NEW.account_id), '-infinity');
+    reopen timestamptz := greatest(now(), until);
+    cut timestamptz := greatest(OLD.closed_at, until);
 BEGIN
     IF OLD.closed_at IS NULL OR cut OPERATOR(pg_catalog.>=) reopen THEN
         RETURN NULL;

@@ -389,25 +389,15 @@ BEGIN
     END IF;
     -- (a charge from before its closing is still its: billed on a last
     -- invoice; a sub-account's payer's closing counts as its own)
-    IF @extschema@.account_status_at(a.status, a.closed_at, p_at) = 'closed'
-       OR (a.bill_to_parent AND EXISTS (
-               SELECT 1 FROM @extschema@.account p
-               WHERE p.account_id = @extschema@.payer_of(p_account_id)
-                 AND @extschema@.account_status_at(p.status, p.closed_at, p_at) = 'closed')) THEN
+    IF @extschema@.account_closed_for(p_account_id, p_at) THEN
         RAISE EXCEPTION 'account % is closed', p_account_id
             USING ERRCODE = '22023', HINT = 'A charge from before the closing (at) is still added.';
     END IF;
-    IF p_reference IS NULL THEN
-        p := @extschema@.open_period(p_account_id, p_at);
-        INSERT INTO @extschema@.charge (account_id, kind, amount, currency, occurred_at, period_start,
-                                        period_end, description)
-        VALUES (p_account_id, p_kind, p_amount, a.currency, p_at, lower(p), upper(p), p_description)
-        RETURNING charge_id INTO id;
-        RETURN id;
+    IF p_reference IS NOT NULL THEN
+        SELECT * INTO prev FROM @extschema@.charge
+        WHERE account_id = p_account_id AND reference = p_reference;
     END IF;
-    SELECT * INTO prev FROM @extschema@.charge
-    WHERE account_id = p_account_id AND reference = p_reference;
-    IF NOT FOUND THEN
+    IF prev.charge_id IS NULL THEN
         p := @extschema@.open_period(p_account_id, p_at);
         INSERT INTO @extschema@.charge (account_id, kind, amount, currency, occurred_at, period_start,
                                         period_end, description, reference)

@@ -166,6 +166,17 @@ END $$;
 COMMENT ON FUNCTION @extschema@.payer_of(bigint) IS
     'the account whose money and credit limit this account draws on: itself, or its bill_to_parent ancestor';
 
+-- Whether an account takes nothing new at `at`: it is closed then, or (billed
+-- to its parent) its payer is — a closed payer's sections end with it.
+CREATE FUNCTION @extschema@.account_closed_for(p_account_id bigint, p_at timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+RETURN EXISTS (SELECT 1 FROM @extschema@.account x
+               WHERE x.account_id IN (p_account_id, @extschema@.payer_of(p_account_id))
+                 AND @extschema@.account_status_at(x.status, x.closed_at, p_at) OPERATOR(pg_catalog.=) 'closed');
+COMMENT ON FUNCTION @extschema@.account_closed_for(bigint, timestamptz) IS
+    'internal: the account, or the payer it is billed to, is closed at that time';
+
 -------------------------------------------------------------------------------
 -- Credit-control sessions (see 51_online.sql).  A session belongs to the
 -- account that uses the service; its money is held on, and debited from, the
@@ -850,6 +861,21 @@ END $$;
 COMMENT ON FUNCTION @extschema@.main_bucket_entry(bigint, @extschema@.ledger_kind, numeric, text) IS
     'internal: add amount to an account''s main money bucket with its ledger entry (kind, reference); returns the entry_id';
 
+-- An account's unbilled charges, worth `amount`, carried from one payer's
+-- money to another's (a change of payer, a draft discarded after one): given
+-- back to the old payer, debited from the new (ledger 'transfer').
+CREATE FUNCTION @extschema@.transfer_unbilled(p_account_id bigint, p_from bigint, p_to bigint, p_amount numeric)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.main_bucket_entry(p_from, 'transfer', p_amount,
+                                          format('account %s: to payer %s', p_account_id, p_to));
+    PERFORM @extschema@.main_bucket_entry(p_to, 'transfer', -p_amount,
+                                          format('account %s: from payer %s', p_account_id, p_from));
+END $$;
+COMMENT ON FUNCTION @extschema@.transfer_unbilled(bigint, bigint, bigint, numeric) IS
+    'internal: move the money of an account''s unbilled charges from one payer to another (ledger transfer)';
+
 -- A change of payer (bill_to_parent set or cleared, or a new parent for an
 -- account billed to its parent) moves the accounts whose payer changes — the
 -- account and the sub-accounts billed through it — to the new payer's money:
@@ -923,17 +949,7 @@ BEGIN
         DROP TABLE pg_temp.convbill_payer_moves;
         RETURN NULL;
     END IF;
-    -- a closed payer (from its closed_at on) takes no new account: its
-    -- sections end with it, so the account's fees from before it joined would
-    -- be cut at the payer's closing and nothing after billed
-    SELECT mv.account_id, mv.new_payer INTO m FROM convbill_payer_moves mv
-    JOIN @extschema@.account p ON p.account_id OPERATOR(pg_catalog.=) mv.new_payer
-    WHERE @extschema@.account_status_at(p.status, p.closed_at, now()) OPERATOR(pg_catalog.=) 'closed'
-    ORDER BY mv.account_id LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'account %: its new payer % is closed', m.account_id, m.new_payer
-            USING ERRCODE = '55000', HINT = 'Bill it to an open account, or reopen the payer first.';
-    END IF;
+    -- (a closed new payer is refused before, by account_guard)
     -- the unbilled charges are summed from this statement's snapshot: under
     -- REPEATABLE READ or SERIALIZABLE it may predate a charge that committed
     -- meanwhile, whose money would stay with the old payer
@@ -985,13 +1001,8 @@ BEGIN
                       HINT = 'A negative amount is invoices not paid, a positive one prepaid credit: settle it (record_payment, adjust_balance) first.';
         END IF;
     END LOOP;
-    FOR m IN SELECT * FROM convbill_payer_moves mv WHERE mv.unbilled OPERATOR(pg_catalog.<>) 0
-             ORDER BY mv.account_id LOOP
-        PERFORM @extschema@.main_bucket_entry(m.old_payer, 'transfer', m.unbilled,
-                                              pg_catalog.format('account %s: to payer %s', m.account_id, m.new_payer));
-        PERFORM @extschema@.main_bucket_entry(m.new_payer, 'transfer', -m.unbilled,
-                                              pg_catalog.format('account %s: from payer %s', m.account_id, m.old_payer));
-    END LOOP;
+    PERFORM @extschema@.transfer_unbilled(mv.account_id, mv.old_payer, mv.new_payer, mv.unbilled)
+    FROM convbill_payer_moves mv WHERE mv.unbilled OPERATOR(pg_catalog.<>) 0 ORDER BY mv.account_id;
     DROP TABLE pg_temp.convbill_payer_moves;
     RETURN NULL;
 END $$;

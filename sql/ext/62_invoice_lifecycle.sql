@@ -259,10 +259,7 @@ BEGIN
         WHERE x.payer IS DISTINCT FROM OLD.account_id AND x.amount <> 0
         ORDER BY x.account_id
     LOOP
-        PERFORM @extschema@.main_bucket_entry(OLD.account_id, 'transfer', r.amount,
-                                              format('account %s: to payer %s', r.account_id, r.payer));
-        PERFORM @extschema@.main_bucket_entry(r.payer, 'transfer', -r.amount,
-                                              format('account %s: from payer %s', r.account_id, OLD.account_id));
+        PERFORM @extschema@.transfer_unbilled(r.account_id, OLD.account_id, r.payer, r.amount);
     END LOOP;
     -- (a sub-account that has moved to another payer since keeps its period
     -- closed: its new payer's periods are its own now, and its charges given
